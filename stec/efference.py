@@ -1,0 +1,116 @@
+"""Efference-copy modules: the inverse model (predicts the action from two views) and the
+action encoder (embeds the action for an action-conditioned forward predictor)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from stec.actions import ActionSpace, ActionTargets
+from stec.losses import action_loss, action_regression_loss
+
+INVERSE_OUTPUTS = ("categorical", "regression")
+
+
+def mlp(in_dim: int, hidden: int, out_dim: int, norm: str = "batch", layers: int = 2) -> nn.Sequential:
+    """``layers`` linear layers with norm + ReLU between them (``norm``: batch|layer|none)."""
+    if norm not in ("batch", "layer", "none"):
+        raise ValueError(f"norm must be one of ('batch', 'layer', 'none'), got {norm!r}")
+    blocks: list[nn.Module] = []
+    dim = in_dim
+    for _ in range(layers - 1):
+        blocks.append(nn.Linear(dim, hidden, bias=norm == "none"))
+        if norm == "batch":
+            blocks.append(nn.BatchNorm1d(hidden))
+        elif norm == "layer":
+            blocks.append(nn.LayerNorm(hidden))
+        blocks.append(nn.ReLU(inplace=True))
+        dim = hidden
+    blocks.append(nn.Linear(dim, out_dim))
+    return nn.Sequential(*blocks)
+
+
+class InverseModel(nn.Module):
+    """``q(action | h_a, h_b)``: an MLP over ``concat(h_a, h_b)``.
+
+    With ``output="categorical"`` (the paper's form) it scores the bins of every target;
+    with ``output="regression"`` it regresses each target scaled to ``[-1, 1]``.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        action_space: ActionSpace,
+        hidden: int = 512,
+        output: str = "categorical",
+        norm: str = "batch",
+    ) -> None:
+        super().__init__()
+        if output not in INVERSE_OUTPUTS:
+            raise ValueError(f"inverse model output must be one of {INVERSE_OUTPUTS}, got {output!r}")
+        if action_space.n_targets == 0:
+            raise ValueError("the inverse model needs an action space with at least one component")
+        self.space, self.output = action_space, output
+        n_t, n_c = action_space.n_targets, action_space.max_classes
+        per_target = n_c if output == "categorical" else 1
+        self.net = mlp(2 * in_dim, hidden, n_t * per_target, norm=norm)
+        class_mask = torch.zeros(n_t, n_c, dtype=torch.bool)
+        for t, c in enumerate(action_space.target_classes):
+            class_mask[t, :c] = True
+        self.register_buffer("class_mask", class_mask, persistent=False)
+
+    def forward(self, h_a: Tensor, h_b: Tensor) -> Tensor:
+        """``[B, F]`` x2 -> ``[B, T, C]`` logits (categorical) or ``[B, T]`` (regression)."""
+        out = self.net(torch.cat([h_a, h_b], dim=1))
+        if self.output == "categorical":
+            return out.view(out.shape[0], self.space.n_targets, self.space.max_classes)
+        return torch.tanh(out)
+
+    def loss(self, prediction: Tensor, targets: ActionTargets) -> tuple[Tensor, dict[str, Tensor]]:
+        """Masked NLL (or MSE) and per-component accuracy (or R²) as named metrics."""
+        if self.output == "categorical":
+            loss, per_target = action_loss(prediction, targets.classes, targets.mask, self.class_mask)
+            kind = "acc"
+        else:
+            loss, per_target = action_regression_loss(prediction, targets.values, targets.mask)
+            kind = "r2"
+        metrics = {
+            f"action_{kind}/{name}": _nanmean(per_target[sl])
+            for name, sl in self.space.slices.items()
+        }
+        return loss, metrics
+
+
+def _nanmean(x: Tensor) -> Tensor:
+    ok = ~torch.isnan(x)
+    if not ok.any():
+        return torch.tensor(float("nan"), device=x.device)
+    return x[ok].mean()
+
+
+class ActionEncoder(nn.Module):
+    """Embeds a binned action: one learned vector per (target, class), summed, then an MLP.
+
+    Targets masked out (the action is undefined for that pair) use a learned "unknown"
+    vector instead, so the encoder never sees a faked value.
+    """
+
+    def __init__(self, action_space: ActionSpace, dim: int = 128) -> None:
+        super().__init__()
+        self.space = action_space
+        offsets = [0]
+        for c in action_space.target_classes:
+            offsets.append(offsets[-1] + c + 1)  # +1: the "unknown" slot of each target
+        self.register_buffer("offsets", torch.tensor(offsets[:-1]), persistent=False)
+        self.register_buffer("unknown", torch.tensor(action_space.target_classes), persistent=False)
+        self.table = nn.Embedding(max(offsets[-1], 1), dim)
+        nn.init.normal_(self.table.weight, std=1.0 / math.sqrt(max(action_space.n_targets, 1)))
+        self.net = nn.Sequential(nn.ReLU(), nn.Linear(dim, dim))
+        self.dim = dim
+
+    def forward(self, targets: ActionTargets) -> Tensor:
+        """``ActionTargets`` with ``[B, T]`` fields -> ``[B, dim]``."""
+        slot = torch.where(targets.mask, targets.classes, self.unknown.expand_as(targets.classes))
+        return self.net(self.table(slot + self.offsets).sum(dim=1))

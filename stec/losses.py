@@ -1,0 +1,140 @@
+"""Pure loss functions. Shapes: ``B`` local batch, ``N`` candidates, ``D`` embedding size,
+``T`` action targets, ``C`` classes per target."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def info_nce(
+    z_a: Tensor, z_b: Tensor, temperature: float = 0.1, offset: int = 0, candidates: tuple[Tensor, Tensor] | None = None
+) -> tuple[Tensor, Tensor]:
+    """Symmetric NT-Xent (SimCLR) loss.
+
+    Each anchor ``z_a[i]`` must pick its positive ``z_b[i]`` among all views of the (global)
+    batch except itself: a categorical "switching" action with a cosine critic.
+
+    Args:
+        z_a, z_b: ``[B, D]`` projections of the two views of the local batch.
+        temperature: softmax temperature.
+        offset: index of the local batch inside the gathered candidates (rank * B).
+        candidates: ``([N, D], [N, D])`` gathered views of the global batch, with gradients;
+            ``None`` uses the local batch (``N = B``).
+    Returns:
+        ``(loss, logits)``: the scalar mean loss over the ``2B`` anchors, and the ``[2B, 2N]``
+        logits (the positive of anchor ``i`` sits at column ``offset + i`` of the other view).
+    """
+    all_a, all_b = candidates if candidates is not None else (z_a, z_b)
+    anchors = F.normalize(torch.cat([z_a, z_b]), dim=1)
+    keys = F.normalize(torch.cat([all_a, all_b]), dim=1)
+    n, b = all_a.shape[0], z_a.shape[0]
+    logits = anchors @ keys.T / temperature
+    local = offset + torch.arange(b, device=z_a.device)
+    self_cols = torch.cat([local, local + n])
+    positive_cols = torch.cat([local + n, local])
+    logits = logits.masked_fill(F.one_hot(self_cols, 2 * n).bool(), float("-inf"))
+    loss = F.cross_entropy(logits, positive_cols)
+    return loss, logits
+
+
+def positive_pair_accuracy(logits: Tensor, offset: int = 0) -> Tensor:
+    """Share of anchors whose highest-scoring candidate is their positive. ``[2B, 2N]`` -> scalar."""
+    two_b, two_n = logits.shape
+    b, n = two_b // 2, two_n // 2
+    local = offset + torch.arange(b, device=logits.device)
+    positive_cols = torch.cat([local + n, local])
+    return (logits.argmax(dim=1) == positive_cols).float().mean()
+
+
+def byol_loss(prediction: Tensor, target: Tensor) -> Tensor:
+    """BYOL regression: ``2 - 2 cos(p, z')`` averaged over the batch. ``[B, D]`` x2 -> scalar.
+
+    The target must come from the EMA network and carry no gradient.
+    """
+    return (2.0 - 2.0 * F.cosine_similarity(prediction, target.detach(), dim=-1)).mean()
+
+
+def relic_loss(
+    z_a: Tensor,
+    z_b: Tensor,
+    temperature: float = 0.1,
+    alpha: float = 1.0,
+    offset: int = 0,
+    candidates: tuple[Tensor, Tensor] | None = None,
+) -> tuple[Tensor, Tensor]:
+    """ReLIC: InfoNCE plus the KL invariance term between the two views' similarity
+    distributions over the candidates. Shapes as :func:`info_nce`.
+
+    The invariance term is ``KL(p(.|a) || p(.|b))`` with the candidate distribution of view
+    ``b`` as the reference (stop-gradient), made symmetric over the two views.
+    """
+    contrastive, logits = info_nce(z_a, z_b, temperature, offset, candidates)
+    all_a, all_b = candidates if candidates is not None else (z_a, z_b)
+    keys = F.normalize(torch.cat([all_a, all_b]), dim=1)
+    # similarity of each view to every *other* sample's views (same key set for both views)
+    sim_a = F.normalize(z_a, dim=1) @ keys.T / temperature
+    sim_b = F.normalize(z_b, dim=1) @ keys.T / temperature
+    log_p_a, log_p_b = F.log_softmax(sim_a, dim=1), F.log_softmax(sim_b, dim=1)
+    kl_ab = F.kl_div(log_p_a, log_p_b.detach(), log_target=True, reduction="batchmean")
+    kl_ba = F.kl_div(log_p_b, log_p_a.detach(), log_target=True, reduction="batchmean")
+    return contrastive + alpha * 0.5 * (kl_ab + kl_ba), logits
+
+
+def action_loss(
+    logits: Tensor, classes: Tensor, mask: Tensor, class_mask: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Masked cross-entropy of the binned inverse model.
+
+    Args:
+        logits: ``[B, T, C]`` scores, ``C`` the largest class count among the targets.
+        classes: ``[B, T]`` int64 target classes.
+        mask: ``[B, T]`` bool, False where the action is undefined for that pair.
+        class_mask: ``[T, C]`` bool, True for the classes each target really has.
+    Returns:
+        ``(loss, accuracy)``: the mean NLL over valid entries (0 if there are none), and
+        ``[T]`` accuracy per target over its valid entries (NaN where none is valid).
+    """
+    logits = logits.float().masked_fill(~class_mask.unsqueeze(0), float("-inf"))
+    nll = F.cross_entropy(logits.flatten(0, 1), classes.flatten(), reduction="none").view_as(classes)
+    weight = mask.float()
+    valid = weight.sum()
+    loss = (nll * weight).sum() / valid.clamp_min(1.0)
+    hits = (logits.argmax(dim=-1) == classes).float() * weight
+    per_target = weight.sum(dim=0)
+    accuracy = hits.sum(dim=0) / per_target.clamp_min(1.0)
+    accuracy = torch.where(per_target > 0, accuracy, torch.full_like(accuracy, float("nan")))
+    return loss, accuracy
+
+
+def action_regression_loss(prediction: Tensor, values: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Masked mean squared error on actions scaled to ``[-1, 1]``.
+
+    Args:
+        prediction, values: ``[B, T]``; mask: ``[B, T]`` bool.
+    Returns:
+        ``(loss, r2)``: the scalar loss and ``[T]`` coefficient of determination per target.
+    """
+    weight = mask.float()
+    err = (prediction.float() - values) ** 2 * weight
+    loss = err.sum() / weight.sum().clamp_min(1.0)
+    count = weight.sum(0).clamp_min(1.0)
+    mean = (values * weight).sum(0) / count
+    var = (((values - mean) ** 2) * weight).sum(0) / count
+    r2 = 1.0 - (err.sum(0) / count) / var.clamp_min(1e-8)
+    return loss, r2
+
+
+def info_nce_cross(queries: Tensor, keys: Tensor, temperature: float = 0.1, offset: int = 0) -> Tensor:
+    """One-directional InfoNCE: query ``i`` must pick key ``offset + i``.
+
+    Args:
+        queries: ``[B, D]`` (e.g. action-conditioned predictions of the other view).
+        keys: ``[N, D]`` candidates (gathered over ranks), positive at ``offset + i``.
+    Returns:
+        scalar mean loss.
+    """
+    logits = F.normalize(queries, dim=1) @ F.normalize(keys, dim=1).T / temperature
+    positives = offset + torch.arange(queries.shape[0], device=queries.device)
+    return F.cross_entropy(logits, positives)

@@ -1,0 +1,152 @@
+"""Shared plumbing of the SSL methods: backbone, projector, efference-copy heads.
+
+A method is an ``nn.Module`` whose ``forward(view_a, view_b, params_a, params_b)`` returns
+``(loss, metrics, features)``: the total loss
+``λ_switch · L_ssl + λ_manip · L_action`` (plus the forward-model term, see below), a dict
+of detached scalar metrics, and the detached backbone features of view a (for an online
+probe). Being a plain ``forward`` keeps the methods usable under DDP and ``torch.compile``.
+
+``efference`` selects how the efference copy (the action record) is used:
+
+- ``off``: plain SSL;
+- ``inverse`` (the paper): an inverse model predicts the relative action from the two
+  views' features, and its NLL is added with weight ``λ_manip``;
+- ``forward``: the predictor is told the action. For BYOL its predictor sees
+  ``[z_a, embed(action a→b)]``; for SimCLR/ReLIC an action-conditioned predictor maps
+  ``z_a`` to the other view and a contrastive forward-model loss (weight ``λ_manip``) is
+  added;
+- ``both``: inverse and forward together.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from stec.actions import ActionSpace, ActionTargets, ViewParams
+from stec.distributed import gather_with_grad, rank
+from stec.efference import ActionEncoder, InverseModel, mlp
+
+EFFERENCE_MODES = ("off", "inverse", "forward", "both")
+INVERSE_INPUTS = ("backbone", "projector_hidden")
+
+StepResult = tuple[Tensor, dict[str, Tensor], Tensor]
+
+
+def choose(key: str, value: str, allowed: tuple[str, ...]) -> str:
+    """Return ``value`` if allowed, else raise a ValueError naming the key and the choices."""
+    if value not in allowed:
+        raise ValueError(f"{key}={value!r} is not valid; allowed values: {', '.join(allowed)}")
+    return value
+
+
+class SSLMethod(nn.Module):
+    """Base class. Subclasses implement :meth:`ssl_loss` (and may add heads)."""
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        feature_dim: int,
+        action_space: ActionSpace | None = None,
+        efference: str = "inverse",
+        lambda_switch: float = 1.0,
+        lambda_manip: float = 1.0,
+        proj_hidden: int = 2048,
+        proj_dim: int = 128,
+        norm: str = "batch",
+        inverse_hidden: int = 512,
+        inverse_output: str = "categorical",
+        inverse_input: str = "backbone",
+        action_embed_dim: int = 128,
+    ) -> None:
+        super().__init__()
+        self.efference = choose("efference", efference, EFFERENCE_MODES)
+        self.inverse_input = choose("inverse_input", inverse_input, INVERSE_INPUTS)
+        if self.efference != "off" and (action_space is None or len(action_space) == 0):
+            raise ValueError(
+                f"efference={efference!r} needs an action space with at least one component; "
+                "enable an augmenter that emits actions or set efference=off"
+            )
+        self.action_space = action_space if self.efference != "off" else None
+        self.lambda_switch, self.lambda_manip = float(lambda_switch), float(lambda_manip)
+        self.backbone, self.feature_dim = backbone, feature_dim
+        self.projector = mlp(feature_dim, proj_hidden, proj_dim, norm=norm)
+        self.proj_dim, self.proj_hidden, self.norm = proj_dim, proj_hidden, norm
+        self.inverse: InverseModel | None = None
+        self.action_encoder: ActionEncoder | None = None
+        if self.uses_inverse:
+            in_dim = feature_dim if inverse_input == "backbone" else proj_hidden
+            self.inverse = InverseModel(in_dim, action_space, inverse_hidden, inverse_output, norm=norm)
+        if self.uses_forward:
+            self.action_encoder = ActionEncoder(action_space, action_embed_dim)
+
+    @property
+    def uses_inverse(self) -> bool:
+        return self.efference in ("inverse", "both")
+
+    @property
+    def uses_forward(self) -> bool:
+        return self.efference in ("forward", "both")
+
+    def embed(self, views: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``views -> (h, projector hidden, z)``."""
+        h = self.backbone(views)
+        hidden = self.projector[:-1](h)
+        return h, hidden, self.projector[-1](hidden)
+
+    def forward(self, view_a: Tensor, view_b: Tensor, params_a: ViewParams, params_b: ViewParams) -> StepResult:
+        b = view_a.shape[0]
+        h, hidden, z = self.embed(torch.cat([view_a, view_b]))
+        h_a, h_b = h[:b], h[b:]
+        z_a, z_b = z[:b], z[b:]
+        actions: tuple[ActionTargets, ActionTargets] | None = None
+        if self.efference != "off":
+            actions = (self.action_space.targets(params_a, params_b), self.action_space.targets(params_b, params_a))
+        ssl, forward_loss, metrics = self.ssl_loss(view_a, view_b, z_a, z_b, actions)
+        loss = self.lambda_switch * ssl
+        metrics["ssl_loss"] = ssl.detach()
+        if forward_loss is not None:
+            loss = loss + self.lambda_manip * forward_loss
+            metrics["forward_loss"] = forward_loss.detach()
+        if self.inverse is not None:
+            src_a, src_b = (h_a, h_b) if self.inverse_input == "backbone" else (hidden[:b], hidden[b:])
+            act_loss, act_metrics = self.inverse.loss(self.inverse(src_a, src_b), actions[0])
+            loss = loss + self.lambda_manip * act_loss
+            metrics["action_loss"] = act_loss.detach()
+            metrics.update({k: v.detach() for k, v in act_metrics.items()})
+        metrics["loss"] = loss.detach()
+        return loss, metrics, h_a.detach()
+
+    def ssl_loss(
+        self,
+        view_a: Tensor,
+        view_b: Tensor,
+        z_a: Tensor,
+        z_b: Tensor,
+        actions: tuple[ActionTargets, ActionTargets] | None,
+    ) -> tuple[Tensor, Tensor | None, dict[str, Tensor]]:
+        """``(SSL loss, forward-model loss or None, metrics)`` for projections ``[B, D]``."""
+        raise NotImplementedError
+
+    def on_step_end(self, progress: float) -> None:
+        """Called by the trainer after each optimiser step; ``progress`` in ``[0, 1]``."""
+
+    @staticmethod
+    def gathered(z_a: Tensor, z_b: Tensor) -> tuple[tuple[Tensor, Tensor], int]:
+        """Candidates from every rank (with gradients) and the local offset among them."""
+        all_a, all_b = gather_with_grad(z_a), gather_with_grad(z_b)
+        return (all_a, all_b), rank() * z_a.shape[0]
+
+
+class ForwardPredictor(nn.Module):
+    """``P(z, embed(action))``: predicts the other view's projection from this view's
+    projection and the efference copy of the action that leads to it."""
+
+    def __init__(self, proj_dim: int, action_dim: int, hidden: int, norm: str = "batch") -> None:
+        super().__init__()
+        self.net = mlp(proj_dim + action_dim, hidden, proj_dim, norm=norm)
+
+    def forward(self, z: Tensor, action_embedding: Tensor | None) -> Tensor:
+        if action_embedding is not None:
+            z = torch.cat([z, action_embedding], dim=1)
+        return self.net(z)

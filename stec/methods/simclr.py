@@ -1,0 +1,40 @@
+"""SimCLR (NT-Xent with negatives gathered over ranks), with a switchable efference copy."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from stec.actions import ActionTargets
+from stec.losses import info_nce, info_nce_cross, positive_pair_accuracy
+from stec.methods.base import ForwardPredictor, SSLMethod
+
+
+class SimCLR(SSLMethod):
+    """SimCLR. In ``forward``/``both`` mode an action-conditioned predictor maps each view's
+    projection to the other view, trained contrastively against the gathered candidates."""
+
+    def __init__(self, backbone, feature_dim: int, *args, temperature: float = 0.1, **kwargs) -> None:
+        super().__init__(backbone, feature_dim, *args, **kwargs)
+        self.temperature = float(temperature)
+        self.forward_predictor: ForwardPredictor | None = None
+        if self.uses_forward:
+            self.forward_predictor = ForwardPredictor(
+                self.proj_dim, self.action_encoder.dim, self.proj_hidden, self.norm
+            )
+
+    def contrastive(self, z_a: Tensor, z_b: Tensor, candidates, offset: int) -> tuple[Tensor, Tensor]:
+        return info_nce(z_a, z_b, self.temperature, offset, candidates)
+
+    def ssl_loss(self, view_a, view_b, z_a: Tensor, z_b: Tensor, actions: tuple[ActionTargets, ActionTargets] | None):
+        candidates, offset = self.gathered(z_a, z_b)
+        loss, logits = self.contrastive(z_a, z_b, candidates, offset)
+        metrics = {"pos_acc": positive_pair_accuracy(logits.detach(), offset)}
+        forward_loss = None
+        if self.forward_predictor is not None:
+            q_a = self.forward_predictor(z_a, self.action_encoder(actions[0]))
+            q_b = self.forward_predictor(z_b, self.action_encoder(actions[1]))
+            forward_loss = 0.5 * (
+                info_nce_cross(q_a, candidates[1], self.temperature, offset)
+                + info_nce_cross(q_b, candidates[0], self.temperature, offset)
+            )
+        return loss, forward_loss, metrics
