@@ -41,8 +41,14 @@ def bin_values(values: Tensor, low: float, high: float, n_bins: int) -> Tensor:
     Returns:
         ``[...]`` int64 tensor with entries in ``[0, n_bins - 1]``.
     """
-    scaled = (values - low) / (high - low) * n_bins
-    return scaled.floor().clamp_(0, n_bins - 1).long()
+    edges = [low + (high - low) * k / n_bins for k in range(1, n_bins)]
+    edges_t = torch.tensor(edges, device=values.device, dtype=torch.float64)
+    # right=True: a value exactly on an edge belongs to the bin above it
+    # rounding removes float noise, so that e.g. an identity translation (0, often a bin
+    # edge) always lands in the same bin
+    return torch.bucketize(
+        torch.round(values.double(), decimals=6).contiguous(), edges_t, right=True
+    )
 
 
 def normalise_values(values: Tensor, low: float, high: float) -> Tensor:
@@ -95,7 +101,9 @@ class ActionComponent:
 
 def _check_name(name: str) -> None:
     if not name or not isinstance(name, str) or "." in name:
-        raise ValueError(f"action component name must be a non-empty string without '.', got {name!r}")
+        raise ValueError(
+            f"action component name must be a non-empty string without '.', got {name!r}"
+        )
 
 
 def _check_bins(name: str, n_bins: int) -> None:
@@ -233,9 +241,14 @@ class Affine(ActionComponent):
     ) -> None:
         _check_name(name)
         _check_bins(name, n_bins)
-        for label, (lo, hi) in (("linear_range", linear_range), ("translation_range", translation_range)):
+        for label, (lo, hi) in (
+            ("linear_range", linear_range),
+            ("translation_range", translation_range),
+        ):
             if not hi > lo:
-                raise ValueError(f"action component {name!r}: empty {label} [{lo}, {hi}]; need low < high")
+                raise ValueError(
+                    f"action component {name!r}: empty {label} [{lo}, {hi}]; need low < high"
+                )
         self.name, self.n_classes = name, int(n_bins)
         self.param_shape = (3, 3)
         self.n_targets = 6
@@ -249,9 +262,13 @@ class Affine(ActionComponent):
         return rel[:, :2, :].reshape(-1, 6)
 
     def classes(self, action: Tensor) -> Tensor:
-        low, high = self._low.to(action.device), self._high.to(action.device)
-        scaled = (action - low) / (high - low) * self.n_classes
-        return scaled.floor().clamp_(0, self.n_classes - 1).long()
+        return torch.stack(
+            [
+                bin_values(action[:, i], float(self._low[i]), float(self._high[i]), self.n_classes)
+                for i in range(self.n_targets)
+            ],
+            dim=1,
+        )
 
     def normalised(self, action: Tensor) -> Tensor:
         low, high = self._low.to(action.device), self._high.to(action.device)
@@ -296,7 +313,9 @@ class ActionSpace:
         for comp in self.components:
             if not isinstance(comp, ActionComponent):
                 raise ValueError(f"action space: {comp!r} is not an ActionComponent")
-        self.target_classes: list[int] = [c.n_classes for c in self.components for _ in range(c.n_targets)]
+        self.target_classes: list[int] = [
+            c.n_classes for c in self.components for _ in range(c.n_targets)
+        ]
         self.target_names: list[str] = []
         self.slices: dict[str, slice] = {}
         start = 0
@@ -351,7 +370,9 @@ class ActionSpace:
             p_a = comp.check_params(params_a[comp.name].to(device), batch)
             p_b = comp.check_params(params_b[comp.name].to(device), batch)
             action = comp.relative(p_a, p_b)
-            ok = _valid(params_a, comp.name, batch, device) & _valid(params_b, comp.name, batch, device)
+            ok = _valid(params_a, comp.name, batch, device) & _valid(
+                params_b, comp.name, batch, device
+            )
             ok = ok & torch.isfinite(action).all(dim=1)
             action = torch.where(torch.isfinite(action), action, torch.zeros_like(action))
             classes.append(comp.classes(action))

@@ -61,7 +61,9 @@ class Compose(nn.Module):
             x, p = aug(x)
             clash = set(p) & set(params)
             if clash:
-                raise ValueError(f"augmenter {type(aug).__name__} records parameters already recorded: {sorted(clash)}")
+                raise ValueError(
+                    f"augmenter {type(aug).__name__} records parameters already recorded: {sorted(clash)}"
+                )
             params.update(p)
         return x, params
 
@@ -80,7 +82,9 @@ class TwoViews(nn.Module):
     log-mel front end on the GPU), an optional ``finish`` after each view (e.g. a
     normalisation)."""
 
-    def __init__(self, pipeline: Compose, prepare: nn.Module | None = None, finish: nn.Module | None = None) -> None:
+    def __init__(
+        self, pipeline: Compose, prepare: nn.Module | None = None, finish: nn.Module | None = None
+    ) -> None:
         super().__init__()
         self.pipeline, self.prepare, self.finish = pipeline, prepare, finish
 

@@ -25,17 +25,31 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def gather_with_grad(tensor: Tensor) -> Tensor:
-    """All-gather ``[B, ...]`` from every rank into ``[W*B, ...]``, keeping gradients.
+def gather_with_grad(tensor: Tensor) -> tuple[Tensor, int]:
+    """All-gather ``[B_r, ...]`` from every rank into ``[sum B_r, ...]``, keeping gradients.
 
-    The backward pass sums the incoming gradients over ranks and hands each rank the slice
-    of its own inputs, so contrastive negatives from other GPUs train the local encoder.
+    Returns the gathered tensor and the offset of this rank's rows in it. Ranks may hold
+    different batch sizes (a batch that lost a skipped bad file): rows are padded for the
+    collective and cut again. The backward pass sums the incoming gradients over ranks and
+    hands each rank the slice of its own rows, so contrastive negatives from other GPUs
+    train the local encoder.
     """
     if not is_distributed() or world_size() == 1:
-        return tensor
+        return tensor, 0
     from torch.distributed.nn.functional import all_gather
 
-    return torch.cat(all_gather(tensor), dim=0)
+    local = torch.tensor([tensor.shape[0]], device=tensor.device)
+    sizes = [torch.zeros_like(local) for _ in range(world_size())]
+    dist.all_gather(sizes, local)
+    counts = [int(s.item()) for s in sizes]
+    longest = max(counts)
+    padded = tensor
+    if tensor.shape[0] < longest:
+        pad = tensor.new_zeros((longest - tensor.shape[0], *tensor.shape[1:]))
+        padded = torch.cat([tensor, pad])
+    parts = all_gather(padded)
+    gathered = torch.cat([part[:n] for part, n in zip(parts, counts, strict=True)], dim=0)
+    return gathered, sum(counts[: rank()])
 
 
 def all_reduce_mean(tensor: Tensor) -> Tensor:

@@ -14,7 +14,9 @@ from stec.losses import action_loss, action_regression_loss
 INVERSE_OUTPUTS = ("categorical", "regression")
 
 
-def mlp(in_dim: int, hidden: int, out_dim: int, norm: str = "batch", layers: int = 2) -> nn.Sequential:
+def mlp(
+    in_dim: int, hidden: int, out_dim: int, norm: str = "batch", layers: int = 2
+) -> nn.Sequential:
     """``layers`` linear layers with norm + ReLU between them (``norm``: batch|layer|none)."""
     if norm not in ("batch", "layer", "none"):
         raise ValueError(f"norm must be one of ('batch', 'layer', 'none'), got {norm!r}")
@@ -49,7 +51,9 @@ class InverseModel(nn.Module):
     ) -> None:
         super().__init__()
         if output not in INVERSE_OUTPUTS:
-            raise ValueError(f"inverse model output must be one of {INVERSE_OUTPUTS}, got {output!r}")
+            raise ValueError(
+                f"inverse model output must be one of {INVERSE_OUTPUTS}, got {output!r}"
+            )
         if action_space.n_targets == 0:
             raise ValueError("the inverse model needs an action space with at least one component")
         self.space, self.output = action_space, output
@@ -71,7 +75,9 @@ class InverseModel(nn.Module):
     def loss(self, prediction: Tensor, targets: ActionTargets) -> tuple[Tensor, dict[str, Tensor]]:
         """Masked NLL (or MSE) and per-component accuracy (or R²) as named metrics."""
         if self.output == "categorical":
-            loss, per_target = action_loss(prediction, targets.classes, targets.mask, self.class_mask)
+            loss, per_target = action_loss(
+                prediction, targets.classes, targets.mask, self.class_mask
+            )
             kind = "acc"
         else:
             loss, per_target = action_regression_loss(prediction, targets.values, targets.mask)

@@ -9,7 +9,11 @@ from torch import Tensor
 
 
 def info_nce(
-    z_a: Tensor, z_b: Tensor, temperature: float = 0.1, offset: int = 0, candidates: tuple[Tensor, Tensor] | None = None
+    z_a: Tensor,
+    z_b: Tensor,
+    temperature: float = 0.1,
+    offset: int = 0,
+    candidates: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Symmetric NT-Xent (SimCLR) loss.
 
@@ -97,7 +101,9 @@ def action_loss(
         ``[T]`` accuracy per target over its valid entries (NaN where none is valid).
     """
     logits = logits.float().masked_fill(~class_mask.unsqueeze(0), float("-inf"))
-    nll = F.cross_entropy(logits.flatten(0, 1), classes.flatten(), reduction="none").view_as(classes)
+    nll = F.cross_entropy(logits.flatten(0, 1), classes.flatten(), reduction="none").view_as(
+        classes
+    )
     weight = mask.float()
     valid = weight.sum()
     loss = (nll * weight).sum() / valid.clamp_min(1.0)
@@ -108,7 +114,9 @@ def action_loss(
     return loss, accuracy
 
 
-def action_regression_loss(prediction: Tensor, values: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+def action_regression_loss(
+    prediction: Tensor, values: Tensor, mask: Tensor
+) -> tuple[Tensor, Tensor]:
     """Masked mean squared error on actions scaled to ``[-1, 1]``.
 
     Args:
@@ -126,7 +134,9 @@ def action_regression_loss(prediction: Tensor, values: Tensor, mask: Tensor) -> 
     return loss, r2
 
 
-def info_nce_cross(queries: Tensor, keys: Tensor, temperature: float = 0.1, offset: int = 0) -> Tensor:
+def info_nce_cross(
+    queries: Tensor, keys: Tensor, temperature: float = 0.1, offset: int = 0
+) -> Tensor:
     """One-directional InfoNCE: query ``i`` must pick key ``offset + i``.
 
     Args:

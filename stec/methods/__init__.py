@@ -13,4 +13,13 @@ def build_method(name: str, backbone, feature_dim: int, **kwargs) -> SSLMethod:
     return METHODS[choose("method", name, tuple(METHODS))](backbone, feature_dim, **kwargs)
 
 
-__all__ = ["BYOL", "EFFERENCE_MODES", "INVERSE_INPUTS", "METHODS", "ReLIC", "SSLMethod", "SimCLR", "build_method"]
+__all__ = [
+    "BYOL",
+    "EFFERENCE_MODES",
+    "INVERSE_INPUTS",
+    "METHODS",
+    "ReLIC",
+    "SSLMethod",
+    "SimCLR",
+    "build_method",
+]

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from stec.actions import ActionSpace, ActionTargets, ViewParams
-from stec.distributed import gather_with_grad, rank
+from stec.distributed import gather_with_grad
 from stec.efference import ActionEncoder, InverseModel, mlp
 
 EFFERENCE_MODES = ("off", "inverse", "forward", "both")
@@ -76,7 +76,9 @@ class SSLMethod(nn.Module):
         self.action_encoder: ActionEncoder | None = None
         if self.uses_inverse:
             in_dim = feature_dim if inverse_input == "backbone" else proj_hidden
-            self.inverse = InverseModel(in_dim, action_space, inverse_hidden, inverse_output, norm=norm)
+            self.inverse = InverseModel(
+                in_dim, action_space, inverse_hidden, inverse_output, norm=norm
+            )
         if self.uses_forward:
             self.action_encoder = ActionEncoder(action_space, action_embed_dim)
 
@@ -94,14 +96,19 @@ class SSLMethod(nn.Module):
         hidden = self.projector[:-1](h)
         return h, hidden, self.projector[-1](hidden)
 
-    def forward(self, view_a: Tensor, view_b: Tensor, params_a: ViewParams, params_b: ViewParams) -> StepResult:
+    def forward(
+        self, view_a: Tensor, view_b: Tensor, params_a: ViewParams, params_b: ViewParams
+    ) -> StepResult:
         b = view_a.shape[0]
         h, hidden, z = self.embed(torch.cat([view_a, view_b]))
         h_a, h_b = h[:b], h[b:]
         z_a, z_b = z[:b], z[b:]
         actions: tuple[ActionTargets, ActionTargets] | None = None
         if self.efference != "off":
-            actions = (self.action_space.targets(params_a, params_b), self.action_space.targets(params_b, params_a))
+            actions = (
+                self.action_space.targets(params_a, params_b),
+                self.action_space.targets(params_b, params_a),
+            )
         ssl, forward_loss, metrics = self.ssl_loss(view_a, view_b, z_a, z_b, actions)
         loss = self.lambda_switch * ssl
         metrics["ssl_loss"] = ssl.detach()
@@ -109,7 +116,9 @@ class SSLMethod(nn.Module):
             loss = loss + self.lambda_manip * forward_loss
             metrics["forward_loss"] = forward_loss.detach()
         if self.inverse is not None:
-            src_a, src_b = (h_a, h_b) if self.inverse_input == "backbone" else (hidden[:b], hidden[b:])
+            src_a, src_b = (
+                (h_a, h_b) if self.inverse_input == "backbone" else (hidden[:b], hidden[b:])
+            )
             act_loss, act_metrics = self.inverse.loss(self.inverse(src_a, src_b), actions[0])
             loss = loss + self.lambda_manip * act_loss
             metrics["action_loss"] = act_loss.detach()
@@ -134,8 +143,8 @@ class SSLMethod(nn.Module):
     @staticmethod
     def gathered(z_a: Tensor, z_b: Tensor) -> tuple[tuple[Tensor, Tensor], int]:
         """Candidates from every rank (with gradients) and the local offset among them."""
-        all_a, all_b = gather_with_grad(z_a), gather_with_grad(z_b)
-        return (all_a, all_b), rank() * z_a.shape[0]
+        (all_a, offset), (all_b, _) = gather_with_grad(z_a), gather_with_grad(z_b)
+        return (all_a, all_b), offset
 
 
 class ForwardPredictor(nn.Module):

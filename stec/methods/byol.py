@@ -40,11 +40,20 @@ class BYOL(SSLMethod):
         # a buffer, so that a resumed run continues the schedule exactly
         self.register_buffer("momentum", torch.tensor(self.base_momentum, dtype=torch.float64))
         action_dim = self.action_encoder.dim if self.action_encoder is not None else 0
-        self.predictor = ForwardPredictor(self.proj_dim, action_dim, pred_hidden or self.proj_hidden, self.norm)
+        self.predictor = ForwardPredictor(
+            self.proj_dim, action_dim, pred_hidden or self.proj_hidden, self.norm
+        )
         self.target_backbone = copy.deepcopy(self.backbone).requires_grad_(False)
         self.target_projector = copy.deepcopy(self.projector).requires_grad_(False)
 
-    def ssl_loss(self, view_a, view_b, z_a: Tensor, z_b: Tensor, actions: tuple[ActionTargets, ActionTargets] | None):
+    def ssl_loss(
+        self,
+        view_a,
+        view_b,
+        z_a: Tensor,
+        z_b: Tensor,
+        actions: tuple[ActionTargets, ActionTargets] | None,
+    ):
         emb_ab = emb_ba = None
         if self.action_encoder is not None:
             emb_ab, emb_ba = self.action_encoder(actions[0]), self.action_encoder(actions[1])
@@ -53,7 +62,9 @@ class BYOL(SSLMethod):
             target = self.target_projector(self.target_backbone(torch.cat([view_a, view_b])))
             t_a, t_b = target.chunk(2)
             sim = F.normalize(p_a, dim=1) @ F.normalize(t_b, dim=1).T
-            pos_acc = (sim.argmax(dim=1) == torch.arange(len(sim), device=sim.device)).float().mean()
+            pos_acc = (
+                (sim.argmax(dim=1) == torch.arange(len(sim), device=sim.device)).float().mean()
+            )
         loss = 0.5 * (byol_loss(p_a, t_b) + byol_loss(p_b, t_a))
         return loss, None, {"pos_acc": pos_acc, "momentum": self.momentum.detach().float()}
 
@@ -73,5 +84,7 @@ class BYOL(SSLMethod):
         progress = min(max(progress, 0.0), 1.0)
         self.momentum.fill_(
             self.final_momentum
-            - (self.final_momentum - self.base_momentum) * (math.cos(math.pi * progress) + 1.0) / 2.0
+            - (self.final_momentum - self.base_momentum)
+            * (math.cos(math.pi * progress) + 1.0)
+            / 2.0
         )

@@ -15,5 +15,7 @@ class ReLIC(SimCLR):
         super().__init__(backbone, feature_dim, *args, **kwargs)
         self.alpha = float(alpha)
 
-    def contrastive(self, z_a: Tensor, z_b: Tensor, candidates, offset: int) -> tuple[Tensor, Tensor]:
+    def contrastive(
+        self, z_a: Tensor, z_b: Tensor, candidates, offset: int
+    ) -> tuple[Tensor, Tensor]:
         return relic_loss(z_a, z_b, self.temperature, self.alpha, offset, candidates)

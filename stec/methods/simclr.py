@@ -13,7 +13,9 @@ class SimCLR(SSLMethod):
     """SimCLR. In ``forward``/``both`` mode an action-conditioned predictor maps each view's
     projection to the other view, trained contrastively against the gathered candidates."""
 
-    def __init__(self, backbone, feature_dim: int, *args, temperature: float = 0.1, **kwargs) -> None:
+    def __init__(
+        self, backbone, feature_dim: int, *args, temperature: float = 0.1, **kwargs
+    ) -> None:
         super().__init__(backbone, feature_dim, *args, **kwargs)
         self.temperature = float(temperature)
         self.forward_predictor: ForwardPredictor | None = None
@@ -22,10 +24,19 @@ class SimCLR(SSLMethod):
                 self.proj_dim, self.action_encoder.dim, self.proj_hidden, self.norm
             )
 
-    def contrastive(self, z_a: Tensor, z_b: Tensor, candidates, offset: int) -> tuple[Tensor, Tensor]:
+    def contrastive(
+        self, z_a: Tensor, z_b: Tensor, candidates, offset: int
+    ) -> tuple[Tensor, Tensor]:
         return info_nce(z_a, z_b, self.temperature, offset, candidates)
 
-    def ssl_loss(self, view_a, view_b, z_a: Tensor, z_b: Tensor, actions: tuple[ActionTargets, ActionTargets] | None):
+    def ssl_loss(
+        self,
+        view_a,
+        view_b,
+        z_a: Tensor,
+        z_b: Tensor,
+        actions: tuple[ActionTargets, ActionTargets] | None,
+    ):
         candidates, offset = self.gathered(z_a, z_b)
         loss, logits = self.contrastive(z_a, z_b, candidates, offset)
         metrics = {"pos_acc": positive_pair_accuracy(logits.detach(), offset)}

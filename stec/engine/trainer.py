@@ -1,0 +1,402 @@
+"""The modality-agnostic training engine.
+
+``Trainer(method, dataset, config, run_dir, augmenter=...)`` trains any
+:class:`~stec.methods.SSLMethod`. The dataset yields either raw items ``(x, label, index)``
+that a batched, on-device ``augmenter`` turns into ``(view_a, view_b, params_a,
+params_b)``, or those four (plus an optional label) directly. Everything a run makes lands
+in ``run_dir``: ``config.yaml``, ``metrics.csv``, ``checkpoints/last.pt`` and
+``export/`` (the backbone for downstream use).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from stec import distributed
+from stec.engine.checkpoint import (
+    CheckpointError,
+    capture_rng,
+    load_checkpoint,
+    load_module_state,
+    restore_rng,
+    save_checkpoint,
+)
+from stec.engine.export import export_backbone
+from stec.engine.logging import MetricLogger
+from stec.engine.optim import build_optimizer, build_scheduler
+from stec.engine.sampler import ResumableSampler
+from stec.methods.base import SSLMethod, choose
+
+log = logging.getLogger("stec")
+AMP_MODES = ("off", "bf16", "fp16")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or inf; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainerConfig:
+    """Training-loop settings (the ``trainer`` config group). ``batch_size`` is per process."""
+
+    epochs: int = 10
+    max_steps: int = 0  # > 0 caps the run at this many optimiser steps
+    batch_size: int = 64
+    optimizer: str = "adamw"  # lars | sgd | adamw
+    lr: float = 1e-3
+    weight_decay: float = 1e-6
+    momentum: float = 0.9
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0
+    amp: str = "off"  # off | bf16 | fp16 (CUDA only)
+    grad_clip: float = 0.0
+    compile: bool = False
+    checkpoint_every: int = 200  # steps; a checkpoint is also written at the end
+    log_every: int = 10
+    num_workers: int = 0
+    seed: int = 0
+    device: str = "auto"
+    resume: str = ""  # "", "auto" (run_dir/checkpoints/last.pt) or a path
+    sync_batchnorm: bool = False
+    online_probe: bool = True
+    probe_lr: float = 1e-3
+    progress: bool = True
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainerConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown trainer key(s) {unknown}; allowed keys: {', '.join(sorted(known))}"
+            )
+        return cls(**values)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+class Trainer:
+    def __init__(
+        self,
+        method: SSLMethod,
+        dataset: Dataset,
+        config: TrainerConfig,
+        run_dir: str | Path,
+        augmenter: nn.Module | None = None,
+        collate_fn: Callable | None = None,
+        num_classes: int = 0,
+        run_config: dict[str, Any] | None = None,
+        export_meta: dict[str, Any] | None = None,
+    ) -> None:
+        self.cfg = config
+        choose("trainer.amp", config.amp, AMP_MODES)
+        self.run_dir = Path(run_dir)
+        self.device = resolve_device(config.device)
+        self.method = method.to(self.device)
+        self.augmenter = augmenter.to(self.device) if augmenter is not None else None
+        self.run_config = run_config or {}
+        self.export_meta = export_meta or {}
+        self.is_main = distributed.is_main()
+        if config.sync_batchnorm and distributed.is_distributed():
+            self.method = nn.SyncBatchNorm.convert_sync_batchnorm(self.method)
+        self.sampler = ResumableSampler(len(dataset), shuffle=True, seed=config.seed)
+        self.loader = DataLoader(
+            dataset,
+            batch_size=config.batch_size,
+            sampler=self.sampler,
+            num_workers=config.num_workers,
+            collate_fn=collate_fn,
+            drop_last=True,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+            generator=torch.Generator().manual_seed(config.seed),
+        )
+        self.steps_per_epoch = self.sampler.per_rank // config.batch_size
+        if self.steps_per_epoch == 0:
+            raise ValueError(
+                f"trainer.batch_size={config.batch_size} is larger than the {self.sampler.per_rank} "
+                "samples per process: lower the batch size"
+            )
+        self.total_steps = config.epochs * self.steps_per_epoch
+        if config.max_steps > 0:
+            self.total_steps = (
+                min(self.total_steps, config.max_steps) if config.epochs > 0 else config.max_steps
+            )
+        self.model: nn.Module = self.method
+        if distributed.is_distributed():
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = nn.parallel.DistributedDataParallel(self.method, device_ids=ids)
+        self.step_fn = torch.compile(self.model) if config.compile else self.model
+        self.optimizer = build_optimizer(
+            self.method, config.optimizer, config.lr, config.weight_decay, config.momentum
+        )
+        self.scheduler = build_scheduler(
+            self.optimizer, self.total_steps, config.warmup_steps, config.min_lr_ratio
+        )
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
+        if self.amp_dtype is not None and self.device.type != "cuda":
+            log.warning(
+                "trainer.amp=%s needs CUDA; training in float32 on %s", config.amp, self.device
+            )
+            self.amp_dtype = None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.probe: nn.Linear | None = None
+        if config.online_probe and num_classes > 0:
+            self.probe = nn.Linear(method.feature_dim, num_classes).to(self.device)
+            self.probe_opt = torch.optim.Adam(self.probe.parameters(), lr=config.probe_lr)
+        self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
+        self._stop_signal: int | None = None
+
+    # ----------------------------------------------------------------- checkpoints
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / "checkpoints" / "last.pt"
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {
+            "model": self.method.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "sampler_seed": self.sampler.seed,
+            "rng": capture_rng(),
+            "config": self.run_config,
+        }
+        if self.augmenter is not None:
+            state["augmenter"] = self.augmenter.state_dict()
+        if self.probe is not None:
+            state["probe"] = self.probe.state_dict()
+            state["probe_optimizer"] = self.probe_opt.state_dict()
+        return state
+
+    def save(self) -> Path | None:
+        if not self.is_main:
+            return None
+        return save_checkpoint(self.checkpoint_path, self.state_dict())
+
+    def resume(self, path: str | Path) -> None:
+        path = self.checkpoint_path if str(path) == "auto" else Path(path)
+        if str(self.cfg.resume) == "auto" and not path.exists():
+            log.info("trainer.resume=auto: no checkpoint at %s, starting fresh", path)
+            return
+        state = load_checkpoint(path)
+        load_module_state(self.method, state["model"], path, "model")
+        if self.augmenter is not None and "augmenter" in state:
+            load_module_state(self.augmenter, state["augmenter"], path, "augmenter")
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+            if self.probe is not None and "probe" in state:
+                self.probe.load_state_dict(state["probe"])
+                self.probe_opt.load_state_dict(state["probe_optimizer"])
+        except (ValueError, KeyError, RuntimeError) as err:
+            raise CheckpointError(
+                f"checkpoint {path}: optimiser state does not fit this run ({err})"
+            ) from err
+        self.step, self.epoch, self.batch_in_epoch = (
+            state["step"],
+            state["epoch"],
+            state["batch_in_epoch"],
+        )
+        restore_rng(state["rng"])
+        log.info(
+            "resumed from %s at step %d (epoch %d, batch %d)",
+            path,
+            self.step,
+            self.epoch,
+            self.batch_in_epoch,
+        )
+
+    # ----------------------------------------------------------------- training
+    def _unpack(self, batch) -> tuple[Tensor, Tensor, dict, dict, Tensor | None]:
+        move = lambda t: t.to(self.device, non_blocking=True)  # noqa: E731
+        if self.augmenter is not None:
+            x, labels = move(batch[0]), batch[1] if len(batch) > 1 else None
+            view_a, view_b, params_a, params_b = self.augmenter(x)
+        else:
+            view_a, view_b, params_a, params_b = batch[:4]
+            labels = batch[4] if len(batch) > 4 else None
+            view_a, view_b = move(view_a), move(view_b)
+            params_a = {k: move(v) for k, v in params_a.items()}
+            params_b = {k: move(v) for k, v in params_b.items()}
+        if isinstance(labels, Tensor):
+            labels = move(labels)
+        return view_a, view_b, params_a, params_b, labels
+
+    def _probe_step(self, features: Tensor, labels: Tensor | None) -> Tensor | None:
+        if self.probe is None or labels is None or labels.dim() != 1:
+            return None
+        keep = labels >= 0
+        if not keep.any():
+            return None
+        logits = self.probe(features[keep].float())
+        loss = F.cross_entropy(logits, labels[keep])
+        self.probe_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if distributed.is_distributed():
+            for p in self.probe.parameters():
+                p.grad = distributed.all_reduce_mean(p.grad)
+        self.probe_opt.step()
+        return (logits.argmax(1) == labels[keep]).float().mean()
+
+    def train_step(self, batch) -> dict[str, Tensor]:
+        view_a, view_b, params_a, params_b, labels = self._unpack(batch)
+        self.method.train()
+        with torch.autocast(
+            self.device.type,
+            dtype=self.amp_dtype or torch.float32,
+            enabled=self.amp_dtype is not None,
+        ):
+            loss, metrics, features = self.step_fn(view_a, view_b, params_a, params_b)
+        if not torch.isfinite(loss):
+            shown = {k: round(float(v), 4) for k, v in metrics.items()}
+            raise NonFiniteLossError(
+                f"loss became {loss.item()} at step {self.step + 1} (metrics {shown}). Training stopped; "
+                f"the last good checkpoint is {self.checkpoint_path if self.checkpoint_path.exists() else 'none (no checkpoint yet)'}. "
+                "Lower trainer.lr, enable trainer.grad_clip, or check the data normalisation."
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            metrics["grad_norm"] = nn.utils.clip_grad_norm_(
+                self.method.parameters(), self.cfg.grad_clip
+            ).detach()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.method.on_step_end((self.step + 1) / max(self.total_steps, 1))
+        probe_acc = self._probe_step(features, labels)
+        if probe_acc is not None:
+            metrics["online_probe_acc"] = probe_acc
+        return metrics
+
+    def _handle_signal(self, signum, frame) -> None:
+        self._stop_signal = signum
+        signal.signal(signum, signal.SIG_DFL)  # a second Ctrl-C stops at once
+
+    def fit(self) -> dict[str, float]:
+        """Train to ``total_steps`` (resuming if configured); returns the last metrics."""
+        if self.cfg.resume:
+            self.resume(self.cfg.resume)
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.json").write_text(
+                json.dumps(self.run_config, indent=2, default=str)
+            )
+        logger = (
+            MetricLogger(self.run_dir, resume_step=self.step if self.cfg.resume else None)
+            if self.is_main
+            else None
+        )
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        for s in previous:
+            try:
+                signal.signal(s, self._handle_signal)
+            except ValueError:  # not the main thread
+                previous = {}
+                break
+        bar = None
+        if self.is_main and self.cfg.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(
+                total=self.total_steps, initial=self.step, desc="pretrain", dynamic_ncols=True
+            )
+        last: dict[str, float] = {}
+        tick, seen = time.perf_counter(), 0
+        try:
+            while self.step < self.total_steps and self._stop_signal is None:
+                self.sampler.set_epoch(self.epoch)
+                self.sampler.set_start(self.batch_in_epoch * self.cfg.batch_size)
+                for batch in self.loader:
+                    if batch is None:  # every file of this batch was skipped
+                        continue
+                    metrics = self.train_step(batch)
+                    self.step += 1
+                    self.batch_in_epoch += 1
+                    seen += self.cfg.batch_size * distributed.world_size()
+                    if self.step % self.cfg.log_every == 0 or self.step == self.total_steps:
+                        now = time.perf_counter()
+                        last = {
+                            k: float(distributed.all_reduce_mean(v)) for k, v in metrics.items()
+                        }
+                        last.update(
+                            step=self.step,
+                            epoch=self.epoch,
+                            lr=self.optimizer.param_groups[0]["lr"],
+                        )
+                        last["samples_per_s"] = seen / max(now - tick, 1e-9)
+                        tick, seen = now, 0
+                        if logger is not None:
+                            logger.log(last)
+                        if bar is not None:
+                            bar.set_postfix(_postfix(last), refresh=False)
+                    if bar is not None:
+                        bar.update(1)
+                    if self.step % self.cfg.checkpoint_every == 0 and self.step < self.total_steps:
+                        self.save()
+                    if self.step >= self.total_steps or self._stop_signal is not None:
+                        break
+                else:
+                    self.epoch += 1
+                    self.batch_in_epoch = 0
+            self.save()
+            if self._stop_signal is not None:
+                log.warning(
+                    "stopped by signal %d at step %d; checkpoint saved to %s",
+                    self._stop_signal,
+                    self.step,
+                    self.checkpoint_path,
+                )
+            elif self.is_main:
+                export_backbone(self.method.backbone, self.run_dir / "export", self.export_meta)
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            if bar is not None:
+                bar.close()
+            if logger is not None:
+                logger.close()
+        return last
+
+    @property
+    def stopped_early(self) -> bool:
+        return self._stop_signal is not None
+
+
+def _postfix(metrics: dict[str, float]) -> dict[str, str]:
+    out = {"loss": f"{metrics.get('loss', math.nan):.3f}"}
+    accs = [v for k, v in metrics.items() if k.startswith("action_acc/") and math.isfinite(v)]
+    if accs:
+        out["act_acc"] = f"{sum(accs) / len(accs):.2f}"
+    if "samples_per_s" in metrics:
+        out["samples/s"] = f"{metrics['samples_per_s']:.0f}"
+    return out
+
+
+def trainer_config_dict(cfg: TrainerConfig) -> dict[str, Any]:
+    return asdict(cfg)

@@ -1,0 +1,94 @@
+"""Each method's loss decreases on a tiny problem, with the efference copy off and on."""
+
+import pytest
+import torch
+
+from stec import EFFERENCE_MODES, build_method
+from tests.core.toy import ToyBackbone, ToySignals, toy_augmenter
+
+
+def train_losses(method_name: str, efference: str, steps: int = 60) -> tuple[list[float], dict]:
+    torch.manual_seed(0)
+    aug = toy_augmenter()
+    method = build_method(
+        method_name,
+        ToyBackbone(),
+        32,
+        action_space=aug.action_space(),
+        efference=efference,
+        proj_hidden=64,
+        proj_dim=16,
+        inverse_hidden=64,
+        action_embed_dim=16,
+    )
+    opt = torch.optim.Adam(method.parameters(), lr=2e-3)
+    data = ToySignals(n=64)
+    losses, metrics = [], {}
+    for step in range(steps):
+        x = data.x[torch.randperm(64)[:32]].unsqueeze(1)
+        loss, metrics, _ = method(*aug(x))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        method.on_step_end(step / steps)
+        losses.append(loss.item())
+    return losses, metrics
+
+
+@pytest.mark.parametrize("efference", EFFERENCE_MODES)
+@pytest.mark.parametrize("method_name", ["simclr", "byol", "relic"])
+def test_loss_decreases(method_name, efference):
+    losses, metrics = train_losses(method_name, efference)
+    first, last = sum(losses[:8]) / 8, sum(losses[-8:]) / 8
+    assert last < 0.9 * first, (first, last)
+    assert {"loss", "ssl_loss", "pos_acc"} <= set(metrics)
+    if efference in ("inverse", "both"):
+        assert {"action_loss", "action_acc/shift", "action_acc/gain"} <= set(metrics)
+    if efference == "off":
+        assert not any(k.startswith("action") for k in metrics)
+
+
+def test_efference_needs_an_action_space():
+    with pytest.raises(ValueError, match="efference='inverse' needs an action space"):
+        build_method("byol", ToyBackbone(), 32, action_space=None, efference="inverse")
+    with pytest.raises(
+        ValueError, match="efference='sideways' is not valid; allowed values: off, inverse"
+    ):
+        build_method("byol", ToyBackbone(), 32, action_space=None, efference="sideways")
+    with pytest.raises(
+        ValueError, match="method='moco' is not valid; allowed values: simclr, byol, relic"
+    ):
+        build_method("moco", ToyBackbone(), 32)
+
+
+def test_inverse_model_can_read_the_projector_hidden_layer():
+    aug = toy_augmenter()
+    method = build_method(
+        "simclr",
+        ToyBackbone(),
+        32,
+        action_space=aug.action_space(),
+        inverse_input="projector_hidden",
+        proj_hidden=48,
+        proj_dim=16,
+        inverse_hidden=16,
+    )
+    assert method.inverse.net[0].in_features == 2 * 48
+    loss, metrics, _ = method(*aug(torch.randn(8, 1, 32)))
+    loss.backward()
+    assert method.inverse.net[0].weight.grad is not None
+
+
+def test_byol_target_follows_online_by_ema():
+    torch.manual_seed(0)
+    method = build_method(
+        "byol", ToyBackbone(), 32, efference="off", proj_hidden=16, proj_dim=8, momentum=0.9
+    )
+    online = next(method.backbone.parameters())
+    target = next(method.target_backbone.parameters())
+    before = target.detach().clone()
+    with torch.no_grad():
+        online.add_(1.0)
+    method.on_step_end(0.0)
+    assert torch.allclose(target, before + 0.1, atol=1e-6)
+    assert not target.requires_grad
