@@ -1,0 +1,157 @@
+"""Shared command-line machinery for ``stec-audio`` and ``stec-vision``.
+
+Both CLIs are ``PROG COMMAND [key=value ...]``: Hydra composes the modality's config
+(``configs/<modality>/<modality>.yaml`` plus the shared groups in ``configs/common``) with
+the overrides, and the command runs on the resulting config. Configs are installed as the
+package ``stec_configs``, so they are found from wheels as well as from the source tree.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from stec.engine.trainer import TrainerConfig
+from stec.methods import SSLMethod, build_method, choose
+
+log = logging.getLogger("stec")
+
+
+class ConfigError(ValueError):
+    """A config key or value is invalid; the message names the key and the allowed values."""
+
+
+def config_root() -> Path:
+    return Path(str(resources.files("stec_configs")))
+
+
+def compose_config(modality: str, overrides: Sequence[str]) -> DictConfig:
+    """Compose ``configs/<modality>`` with the shared groups and the user's overrides."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    root = config_root()
+    GlobalHydra.instance().clear()
+    search = f"hydra.searchpath=[file://{root / 'common'}]"
+    try:
+        with initialize_config_dir(config_dir=str(root / modality), version_base=None):
+            cfg = compose(config_name=modality, overrides=[*overrides, search])
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(_explain(err)) from None
+    OmegaConf.set_struct(cfg, True)
+    return cfg
+
+
+def _explain(err: Exception) -> str:
+    text = str(err).strip()
+    lines = [line for line in text.splitlines() if line.strip()]
+    if "not in struct" in text or "Could not override" in text:
+        key = lines[0].split("'")[1] if "'" in lines[0] else lines[0]
+        return f"unknown config key {key!r}: {lines[-1]}. Run with --help to see the valid keys."
+    return " ".join(lines)
+
+
+def group_options(modality: str) -> dict[str, list[str]]:
+    """Config groups and their options, for ``--help``."""
+    groups: dict[str, list[str]] = {}
+    for base in (config_root() / modality, config_root() / "common"):
+        for folder in sorted(
+            p for p in base.iterdir() if p.is_dir() and not p.name.startswith("_")
+        ):
+            groups[folder.name] = sorted(f.stem for f in folder.glob("*.yaml"))
+    return groups
+
+
+def print_help(prog: str, modality: str, commands: dict[str, str]) -> None:
+    print(f"usage: {prog} COMMAND [key=value ...] [group=option ...]\n\ncommands:")
+    for name, text in commands.items():
+        print(f"  {name:<10} {text}")
+    print("\nconfig groups (choose with group=option):")
+    for group, options in group_options(modality).items():
+        print(f"  {group:<10} {' | '.join(options)}")
+    cfg = compose_config(modality, [])
+    print("\ndefault config (override any key with key=value, e.g. trainer.epochs=50):\n")
+    print(OmegaConf.to_yaml(cfg))
+
+
+def run_cli(
+    argv: Sequence[str] | None,
+    prog: str,
+    modality: str,
+    commands: dict[str, tuple[str, Callable[[DictConfig], Any]]],
+) -> int:
+    """Parse ``COMMAND overrides...``, compose the config and run the command."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    descriptions = {name: text for name, (text, _) in commands.items()}
+    if not args or args[0] in ("-h", "--help", "help"):
+        print_help(prog, modality, descriptions)
+        return 0 if args else 2
+    command, overrides = args[0], args[1:]
+    if command not in commands:
+        print(
+            f"{prog}: unknown command {command!r}; allowed: {', '.join(commands)}", file=sys.stderr
+        )
+        return 2
+    if any(a in ("-h", "--help") for a in overrides):
+        print_help(prog, modality, descriptions)
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = compose_config(modality, overrides)
+        commands[command][1](cfg)
+    except (ConfigError, ValueError, FileNotFoundError) as err:
+        print(f"{prog} {command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def build_method_from_config(
+    cfg: DictConfig, backbone, feature_dim: int, action_space
+) -> SSLMethod:
+    """``cfg.method`` + ``cfg.efference`` -> an :class:`SSLMethod`; errors name the key."""
+    m = OmegaConf.to_container(cfg.method, resolve=True)
+    e = OmegaConf.to_container(cfg.efference, resolve=True)
+    name = choose("method.name", m.pop("name"), ("simclr", "byol", "relic"))
+    mode = choose("efference.mode", e["mode"], ("off", "inverse", "forward", "both"))
+    choose("efference.inverse_output", e["inverse_output"], ("categorical", "regression"))
+    choose("efference.inverse_input", e["inverse_input"], ("backbone", "projector_hidden"))
+    choose("method.norm", m.get("norm", "batch"), ("batch", "layer", "none"))
+    if mode != "off" and e.get("components"):
+        action_space = action_space.select(list(e["components"]))
+    kwargs = dict(
+        action_space=action_space,
+        efference=mode,
+        lambda_manip=e["lambda_manip"],
+        inverse_hidden=e["inverse_hidden"],
+        inverse_output=e["inverse_output"],
+        inverse_input=e["inverse_input"],
+        action_embed_dim=e["action_embed_dim"],
+        **m,
+    )
+    return build_method(name, backbone, feature_dim, **kwargs)
+
+
+def trainer_config(cfg: DictConfig) -> TrainerConfig:
+    values = OmegaConf.to_container(cfg.trainer, resolve=True)
+    trainer = TrainerConfig.from_dict(values)
+    choose("trainer.optimizer", trainer.optimizer, ("lars", "sgd", "adamw"))
+    choose("trainer.amp", trainer.amp, ("off", "bf16", "fp16"))
+    for key in ("epochs", "batch_size", "log_every", "checkpoint_every"):
+        if getattr(trainer, key) < (0 if key == "epochs" else 1):
+            raise ConfigError(f"trainer.{key}={getattr(trainer, key)} must be positive")
+    if trainer.lr <= 0:
+        raise ConfigError(f"trainer.lr={trainer.lr} must be positive")
+    return trainer
+
+
+def plain(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as plain containers (for checkpoints and run directories)."""
+    return OmegaConf.to_container(cfg, resolve=True)

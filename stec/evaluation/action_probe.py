@@ -1,0 +1,210 @@
+"""How well can the action (the efference copy) be read from a representation?
+
+- :func:`action_prediction_accuracy`: the trained method's own inverse model, scored on
+  held-out view pairs;
+- :func:`probe_actions`: a fresh inverse model trained on the *frozen* features of any
+  encoder (a random-init floor, a method trained with ``efference=off``, ...) and scored
+  on held-out pairs: which actions are learnable from the representation?
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import Tensor, nn
+
+from stec.actions import ActionSpace, ActionTargets, ViewParams
+from stec.efference import InverseModel
+from stec.evaluation.embed import features_of, frozen_eval
+
+PairBatch = tuple[Tensor, Tensor, ViewParams, ViewParams]
+
+
+def _to(params: ViewParams, device: str | torch.device) -> ViewParams:
+    return {k: v.to(device, non_blocking=True) for k, v in params.items()}
+
+
+def _unpack(batch_no: int, batch) -> PairBatch:
+    if not isinstance(batch, (tuple, list)) or len(batch) != 4:
+        raise ValueError(
+            f"batch {batch_no}: expected (view_a, view_b, params_a, params_b), got "
+            f"{type(batch).__name__}"
+            + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else "")
+        )
+    return batch[0], batch[1], batch[2], batch[3]
+
+
+def action_prediction_accuracy(
+    method: nn.Module, batches: Iterable[PairBatch | None], device: str | torch.device = "cpu"
+) -> dict[str, float]:
+    """Mean of the ``action_acc/*`` (or ``action_r2/*``) metrics a trained method reports.
+
+    The method (an :class:`stec.methods.SSLMethod` with an inverse model, i.e.
+    ``efference`` ``inverse`` or ``both``) runs in eval mode under ``no_grad`` on every
+    ``(view_a, view_b, params_a, params_b)`` batch; its train/eval mode is restored
+    afterwards and ``None`` batches are skipped. Each component's value is the mean of the
+    per-batch values weighted by batch size, over the batches where it is defined (not NaN).
+
+    Returns:
+        ``{"action_acc/<component>": float, ...}`` (``action_r2/...`` for a regression
+        inverse model).
+    """
+    if getattr(method, "inverse", None) is None:
+        raise ValueError(
+            "action_prediction_accuracy needs a method with an inverse model "
+            "(efference=inverse or both); use probe_actions for other encoders"
+        )
+    sums: dict[str, float] = {}
+    weights: dict[str, float] = {}
+    with frozen_eval(method), torch.no_grad():
+        for batch_no, batch in enumerate(batches):
+            if batch is None:
+                continue
+            view_a, view_b, params_a, params_b = _unpack(batch_no, batch)
+            _, metrics, _ = method(
+                view_a.to(device), view_b.to(device), _to(params_a, device), _to(params_b, device)
+            )
+            for name, value in metrics.items():
+                if not name.startswith(("action_acc/", "action_r2/")):
+                    continue
+                value = float(value)
+                if math.isnan(value):
+                    continue
+                sums[name] = sums.get(name, 0.0) + value * view_a.shape[0]
+                weights[name] = weights.get(name, 0.0) + view_a.shape[0]
+    if not weights:
+        raise ValueError("action_prediction_accuracy: no batch produced an action metric")
+    return {name: sums[name] / weights[name] for name in sums}
+
+
+def _collect(
+    encoder: nn.Module,
+    batches: Iterable[PairBatch | None],
+    space: ActionSpace,
+    device: str | torch.device,
+    transform: Callable[[Tensor], Tensor] | None,
+) -> tuple[Tensor, Tensor, ActionTargets]:
+    feats_a, feats_b, classes, values, masks = [], [], [], [], []
+    with frozen_eval(encoder), torch.no_grad():
+        for batch_no, batch in enumerate(batches):
+            if batch is None:
+                continue
+            view_a, view_b, params_a, params_b = _unpack(batch_no, batch)
+            views = torch.cat([view_a, view_b]).to(device)
+            if transform is not None:
+                views = transform(views)
+            h = features_of(encoder, views).float()
+            b = view_a.shape[0]
+            feats_a.append(h[:b].cpu())
+            feats_b.append(h[b:].cpu())
+            t = space.targets(_to(params_a, device), _to(params_b, device))
+            classes.append(t.classes.cpu())
+            values.append(t.values.cpu())
+            masks.append(t.mask.cpu())
+    if not feats_a:
+        raise ValueError("probe_actions: no (non-None) batches")
+    targets = ActionTargets(torch.cat(classes), torch.cat(values), torch.cat(masks))
+    return torch.cat(feats_a), torch.cat(feats_b), targets
+
+
+def _subset(t: ActionTargets, idx: Tensor) -> ActionTargets:
+    return ActionTargets(t.classes[idx], t.values[idx], t.mask[idx])
+
+
+def probe_actions(
+    encoder: nn.Module,
+    batches: Iterable[PairBatch | None],
+    action_space: ActionSpace,
+    *,
+    device: str | torch.device = "cpu",
+    transform: Callable[[Tensor], Tensor] | None = None,
+    hidden: int = 256,
+    output: str = "categorical",
+    epochs: int = 50,
+    lr: float = 1e-3,
+    batch_size: int = 256,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Train a fresh :class:`~stec.efference.InverseModel` on frozen features and score it.
+
+    Both views of every batch are embedded once by the frozen ``encoder`` (eval mode,
+    ``no_grad``; its mode is restored afterwards, ``None`` batches are skipped). The view
+    pairs are split at random into train and held-out (``test_fraction``); the inverse
+    model (``hidden`` units, batch norm) is trained with Adam on the train pairs for
+    ``epochs`` epochs, and scored on all held-out pairs at once. Initialisation and batch
+    order depend only on ``seed``; the global RNG state is restored afterwards.
+
+    Alongside, ``majority_acc/<component>`` gives the accuracy of always predicting each
+    target's most frequent training class: the floor an informative representation beats.
+
+    Args:
+        encoder: maps views ``[B, ...]`` to features ``[B, D, ...]`` (e.g. ``method.backbone``).
+        batches: ``(view_a, view_b, params_a, params_b)`` batches, e.g. from
+            :class:`stec.augment.TwoViews`.
+        action_space: the components to predict (e.g. ``two_views.action_space()``).
+    Returns:
+        ``{"action_acc/<component>": float, "majority_acc/<component>": float, ...}``
+        (``action_r2/<component>`` and no majority entries for ``output="regression"``).
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
+    h_a, h_b, targets = _collect(encoder, batches, action_space, device, transform)
+    n = h_a.shape[0]
+    n_test = int(round(n * test_fraction))
+    if n_test < 1 or n - n_test < 2:
+        raise ValueError(f"probe_actions: {n} view pairs are too few to split train/held-out")
+    generator = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(n, generator=generator)
+    test_idx, train_idx = perm[:n_test], perm[n_test:]
+    train_t = _subset(targets, train_idx)
+    devices = [torch.device(device)] if torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        model = InverseModel(h_a.shape[1], action_space, hidden, output).to(device)
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    n_train = train_idx.numel()
+    model.train()
+    for _ in range(epochs):
+        order = train_idx[torch.randperm(n_train, generator=generator)]
+        for start in range(0, n_train, batch_size):
+            idx = order[start : start + batch_size]
+            if idx.numel() < 2:  # batch norm needs two samples
+                continue
+            pred = model(h_a[idx].to(device), h_b[idx].to(device))
+            loss, _ = model.loss(pred, _to_device(_subset(targets, idx), device))
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+    model.eval()
+    with torch.no_grad():
+        pred = model(h_a[test_idx].to(device), h_b[test_idx].to(device))
+        test_t = _subset(targets, test_idx)
+        _, metrics = model.loss(pred, _to_device(test_t, device))
+    result = {name: float(value) for name, value in metrics.items()}
+    if output == "categorical":
+        result.update(_majority(train_t, test_t, action_space))
+    return result
+
+
+def _to_device(t: ActionTargets, device: str | torch.device) -> ActionTargets:
+    return ActionTargets(t.classes.to(device), t.values.to(device), t.mask.to(device))
+
+
+def _majority(train: ActionTargets, test: ActionTargets, space: ActionSpace) -> dict[str, float]:
+    """Held-out accuracy of predicting each target's most frequent (valid) training class."""
+    result = {}
+    for name, sl in space.slices.items():
+        hits, count = 0.0, 0.0
+        for t in range(sl.start, sl.stop):
+            valid_train = train.classes[train.mask[:, t], t]
+            valid_test = test.classes[test.mask[:, t], t]
+            if valid_train.numel() == 0 or valid_test.numel() == 0:
+                continue
+            mode = valid_train.bincount().argmax()
+            hits += float((valid_test == mode).sum())
+            count += valid_test.numel()
+        result[f"majority_acc/{name}"] = hits / count if count else float("nan")
+    return result

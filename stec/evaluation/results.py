@@ -1,0 +1,123 @@
+"""Writing evaluation results (atomic JSON) and printing them as a small text table."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready copy: tensors/numbers to Python scalars, NaN/inf to ``null``, keys to str."""
+    if isinstance(value, torch.Tensor):
+        value = value.item() if value.numel() == 1 else value.tolist()
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+        return _plain(value.item())
+    return value
+
+
+def check_results(results: Mapping[str, Any]) -> None:
+    """Cross-validation results (those with ``per_fold``) must carry ``<metric>_mean``,
+    ``<metric>_std`` and ``per_fold``, ``<metric>`` being ``results["metric"]``
+    (default ``accuracy``)."""
+    if "per_fold" not in results:
+        return
+    metric = results.get("metric", "accuracy")
+    missing = [k for k in (f"{metric}_mean", f"{metric}_std") if k not in results]
+    if missing:
+        raise ValueError(
+            f"cross-validation results lack the key(s) {missing}; got {sorted(results)}"
+        )
+    if not isinstance(results["per_fold"], Mapping):
+        raise ValueError(
+            f"results['per_fold'] must map fold -> score, got {type(results['per_fold']).__name__}"
+        )
+
+
+def write_results(path: str | os.PathLike, results: Mapping[str, Any]) -> Path:
+    """Write ``results`` as indented JSON, atomically.
+
+    The JSON goes to a temporary file in the same folder, is flushed and fsynced, then
+    ``os.replace``-d onto ``path``: a reader never sees a half-written file and a crash
+    leaves the previous version intact. Tensors become numbers/lists, non-finite floats
+    ``null``, and mapping keys strings (fold ``1`` is written as ``"1"``).
+
+    Returns:
+        The path written.
+    """
+    check_results(results)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(_plain(results), indent=2, sort_keys=False, allow_nan=False) + "\n"
+    # A unique sibling name (same filesystem, so os.replace is atomic); plain open() keeps
+    # the usual umask-based permissions, unlike mkstemp's 0600.
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        with open(tmp, "x", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def _aligned(rows: list[tuple[str, str]], header: tuple[str, str]) -> str:
+    width_left = max(len(r[0]) for r in [header, *rows])
+    width_right = max(len(r[1]) for r in [header, *rows])
+    line = f"{'-' * width_left}  {'-' * width_right}"
+    body = [f"{left:<{width_left}}  {right:>{width_right}}" for left, right in rows]
+    return "\n".join([f"{header[0]:<{width_left}}  {header[1]:>{width_right}}", line, *body])
+
+
+def format_table(results: Mapping[str, Any]) -> str:
+    """A small aligned text table.
+
+    Cross-validation results (with ``per_fold``) give one row per fold and a final
+    ``mean ± std`` row; any other mapping gives one row per scalar entry (nested mappings
+    are flattened to ``outer/inner`` names, lists are left out).
+    """
+    if "per_fold" in results:
+        check_results(results)
+        metric = results.get("metric", "accuracy")
+        rows = [(f"fold {fold}", _fmt(score)) for fold, score in results["per_fold"].items()]
+        mean, std = results[f"{metric}_mean"], results[f"{metric}_std"]
+        rows.append(("mean ± std", f"{_fmt(mean)} ± {_fmt(std)}"))
+        return _aligned(rows, ("fold", metric))
+    rows = []
+
+    def flatten(prefix: str, mapping: Mapping[str, Any]) -> None:
+        for key, value in mapping.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, Mapping):
+                flatten(f"{name}/", value)
+            elif not isinstance(value, (list, tuple)):
+                rows.append((name, _fmt(value)))
+
+    flatten("", results)
+    if not rows:
+        return "(no results)"
+    return _aligned(rows, ("metric", "value"))
