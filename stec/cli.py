@@ -16,11 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from stec.engine.trainer import TrainerConfig
 from stec.methods import SSLMethod, build_method, choose
 
 log = logging.getLogger("stec")
+
+
+FLOORS = ("random", "logmel_stats", "pixels")
 
 
 class ConfigError(ValueError):
@@ -106,7 +110,17 @@ def run_cli(
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         cfg = compose_config(modality, overrides)
-        commands[command][1](cfg)
+        action = commands[command][1]
+        if getattr(action, "wants_overrides", False):  # compare re-composes per run
+            action(cfg, overrides)
+        else:
+            action(cfg)
+    except MissingMandatoryValue as err:
+        key = err.full_key
+        print(
+            f"{prog} {command}: error: {key} is required: set it, e.g. {key}=...", file=sys.stderr
+        )
+        return 2
     except (ConfigError, ValueError, FileNotFoundError) as err:
         print(f"{prog} {command}: error: {err}", file=sys.stderr)
         return 2
@@ -155,3 +169,81 @@ def trainer_config(cfg: DictConfig) -> TrainerConfig:
 def plain(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config as plain containers (for checkpoints and run directories)."""
     return OmegaConf.to_container(cfg, resolve=True)
+
+
+def results_path(cfg: DictConfig) -> Path:
+    """Where ``evaluate`` writes ``results.json``: ``out=``, else next to the checkpoint."""
+    if cfg.out:
+        return Path(cfg.out)
+    if cfg.checkpoint in FLOORS:
+        return Path(cfg.run_dir) / f"{cfg.checkpoint}-{cfg.data.name}" / "results.json"
+    return Path(cfg.checkpoint) / "results.json"
+
+
+def save_embeddings(out: str | Path, ids: Sequence[str], labels, features) -> Path:
+    """Write embeddings with their ids and labels to ``.parquet`` or ``.npy``.
+
+    ``.npy`` holds a dict ``{"ids", "labels", "embeddings"}`` (load with
+    ``np.load(path, allow_pickle=True).item()``).
+    """
+    import json
+
+    import numpy as np
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".parquet":
+        import pandas as pd
+
+        frame = pd.DataFrame({"id": list(ids), "label": [json.dumps(v) for v in labels.tolist()]})
+        frame["embedding"] = list(features.numpy())
+        frame.to_parquet(out)
+    elif out.suffix == ".npy":
+        np.save(
+            out,
+            {"ids": np.array(ids), "labels": labels.numpy(), "embeddings": features.numpy()},
+            allow_pickle=True,
+        )
+    else:
+        raise ValueError(f"out={str(out)!r}: use a .npy or .parquet file name")
+    return out
+
+
+def compare_command(
+    modality: str, title: str, pretrain: Callable, evaluate: Callable, embed: Callable, metric: str
+):
+    """Build the ``compare`` command of a modality CLI from its pretrain/evaluate/embed."""
+    from stec.compare import build_plan, run_plan
+    from stec.report import write_report
+
+    def run(cfg: DictConfig, overrides: Sequence[str]) -> None:
+        c = cfg.compare
+        for key, allowed in (
+            ("methods", ("simclr", "byol", "relic")),
+            ("efference", ("off", "inverse", "forward", "both")),
+        ):
+            for value in c[key]:
+                choose(f"compare.{key}", value, allowed)
+        plan = build_plan(
+            list(c.methods), list(c.efference), list(c.seeds), list(c.ablate), list(c.floors)
+        )
+        common = [
+            o
+            for o in overrides
+            if not o.startswith(("compare.", "run_dir=", "seed=", "checkpoint=", "out="))
+        ]
+        summary = run_plan(
+            plan,
+            c.out,
+            common,
+            train=lambda o: pretrain(compose_config(modality, o)),
+            evaluate=lambda o: evaluate(compose_config(modality, o)),
+            embed=lambda o: embed(compose_config(modality, o)),
+            metric=metric,
+        )
+        command = " ".join([f"stec-{modality}", "compare", *overrides])
+        report = write_report(summary, c.out, title, command)
+        print(f"comparison written to {Path(c.out) / 'comparison.csv'} and {report}")
+
+    run.wants_overrides = True
+    return run

@@ -294,6 +294,18 @@ class Trainer:
             metrics["online_probe_acc"] = probe_acc
         return metrics
 
+    def _usable(self, batch) -> bool:
+        """False for a batch that lost all but one item to skipped bad files (no pair of
+        examples to contrast, no batch statistics). Under DDP every rank skips together."""
+        ok = batch is not None and len(batch[0]) >= 2
+        if distributed.is_distributed():
+            flag = torch.tensor([1.0 if ok else 0.0], device=self.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+            ok = bool(flag.item())
+        if not ok:
+            log.warning("skipped a batch with fewer than 2 usable items")
+        return ok
+
     def _handle_signal(self, signum, frame) -> None:
         self._stop_signal = signum
         signal.signal(signum, signal.SIG_DFL)  # a second Ctrl-C stops at once
@@ -333,7 +345,7 @@ class Trainer:
                 self.sampler.set_epoch(self.epoch)
                 self.sampler.set_start(self.batch_in_epoch * self.cfg.batch_size)
                 for batch in self.loader:
-                    if batch is None:  # every file of this batch was skipped
+                    if not self._usable(batch):
                         continue
                     metrics = self.train_step(batch)
                     self.step += 1

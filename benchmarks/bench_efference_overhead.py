@@ -1,0 +1,84 @@
+"""Train-step time of BYOL with the inverse model (efference="inverse") vs plain BYOL.
+
+Backbone AudioNTT2020 (d=512), BYOL-A's projector (4096 -> 256), Adam; the same batch of
+two 64 x 96 views (made once by the default audio pipeline from 5 s clips, with their
+action records) is used for every step. Prints the median step time of each mode over
+``--steps`` steps after ``--warmup`` steps (the two modes alternate step by step), and
+their ratio.
+
+    python benchmarks/bench_efference_overhead.py [--batch 64] [--steps 10] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from stec.augment import TwoViews
+from stec.methods import BYOL
+from stec_audio.augment import DEFAULT_AUDIO_PIPELINE, build_audio_pipeline
+from stec_audio.encoders import AudioNTT2020
+
+
+def build(efference: str, space) -> tuple[BYOL, torch.optim.Optimizer]:
+    torch.manual_seed(0)
+    method = BYOL(
+        AudioNTT2020(d=512),
+        512,
+        action_space=space,
+        efference=efference,
+        proj_hidden=4096,
+        proj_dim=256,
+    )
+    optimiser = torch.optim.Adam([p for p in method.parameters() if p.requires_grad], lr=3e-4)
+    return method, optimiser
+
+
+def train_step(
+    method: BYOL, optimiser: torch.optim.Optimizer, batch: tuple, progress: float
+) -> float:
+    start = time.perf_counter()
+    loss, _, _ = method(*batch)
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    optimiser.step()
+    method.on_step_end(progress)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    pipeline = build_audio_pipeline(DEFAULT_AUDIO_PIPELINE)
+    batch = TwoViews(pipeline)(torch.randn(args.batch, 1, 64, 501))
+    space = pipeline.action_space()
+    print(f"device cpu, {args.threads} threads, batch {args.batch} x 2 views of 64x96, {space}")
+    runs = {mode: build(mode, space) for mode in ("off", "inverse")}
+    times: dict[str, list[float]] = {mode: [] for mode in runs}
+    total = args.warmup + args.steps
+    for i in range(total):
+        # alternate the order every step, so that both modes see the same machine load
+        order = list(runs) if i % 2 == 0 else list(reversed(runs))
+        for mode in order:
+            elapsed = train_step(*runs[mode], batch, i / total)
+            if i >= args.warmup:
+                times[mode].append(elapsed)
+    medians = {mode: statistics.median(t) for mode, t in times.items()}
+    for mode, t in times.items():
+        print(
+            f"efference={mode:8s}: median {medians[mode] * 1000:7.1f} ms/step (min {min(t) * 1000:.1f})"
+        )
+    print(f"ratio inverse / off: {medians['inverse'] / medians['off']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

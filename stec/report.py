@@ -1,0 +1,156 @@
+"""The comparison report: ``report.md`` with its table and plots (matplotlib optional)."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stec.compare import markdown_table
+
+
+def _metrics(run_dir: Path) -> list[dict[str, float]]:
+    path = run_dir / "metrics.csv"
+    if not path.exists():
+        return []
+    with open(path, newline="") as handle:
+        return [
+            {k: float(v) if v not in ("", "nan") else math.nan for k, v in r.items()}
+            for r in csv.DictReader(handle)
+        ]
+
+
+def pca_2d(features: np.ndarray) -> np.ndarray:
+    """Project ``[N, D]`` features onto their first two principal components."""
+    centred = features - features.mean(0, keepdims=True)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    return centred @ vt[:2].T
+
+
+def plot_all(summary: dict[str, Any], out_dir: Path, seed: int) -> list[tuple[str, str]]:
+    """Write the PNG plots; returns ``(title, file name)`` pairs (empty without matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    figures = []
+    arms = {n: a for n, a in summary["arms"].items() if a["kind"] == "pretrain"}
+    runs = {n: out_dir / n / f"seed{seed}" for n in arms}
+    # training curves
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for name, run in runs.items():
+        rows = _metrics(run)
+        if not rows:
+            continue
+        steps = [r["step"] for r in rows]
+        axes[0].plot(steps, [r.get("ssl_loss", math.nan) for r in rows], label=name)
+        if "action_loss" in rows[0]:
+            axes[1].plot(steps, [r["action_loss"] for r in rows], label=name)
+            accs = [
+                np.nanmean([v for k, v in r.items() if k.startswith("action_acc/")]) for r in rows
+            ]
+            axes[2].plot(steps, accs, label=name)
+    for ax, title in zip(axes, ("SSL loss", "action loss", "mean action accuracy"), strict=True):
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out_dir / "curves.png", dpi=90)
+    plt.close(fig)
+    figures.append((f"Training curves (seed {seed})", "curves.png"))
+    # per-component action accuracy at the end of training
+    comps: dict[str, dict[str, float]] = {}
+    for name, run in runs.items():
+        rows = _metrics(run)
+        if rows:
+            tail = rows[-max(1, len(rows) // 5) :]
+            for key in rows[-1]:
+                if key.startswith("action_acc/"):
+                    comps.setdefault(name, {})[key.split("/", 1)[1]] = float(
+                        np.nanmean([r[key] for r in tail])
+                    )
+    if comps:
+        fig, ax = plt.subplots(figsize=(10, 4))
+        names = sorted({c for v in comps.values() for c in v})
+        width = 0.8 / len(comps)
+        for i, (arm, values) in enumerate(comps.items()):
+            ax.bar(
+                np.arange(len(names)) + i * width,
+                [values.get(c, 0) for c in names],
+                width,
+                label=arm,
+            )
+        ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, rotation=30)
+        ax.set_ylabel("accuracy (last 20% of training)")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out_dir / "action_accuracy.png", dpi=90)
+        plt.close(fig)
+        figures.append(("Per-component action-prediction accuracy", "action_accuracy.png"))
+    # within/between-class distance ratio
+    ratios = {
+        n: a["class_distance_ratio"]
+        for n, a in summary["arms"].items()
+        if a["class_distance_ratio"] is not None
+    }
+    if ratios:
+        fig, ax = plt.subplots(figsize=(8, 3.5))
+        ax.bar(list(ratios), list(ratios.values()))
+        ax.set_ylabel("within / between class distance")
+        ax.tick_params(axis="x", rotation=30)
+        fig.tight_layout()
+        fig.savefig(out_dir / "distance_ratio.png", dpi=90)
+        plt.close(fig)
+        figures.append(
+            (
+                "Within- vs between-class distance ratio (lower = better separated)",
+                "distance_ratio.png",
+            )
+        )
+    # 2-D maps of the embeddings
+    maps = {n: out_dir / n / f"seed{seed}" / "embeddings.npy" for n in summary["arms"]}
+    maps = {n: p for n, p in maps.items() if p.exists()}
+    if maps:
+        fig, axes = plt.subplots(1, len(maps), figsize=(3.5 * len(maps), 3.5), squeeze=False)
+        for ax, (name, path) in zip(axes[0], maps.items(), strict=True):
+            stored = np.load(path, allow_pickle=True).item()
+            xy = pca_2d(stored["embeddings"].astype(np.float64))
+            labels = np.asarray(stored["labels"])
+            ax.scatter(
+                xy[:, 0], xy[:, 1], c=labels if labels.ndim == 1 else None, s=6, cmap="tab10"
+            )
+            ax.set_title(name, fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        fig.tight_layout()
+        fig.savefig(out_dir / "embeddings_pca.png", dpi=90)
+        plt.close(fig)
+        figures.append(("PCA of the embeddings, coloured by class", "embeddings_pca.png"))
+    return figures
+
+
+def write_report(summary: dict[str, Any], out_dir: str | Path, title: str, command: str) -> Path:
+    out_dir = Path(out_dir)
+    figures = plot_all(summary, out_dir, summary["seeds"][0])
+    lines = [
+        f"# {title}",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Metric: `{summary['metric']}` over seeds {summary['seeds']}; CI = 95% Student-t over seeds; "
+        "differences are paired by seed.",
+        "",
+        markdown_table(summary),
+        "",
+    ]
+    for caption, name in figures:
+        lines += [f"## {caption}", "", f"![{caption}]({name})", ""]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(lines))
+    return path

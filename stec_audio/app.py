@@ -1,0 +1,157 @@
+"""Builds the audio pieces (index, datasets, statistics, encoders) from a composed config."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from stec.cli import ConfigError
+from stec.engine.export import load_export
+from stec.methods import choose
+from stec_audio.audioset import audioset_entries
+from stec_audio.cache import CachedLogMelDataset
+from stec_audio.datasets import (
+    ClipIndex,
+    LogMelClipDataset,
+    compute_norm_stats,
+    esc50_entries,
+    folder_entries,
+    manifest_entries,
+)
+from stec_audio.demo import ensure_demo_dataset
+from stec_audio.encoders import build_encoder
+from stec_audio.frontend import FrontEndConfig, NormStats
+
+log = logging.getLogger("stec")
+DATASETS = ("demo", "esc50", "audioset", "manifest", "folder")
+STATS_FILE = "stats.json"
+
+
+def frontend_config(cfg: DictConfig) -> FrontEndConfig:
+    return FrontEndConfig(**OmegaConf.to_container(cfg.frontend, resolve=True))
+
+
+def data_root(cfg: DictConfig) -> Path:
+    data = cfg.data
+    if data.name == "demo":
+        return ensure_demo_dataset(data.root or None, n_per_class=data.n_per_class)
+    root = Path(str(data.root)).expanduser()
+    if not root.exists():
+        raise FileNotFoundError(f"data.root={str(root)!r} does not exist")
+    return root
+
+
+def build_index(cfg: DictConfig, split: str = "train") -> ClipIndex:
+    """The clip index of ``cfg.data``; ``split="eval"`` is AudioSet's evaluation list."""
+    name = choose("data.name", cfg.data.name, DATASETS)
+    root = data_root(cfg)
+    if name in ("demo", "esc50"):
+        return esc50_entries(root, esc10=bool(cfg.data.get("esc10", False)))
+    if name == "manifest":
+        return manifest_entries(root)
+    if name == "folder":
+        return folder_entries(root)
+    lists = cfg.data.segments if split == "train" else [cfg.data.eval_segments]
+    return audioset_entries(
+        [root / s for s in lists],
+        audio_root=root / cfg.data.audio_dir,
+        class_labels_csv=root / cfg.data.class_labels,
+        mapping_csv=(root / cfg.data.mapping) if cfg.data.mapping else None,
+        cache_dir=Path(cfg.data.prepared) / "index",
+    )
+
+
+def prepared_dir(cfg: DictConfig) -> Path:
+    return Path(str(cfg.data.prepared)).expanduser()
+
+
+def _cache_is_ready(folder: Path) -> bool:
+    return (folder / "manifest.csv").exists()
+
+
+def norm_stats(cfg: DictConfig, index: ClipIndex | None = None) -> NormStats:
+    """Statistics of ``stec-audio prepare`` if present, else computed now (and saved there)."""
+    path = prepared_dir(cfg) / STATS_FILE
+    if path.exists():
+        return NormStats.load(path)
+    log.info(
+        "no %s yet: computing normalisation statistics (run `stec-audio prepare` once to reuse them)",
+        path,
+    )
+    index = index if index is not None else build_index(cfg)
+    raw = LogMelClipDataset(
+        index,
+        frontend_config(cfg),
+        cfg.data.clip_seconds,
+        max_bad_fraction=cfg.data.max_bad_fraction,
+    )
+    stats = compute_norm_stats(raw, max_items=2000, num_workers=int(cfg.trainer.num_workers))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stats.save(path)
+    return stats
+
+
+def clip_dataset(cfg: DictConfig, index: ClipIndex, norm: NormStats, use_cache: bool = True):
+    """Normalised whole-clip log-mels: the prepared cache when there is one for this index."""
+    cache = prepared_dir(cfg) / "cache"
+    if use_cache and _cache_is_ready(cache):
+        log.info("reading log-mels from the cache %s (made by `stec-audio prepare`)", cache)
+        return CachedLogMelDataset(cache)
+    return LogMelClipDataset(
+        index,
+        frontend_config(cfg),
+        cfg.data.clip_seconds,
+        norm,
+        max_bad_fraction=cfg.data.max_bad_fraction,
+    )
+
+
+def new_encoder(cfg: DictConfig) -> nn.Module:
+    kwargs = OmegaConf.to_container(cfg.encoder.kwargs, resolve=True) or {}
+    try:
+        return build_encoder(cfg.encoder.name, n_mels=cfg.frontend.n_mels, **kwargs)
+    except TypeError as err:
+        raise ConfigError(f"encoder.kwargs: {err}") from None
+
+
+class LogMelStatistics(nn.Module):
+    """The plain-feature floor: mean and std over time of every mel band,
+    ``[B, 1, F, T] -> [B, 2F]``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(1, 2)
+        return torch.cat([x.mean(-1), x.std(-1)], dim=1)
+
+
+def load_encoder(cfg: DictConfig) -> tuple[nn.Module, NormStats | None, dict[str, Any]]:
+    """The encoder named by ``checkpoint=``: an export/run dir, ``random`` (the floor of a
+    randomly initialised encoder) or ``logmel_stats`` (the plain-feature floor)."""
+    if not cfg.checkpoint:
+        raise ConfigError(
+            "checkpoint is required: a run dir, an export dir, checkpoint=random or checkpoint=logmel_stats"
+        )
+    if cfg.checkpoint == "random":
+        torch.manual_seed(cfg.seed)
+        return new_encoder(cfg), None, {"checkpoint": "random"}
+    if cfg.checkpoint == "logmel_stats":
+        return LogMelStatistics(), None, {"checkpoint": "logmel_stats"}
+    state, meta = load_export(cfg.checkpoint)
+    spec = meta["encoder"]
+    encoder = build_encoder(spec["name"], **spec.get("kwargs", {}))
+    encoder.load_state_dict(state)
+    norm = NormStats(**meta["norm"]) if "norm" in meta else None
+    if "frontend" in meta and FrontEndConfig(**meta["frontend"]) != frontend_config(cfg):
+        log.warning(
+            "the encoder was trained with front end %s; using it instead of the config's",
+            meta["frontend"],
+        )
+    return encoder, norm, meta
+
+
+def export_frontend(cfg: DictConfig, meta: dict[str, Any]) -> FrontEndConfig:
+    return FrontEndConfig(**meta["frontend"]) if "frontend" in meta else frontend_config(cfg)

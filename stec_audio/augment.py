@@ -1,0 +1,169 @@
+"""Action-emitting log-mel augmenters and the audio pipeline builder.
+
+Inputs are log-mels ``[B, 1, F, T]`` (float32) already normalised by the dataset
+statistics. Whole clips arrive; the pipeline's first augmenter (:class:`TimeCrop`) cuts
+the training segment. Every augmenter samples its parameters per example on the input's
+device with the global torch RNG, applies them as batched tensor ops, and records them
+under the names of the action components it declares (see :mod:`stec.augment`).
+
+The pipeline order is fixed (:data:`PIPELINE_ORDER`): crop the segment, mix in a
+background clip, then the geometric maps, the level ramp, and the masks last (a mask is
+the only step that destroys information).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+from stec.augment import Augmenter, Compose
+from stec_audio.augment_mix import NATS_PER_DB, LinearFader, Mixup
+from stec_audio.augment_spectral import (
+    RRC_LINEAR_RANGE,
+    RRC_TRANSLATION_RANGE,
+    FrequencyShift,
+    RandomResizeCrop,
+    SpecAugmentMask,
+)
+from stec_audio.augment_time import TimeCrop, TimeStretch
+
+AUGMENTERS: dict[str, type[Augmenter]] = {
+    "time_crop": TimeCrop,
+    "mixup": Mixup,
+    "rrc": RandomResizeCrop,
+    "freq_shift": FrequencyShift,
+    "time_stretch": TimeStretch,
+    "fader": LinearFader,
+    "spec_mask": SpecAugmentMask,
+}
+PIPELINE_ORDER: tuple[str, ...] = tuple(AUGMENTERS)
+
+# BYOL-A's recipe (mixup, random resize crop, linear fader) on energy-aware 0.96 s crops.
+# Frequency shift, time stretch and masks are available but off: RRC already scales and
+# shifts both axes.
+DEFAULT_AUDIO_PIPELINE: dict[str, dict[str, Any]] = {
+    "time_crop": {
+        "enabled": True,
+        "p": 1.0,
+        "frames": 96,
+        "energy_weighted": True,
+        "uniform_mix": 0.1,
+    },
+    "mixup": {"enabled": True, "p": 1.0, "ratio": (0.0, 0.4), "source": "bank", "n_memory": 2048},
+    "rrc": {
+        "enabled": True,
+        "p": 1.0,
+        "virtual_crop_scale": (1.0, 1.5),
+        "freq_scale": (0.6, 1.5),
+        "time_scale": (0.6, 1.5),
+        "interpolation": "bicubic",
+    },
+    "freq_shift": {"enabled": False, "p": 1.0, "max_shift": 2.0},
+    "time_stretch": {"enabled": False, "p": 0.5, "scale": (0.8, 1.25)},
+    "fader": {"enabled": True, "p": 1.0, "max_gain": 1.0},
+    "spec_mask": {
+        "enabled": False,
+        "p": 0.5,
+        "time_masks": 1,
+        "max_time_width": 20,
+        "freq_masks": 1,
+        "max_freq_width": 8,
+    },
+}
+
+
+def allowed_keys(name: str) -> list[str]:
+    """The keys a pipeline section may hold: ``enabled`` plus the constructor's arguments."""
+    params = inspect.signature(AUGMENTERS[name].__init__).parameters
+    return ["enabled"] + [k for k in params if k != "self"]
+
+
+def _plain(value: Any) -> Any:
+    """Convert OmegaConf containers (and nested mappings/lists) to plain Python values."""
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+
+        if isinstance(value, (DictConfig, ListConfig)):
+            value = OmegaConf.to_container(value, resolve=True)
+    except ImportError:  # pragma: no cover - omegaconf is a dependency
+        pass
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return tuple(_plain(v) for v in value)
+    return value
+
+
+def build_augmenter(name: str, section: Mapping[str, Any]) -> Augmenter:
+    """Build one augmenter from its config section (``enabled`` is ignored here)."""
+    if name not in AUGMENTERS:
+        raise ValueError(f"unknown audio augmenter {name!r}; allowed: {', '.join(PIPELINE_ORDER)}")
+    allowed = allowed_keys(name)
+    unknown = [k for k in section if k not in allowed]
+    if unknown:
+        raise ValueError(
+            f"augment.{name}: unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(allowed)}"
+        )
+    kwargs = {k: v for k, v in section.items() if k != "enabled"}
+    try:
+        return AUGMENTERS[name](**kwargs)
+    except ValueError as err:
+        raise ValueError(f"augment.{name}: {err}") from err
+
+
+def build_audio_pipeline(cfg: Mapping[str, Any] | None = None) -> Compose:
+    """Build the enabled augmenters, in :data:`PIPELINE_ORDER`, from a config mapping.
+
+    ``cfg`` maps augmenter names to sections of constructor arguments plus ``enabled``
+    (default True when the section is present), e.g.
+    ``{"time_crop": {"frames": 96, "energy_weighted": True}, "rrc": {"p": 0.8}}``.
+    A section set to ``None`` or absent is disabled; ``None`` for ``cfg`` builds
+    :data:`DEFAULT_AUDIO_PIPELINE`. Plain dicts and OmegaConf mappings are accepted.
+    Unknown augmenter names or keys raise a ValueError naming them and the allowed ones.
+    The action space is ``build_audio_pipeline(cfg).action_space()``.
+    """
+    cfg = _plain(DEFAULT_AUDIO_PIPELINE if cfg is None else cfg)
+    if not isinstance(cfg, Mapping):
+        raise ValueError(
+            f"augment: expected a mapping of augmenter sections, got {type(cfg).__name__}"
+        )
+    unknown = [k for k in cfg if k not in AUGMENTERS]
+    if unknown:
+        raise ValueError(
+            f"augment: unknown augmenter(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(PIPELINE_ORDER)}"
+        )
+    augmenters = []
+    for name in PIPELINE_ORDER:
+        section = cfg.get(name)
+        if section is None:
+            continue
+        if not isinstance(section, Mapping):
+            raise ValueError(f"augment.{name}: expected a mapping of options, got {section!r}")
+        enabled = section.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise ValueError(f"augment.{name}.enabled must be true or false, got {enabled!r}")
+        augmenter = build_augmenter(name, section)  # validates keys even when disabled
+        if enabled:
+            augmenters.append(augmenter)
+    return Compose(augmenters)
+
+
+__all__ = [
+    "AUGMENTERS",
+    "DEFAULT_AUDIO_PIPELINE",
+    "NATS_PER_DB",
+    "PIPELINE_ORDER",
+    "RRC_LINEAR_RANGE",
+    "RRC_TRANSLATION_RANGE",
+    "FrequencyShift",
+    "LinearFader",
+    "Mixup",
+    "RandomResizeCrop",
+    "SpecAugmentMask",
+    "TimeCrop",
+    "TimeStretch",
+    "allowed_keys",
+    "build_audio_pipeline",
+    "build_augmenter",
+]

@@ -1,0 +1,239 @@
+"""A procedurally generated sound-event set in the exact ESC-50 layout, for demos and tests.
+
+``ensure_demo_dataset()`` writes ``audio/*.wav`` and ``meta/esc50.csv`` (columns
+``filename,fold,target,category,esc10,src_file,take``, file names
+``{fold}-{src_file}-A-{target}.wav``) once and reuses them, so every tool that reads
+ESC-50 runs on it unchanged, without a download.
+
+Decisions:
+
+- 10 classes, 5 s clips at 16 kHz, 16-bit PCM (160 kB a clip; 400 clips = 64 MB by
+  default). Seven classes fill much of the clip (harmonic tone, up/down chirp, noise
+  bursts, click train, AM tone, FM tone); three are SHORT events (0.15-0.4 s) at a random
+  time in 5 s of background noise (knock, short chirp, beep), which is where random crops
+  miss the event, as in ESC-50.
+- Every clip draws its pitch, timing, duration, level and background (noise colour and
+  signal-to-noise ratio) from its own generator seeded by ``(SEED, class, clip)``, so the
+  files are byte-identical across runs and independent of generation order.
+- Each class is spread evenly over the 5 folds (clip ``k`` goes to fold ``k % 5 + 1``);
+  the first five classes are marked ``esc10 = True``, which makes a 5-class subset.
+- The set is written to a temporary folder and renamed into place, so an interrupted or
+  concurrent first use never leaves a half-written set behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+SEED = 20221128
+VERSION = 1
+SAMPLE_RATE = 16000
+CLIP_SECONDS = 5.0
+N_FOLDS = 5
+
+_N = int(SAMPLE_RATE * CLIP_SECONDS)
+_T = np.arange(_N) / SAMPLE_RATE
+
+
+def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
+    return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+
+
+def _span(rng: np.random.Generator, min_s: float, max_s: float) -> tuple[float, float]:
+    """A random ``(start, duration)`` in seconds that fits in the clip."""
+    dur = rng.uniform(min_s, max_s)
+    return rng.uniform(0.0, CLIP_SECONDS - dur), dur
+
+
+def _envelope(start: float, dur: float, fade_s: float = 0.02) -> np.ndarray:
+    """``[N]``: 1 from ``start`` for ``dur`` seconds, raised-cosine fades, 0 elsewhere."""
+    fade = min(fade_s, dur / 2)
+    ramp = np.clip(np.minimum(_T - start, start + dur - _T) / fade, 0.0, 1.0)
+    return 0.5 - 0.5 * np.cos(np.pi * ramp)
+
+
+def _gate(rng: np.random.Generator, min_s: float, max_s: float, fade_s: float = 0.02) -> np.ndarray:
+    return _envelope(*_span(rng, min_s, max_s), fade_s)
+
+
+def _sweep(f0: float, ratio: float, start: float, dur: float, fade_s: float) -> np.ndarray:
+    """``[N]``: exponential sweep from ``f0`` to ``f0 * ratio`` Hz over ``[start, start + dur]``."""
+    k = np.log(ratio) / dur
+    t = np.clip(_T - start, 0.0, dur)
+    return np.sin(2 * np.pi * f0 * np.expm1(k * t) / k) * _envelope(start, dur, fade_s)
+
+
+def _band_noise(rng: np.random.Generator, centre: float, octaves: float) -> np.ndarray:
+    spec = np.fft.rfft(rng.standard_normal(_N))
+    f = np.fft.rfftfreq(_N, 1 / SAMPLE_RATE)
+    lo, hi = centre * 2 ** (-octaves / 2), centre * 2 ** (octaves / 2)
+    return np.fft.irfft(spec * ((f >= lo) & (f <= hi)), _N)
+
+
+def _harmonic_tone(rng: np.random.Generator) -> np.ndarray:
+    f0 = _log_uniform(rng, 110, 880)
+    h = np.arange(1, rng.integers(3, 9) + 1)[:, None]
+    h = h[h[:, 0] * f0 < SAMPLE_RATE / 2 - 500]
+    amps = h ** -rng.uniform(0.5, 2.0)
+    tone = (amps * np.sin(2 * np.pi * f0 * h * _T + rng.uniform(0, 2 * np.pi, h.shape))).sum(0)
+    return tone * _gate(rng, 2.5, 5.0)
+
+
+def _chirp(rng: np.random.Generator, up: bool) -> np.ndarray:
+    f0, ratio = _log_uniform(rng, 200, 800), rng.uniform(2, 8)
+    if not up:
+        f0, ratio = f0 * ratio, 1 / ratio
+    return _sweep(f0, ratio, *_span(rng, 1.5, 4.0), fade_s=0.02)
+
+
+def _noise_bursts(rng: np.random.Generator) -> np.ndarray:
+    out = np.zeros(_N)
+    for _ in range(rng.integers(2, 6)):
+        band = _band_noise(rng, _log_uniform(rng, 300, 5000), rng.uniform(0.5, 1.5))
+        out += band / (band.std() + 1e-9) * _gate(rng, 0.1, 0.6, 0.01)
+    return out
+
+
+def _click_train(rng: np.random.Generator) -> np.ndarray:
+    rate, span = _log_uniform(rng, 4, 30), _gate(rng, 1.5, 4.0, 0.001)
+    times = np.arange(0, CLIP_SECONDS, 1 / rate) + rng.uniform(0, 1 / rate)
+    times = times + rng.normal(0, 0.002, times.shape)
+    # One decaying broadband click (3 ms) added at every onset by a sparse impulse train.
+    idx = np.clip(np.round(times * SAMPLE_RATE).astype(int), 0, _N - 1)
+    impulses = np.zeros(_N)
+    impulses[idx] = 1.0
+    n_click = int(0.003 * SAMPLE_RATE)
+    click = rng.standard_normal(n_click) * np.exp(-np.arange(n_click) / (0.0006 * SAMPLE_RATE))
+    return np.convolve(impulses, click)[:_N] * span
+
+
+def _am_tone(rng: np.random.Generator) -> np.ndarray:
+    fc, fm, depth = _log_uniform(rng, 200, 2000), rng.uniform(2, 12), rng.uniform(0.6, 1.0)
+    env = 1 - depth * 0.5 * (1 + np.cos(2 * np.pi * fm * _T + rng.uniform(0, 2 * np.pi)))
+    return np.sin(2 * np.pi * fc * _T) * env * _gate(rng, 2.0, 5.0)
+
+
+def _fm_tone(rng: np.random.Generator) -> np.ndarray:
+    fc, fm, depth = _log_uniform(rng, 300, 2000), rng.uniform(3, 10), rng.uniform(0.03, 0.15)
+    phase = 2 * np.pi * fc * _T + depth * fc / fm * np.sin(2 * np.pi * fm * _T)
+    return np.sin(phase) * _gate(rng, 2.0, 5.0)
+
+
+def _knock(rng: np.random.Generator) -> np.ndarray:
+    # 2-3 knocks within 0.3 s, each a damped resonance with two inharmonic modes.
+    onset = rng.uniform(0.05, CLIP_SECONDS - 0.4)
+    f1, tau = _log_uniform(rng, 150, 600), rng.uniform(0.01, 0.04)
+    out = np.zeros(_N)
+    for j in range(rng.integers(2, 4)):
+        t = _T - (onset + j * rng.uniform(0.08, 0.12))
+        on = t >= 0
+        decay = np.exp(-np.where(on, t, 0) / tau) * on
+        out += decay * (np.sin(2 * np.pi * f1 * t) + 0.5 * np.sin(2 * np.pi * 2.3 * f1 * t))
+    return out
+
+
+def _chirp_event(rng: np.random.Generator) -> np.ndarray:
+    f0, ratio = _log_uniform(rng, 1000, 2500), rng.uniform(1.5, 3)
+    return _sweep(f0, ratio, *_span(rng, 0.2, 0.4), fade_s=0.01)
+
+
+def _beep_event(rng: np.random.Generator) -> np.ndarray:
+    f = _log_uniform(rng, 500, 3000)
+    return np.sin(2 * np.pi * f * _T) * _gate(rng, 0.15, 0.4, 0.005)
+
+
+#: (category, generator, is a short event). The category order defines the targets.
+CLASSES: list[tuple[str, Callable[[np.random.Generator], np.ndarray], bool]] = [
+    ("harmonic_tone", _harmonic_tone, False),
+    ("chirp_up", lambda rng: _chirp(rng, True), False),
+    ("chirp_down", lambda rng: _chirp(rng, False), False),
+    ("noise_bursts", _noise_bursts, False),
+    ("click_train", _click_train, False),
+    ("am_tone", _am_tone, False),
+    ("fm_tone", _fm_tone, False),
+    ("knock_event", _knock, True),
+    ("chirp_event", _chirp_event, True),
+    ("beep_event", _beep_event, True),
+]
+
+
+def _background(rng: np.random.Generator) -> np.ndarray:
+    """Unit-RMS noise ``[N]`` with a random spectral tilt (white to brown-ish)."""
+    spec = np.fft.rfft(rng.standard_normal(_N))
+    f = np.fft.rfftfreq(_N, 1 / SAMPLE_RATE)
+    noise = np.fft.irfft(spec / np.maximum(f, 20.0) ** rng.uniform(0.0, 1.0), _N)
+    return noise / noise.std()
+
+
+def make_clip(target: int, k: int, background: bool = True) -> np.ndarray:
+    """Clip ``k`` of class ``target``: float32 ``[80000]`` (5 s at 16 kHz), in [-1, 1].
+
+    ``background=False`` leaves out the noise (same signal, for inspection and tests).
+    """
+    rng = np.random.default_rng([SEED, target, k])
+    _, generate, event = CLASSES[target]
+    sig = generate(rng)
+    sig = sig / (np.abs(sig).max() + 1e-12) * 10 ** (rng.uniform(-18, -3) / 20)
+    # SNR against the signal's RMS over its active part, so short events stay audible.
+    active = np.abs(sig) > 1e-3 * np.abs(sig).max()
+    rms = np.sqrt(np.mean(sig[active] ** 2))
+    snr_db = rng.uniform(8, 25) if event else rng.uniform(10, 35)
+    wave = sig + _background(rng) * rms * 10 ** (-snr_db / 20) if background else sig
+    return np.clip(wave, -1.0, 1.0).astype(np.float32)
+
+
+def default_cache_dir() -> Path:
+    """``$STEC_CACHE/demo_audio``, else ``~/.cache/stec/demo_audio``."""
+    base = os.environ.get("STEC_CACHE")
+    return (Path(base) if base else Path.home() / ".cache" / "stec") / "demo_audio"
+
+
+def write_demo_dataset(root: str | os.PathLike, n_per_class: int = 40) -> None:
+    """Write the demo set (ESC-50 layout) into the folder ``root`` (created)."""
+    root = Path(root)
+    (root / "audio").mkdir(parents=True, exist_ok=True)
+    (root / "meta").mkdir(exist_ok=True)
+    rows = []
+    for target, (category, _, _) in enumerate(CLASSES):
+        for k in range(n_per_class):
+            fold, src = k % N_FOLDS + 1, 100000 + target * 1000 + k
+            name = f"{fold}-{src}-A-{target}.wav"
+            sf.write(root / "audio" / name, make_clip(target, k), SAMPLE_RATE, subtype="PCM_16")
+            rows.append(f"{name},{fold},{target},{category},{target < 5},{src},A\n")
+    header = "filename,fold,target,category,esc10,src_file,take\n"
+    (root / "meta" / "esc50.csv").write_text(header + "".join(sorted(rows)), encoding="utf-8")
+
+
+def ensure_demo_dataset(cache_dir: str | os.PathLike | None = None, n_per_class: int = 40) -> Path:
+    """The demo set's root (``audio/``, ``meta/esc50.csv``), generated on first use.
+
+    The set lives in ``cache_dir / f"esc_demo_v{VERSION}_n{n_per_class}"`` (default
+    ``cache_dir``: :func:`default_cache_dir`); read it with
+    :func:`stec_audio.datasets.esc50_entries`.
+    """
+    if n_per_class < 1:
+        raise ValueError(f"n_per_class must be at least 1, got {n_per_class}")
+    base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    root = base / f"esc_demo_v{VERSION}_n{n_per_class}"
+    if (root / "meta" / "esc50.csv").is_file():
+        return root
+    base.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-demo-", dir=base))
+    try:
+        write_demo_dataset(tmp, n_per_class)
+        try:
+            os.rename(tmp, root)
+        except OSError:
+            # Another process finished first (the target now exists and is not empty).
+            if not (root / "meta" / "esc50.csv").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root

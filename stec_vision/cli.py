@@ -1,0 +1,194 @@
+"""``stec-vision``: pretrain, evaluate and embed image encoders with S-TEC.
+
+stec-vision pretrain                                  # demo shapes, SimCLR + inverse model
+stec-vision pretrain data=cifar10 data.root=DIR method=simclr efference=inverse run_dir=runs/c10
+stec-vision evaluate checkpoint=runs/c10 data=cifar10 data.root=DIR
+stec-vision evaluate checkpoint=random                # the random-encoder floor
+stec-vision embed checkpoint=runs/c10 out=emb.npy
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import ConcatDataset, DataLoader
+
+from stec.cli import (
+    compare_command,
+    build_method_from_config,
+    plain,
+    results_path,
+    run_cli,
+    save_embeddings,
+    trainer_config,
+)
+from stec.distributed import init_from_env, is_main
+from stec.engine.trainer import Trainer, resolve_device
+from stec.evaluation import (
+    class_distance_ratio,
+    embed,
+    format_table,
+    knn_accuracy,
+    linear_probe,
+    write_results,
+)
+from stec_vision.augment_presets import build_normalize, build_two_views, preset_config
+from stec_vision.datasets import build_vision_dataset, collate_skip_bad
+from stec_vision.encoders import build_vision_encoder, encoder_meta, load_vision_encoder
+
+log = logging.getLogger("stec")
+
+
+def dataset(cfg: DictConfig, split: str):
+    """``split`` may join several with ``+`` (STL-10's ``train+unlabeled``)."""
+    parts = [
+        build_vision_dataset(cfg.data.name, cfg.data.root or None, s, int(cfg.data.size))
+        for s in str(split).split("+")
+    ]
+    return parts[0] if len(parts) == 1 else ConcatDataset(parts)
+
+
+def n_classes(ds) -> int:
+    if isinstance(ds, ConcatDataset):
+        return max(n_classes(d) for d in ds.datasets)
+    return len(getattr(ds, "classes", []))
+
+
+def pretrain(cfg: DictConfig) -> None:
+    init_from_env()
+    train = dataset(cfg, cfg.data.get("pretrain_split", cfg.data.train_split))
+    overrides = OmegaConf.to_container(cfg.augment, resolve=True) or None
+    augmenter = build_two_views(cfg.data.preset, int(cfg.data.size), overrides)
+    torch.manual_seed(cfg.seed)
+    e = cfg.encoder
+    encoder, dim = build_vision_encoder(e.name, cifar_stem=e.cifar_stem, width=e.width)
+    method = build_method_from_config(cfg, encoder, dim, augmenter.action_space())
+    meta = {
+        "modality": "vision",
+        "encoder": encoder_meta(e.name, e.cifar_stem, e.width),
+        "feature_dim": dim,
+        "image_size": int(cfg.data.size),
+        "normalize": preset_config(cfg.data.preset, overrides)["normalize"],
+    }
+    trainer = Trainer(
+        method,
+        train,
+        trainer_config(cfg),
+        cfg.run_dir,
+        augmenter=augmenter,
+        collate_fn=collate_skip_bad,
+        num_classes=n_classes(train),
+        run_config=plain(cfg),
+        export_meta=meta,
+    )
+    if is_main():
+        print(
+            f"pretraining {cfg.method.name} (efference={cfg.efference.mode}) on {cfg.data.name}: "
+            f"{len(train)} images, action space {method.action_space}, run dir {cfg.run_dir}"
+        )
+    last = trainer.fit()
+    if is_main() and not trainer.stopped_early:
+        print(
+            f"done: step {trainer.step}, loss {last.get('loss', float('nan')):.4f}; "
+            f"encoder exported to {Path(cfg.run_dir) / 'export'}"
+        )
+
+
+def _encoder(cfg: DictConfig):
+    if not cfg.checkpoint:
+        raise ValueError(
+            "checkpoint is required: a run dir, an export dir, checkpoint=random or checkpoint=pixels"
+        )
+    if cfg.checkpoint == "pixels":  # the plain-feature floor
+        return torch.nn.Flatten(), "none"
+    if cfg.checkpoint == "random":
+        torch.manual_seed(cfg.seed)
+        e = cfg.encoder
+        encoder = build_vision_encoder(e.name, cifar_stem=e.cifar_stem, width=e.width)[0]
+        overrides = OmegaConf.to_container(cfg.augment, resolve=True) or None
+        return encoder, preset_config(cfg.data.preset, overrides)["normalize"]
+    encoder, meta = load_vision_encoder(cfg.checkpoint)
+    return encoder, meta.get("normalize", "none")
+
+
+def _features(cfg: DictConfig, encoder, normalize, split: str):
+    ds = dataset(cfg, split)
+    loader = DataLoader(
+        ds,
+        batch_size=cfg.evaluate.embed_batch_size,
+        num_workers=int(cfg.trainer.num_workers),
+        collate_fn=collate_skip_bad,
+    )
+    norm = build_normalize(normalize)
+    return embed(encoder, loader, device=resolve_device(cfg.evaluate.device), transform=norm)
+
+
+def evaluate(cfg: DictConfig) -> None:
+    """Linear probe (train -> test) and k-NN on frozen features; writes results.json."""
+    encoder, normalize = _encoder(cfg)
+    train_x, train_y, _ = _features(cfg, encoder, normalize, cfg.data.train_split)
+    test_x, test_y, _ = _features(cfg, encoder, normalize, cfg.data.test_split)
+    probe = linear_probe(
+        train_x,
+        train_y,
+        test_x,
+        test_y,
+        epochs=cfg.evaluate.epochs,
+        lr=cfg.evaluate.lr,
+        batch_size=cfg.evaluate.batch_size,
+        patience=cfg.evaluate.patience,
+        seed=cfg.seed,
+    )
+    results = {
+        "accuracy": probe["accuracy"],
+        "knn_accuracy": knn_accuracy(train_x, train_y, test_x, test_y, k=cfg.evaluate.knn_k),
+        "class_distance_ratio": class_distance_ratio(test_x, test_y)["ratio"],
+        "checkpoint": str(cfg.checkpoint),
+        "data": cfg.data.name,
+        "n_train": len(train_x),
+        "n_test": len(test_x),
+        "feature_dim": int(train_x.shape[1]),
+    }
+    path = write_results(results_path(cfg), results)
+    print(format_table(results))
+    print(f"results written to {path}")
+
+
+def embed_command(cfg: DictConfig) -> None:
+    if not cfg.out:
+        raise ValueError("out is required: out=embeddings.npy or out=embeddings.parquet")
+    encoder, normalize = _encoder(cfg)
+    x, y, idx = _features(
+        cfg, encoder, normalize, cfg.data.test_split if cfg.get("split") is None else cfg.split
+    )
+    out = save_embeddings(cfg.out, [str(i) for i in idx.tolist()], y, x)
+    print(f"{len(x)} embeddings of size {x.shape[1]} written to {out}")
+
+
+COMMANDS = {
+    "pretrain": ("self-supervised pretraining (method=, efference=, data=)", pretrain),
+    "evaluate": (
+        "linear probe + k-NN on frozen features (checkpoint=RUN or checkpoint=random)",
+        evaluate,
+    ),
+    "embed": (
+        "export embeddings of the test split (checkpoint=RUN out=FILE.npy|.parquet)",
+        embed_command,
+    ),
+    "compare": (
+        "S-TEC vs baseline over methods and seeds, with floors and a report (compare.*)",
+        compare_command("vision", "Vision: S-TEC vs baseline", pretrain, evaluate, embed_command, "accuracy"),
+    ),
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(argv, "stec-vision", "vision", COMMANDS)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

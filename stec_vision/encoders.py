@@ -1,0 +1,100 @@
+"""Vision backbones: torchvision ResNet-18/50 (ImageNet or CIFAR stem) and a small CNN.
+
+Every backbone maps ``[B, 3, H, W]`` float images to ``[B, feature_dim]`` pooled features
+(the classifier head is removed). :func:`encoder_meta` gives the ``encoder`` entry that
+:func:`stec.engine.export.export_backbone` stores, and :func:`load_vision_encoder` rebuilds
+an exported backbone from it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torchvision.models import resnet18, resnet50
+
+from stec.engine.export import load_export
+
+ENCODERS = ("resnet18", "resnet50", "small")
+
+
+class SmallCNN(nn.Module):
+    """Four Conv3x3-BN-ReLU blocks (the last three with stride 2) + global average pool.
+
+    ``[B, 3, H, W]`` -> ``[B, width * 4]``. About 0.3 M parameters at ``width=32``: meant for
+    tests and CPU demos.
+    """
+
+    def __init__(self, width: int = 32) -> None:
+        super().__init__()
+        chans = [3, width, width * 2, width * 4, width * 4]
+        layers: list[nn.Module] = []
+        for i in range(4):
+            stride = 1 if i == 0 else 2
+            layers += [
+                nn.Conv2d(chans[i], chans[i + 1], 3, stride=stride, padding=1, bias=False),
+                nn.BatchNorm2d(chans[i + 1]),
+                nn.ReLU(inplace=True),
+            ]
+        self.features = nn.Sequential(*layers)
+        self.feature_dim = chans[-1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.features(x).mean(dim=(2, 3))
+
+
+def _resnet(name: str, cifar_stem: bool) -> tuple[nn.Module, int]:
+    model = {"resnet18": resnet18, "resnet50": resnet50}[name](weights=None)
+    if cifar_stem:
+        # small images: a 3x3 stride-1 stem and no max-pool keep 32 px inputs at 4x4 at the end
+        model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
+        model.maxpool = nn.Identity()
+    dim = model.fc.in_features
+    model.fc = nn.Identity()
+    return model, dim
+
+
+def build_vision_encoder(
+    name: str, cifar_stem: bool = False, width: int = 32
+) -> tuple[nn.Module, int]:
+    """``(backbone, feature_dim)`` for ``resnet18`` (512) | ``resnet50`` (2048) | ``small``.
+
+    ``cifar_stem`` applies to the ResNets; ``width`` to ``small`` (feature_dim ``4 * width``).
+    Weights are randomly initialised (nothing is downloaded).
+    """
+    if name not in ENCODERS:
+        raise ValueError(f"unknown vision encoder {name!r}; allowed values: {', '.join(ENCODERS)}")
+    if name == "small":
+        model = SmallCNN(width)
+        return model, model.feature_dim
+    return _resnet(name, cifar_stem)
+
+
+def encoder_meta(name: str, cifar_stem: bool = False, width: int = 32) -> dict[str, Any]:
+    """The export ``encoder`` entry: ``{"name": ..., "kwargs": {...}}``."""
+    kwargs: dict[str, Any] = {"cifar_stem": bool(cifar_stem)}
+    if name == "small":
+        kwargs = {"width": int(width)}
+    return {"name": name, "kwargs": kwargs}
+
+
+def load_vision_encoder(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild an exported vision backbone: ``(module in eval mode, meta)``.
+
+    ``path`` is a run folder, an export folder or its ``encoder.safetensors``.
+    """
+    state, meta = load_export(path)
+    spec = meta.get("encoder") or {}
+    name = spec.get("name")
+    if name not in ENCODERS:
+        raise ValueError(
+            f"{path}: exported encoder {name!r} is not a vision encoder; allowed values: {', '.join(ENCODERS)}"
+        )
+    model, _ = build_vision_encoder(name, **spec.get("kwargs", {}))
+    model.load_state_dict(state)
+    return model.to(map_location).eval(), meta

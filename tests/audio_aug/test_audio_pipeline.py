@@ -1,0 +1,101 @@
+"""The audio pipeline builder, its defaults, and two views with their action targets."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from stec.augment import TwoViews
+from stec_audio.augment import (
+    DEFAULT_AUDIO_PIPELINE,
+    PIPELINE_ORDER,
+    LinearFader,
+    Mixup,
+    RandomResizeCrop,
+    TimeCrop,
+    allowed_keys,
+    build_audio_pipeline,
+)
+
+
+def test_default_pipeline_makes_two_views_with_finite_actions():
+    torch.manual_seed(0)
+    pipe = build_audio_pipeline(DEFAULT_AUDIO_PIPELINE)
+    assert [type(a) for a in pipe.augmenters] == [TimeCrop, Mixup, RandomResizeCrop, LinearFader]
+    space = pipe.action_space()
+    assert space.names == ["time_crop", "mixup", "rrc", "gain"]
+    views = TwoViews(pipe)
+    clips = torch.randn(6, 1, 64, 501)
+    a, b, pa, pb = views(clips)
+    assert a.shape == b.shape == (6, 1, 64, 96) and a.dtype == torch.float32
+    assert torch.isfinite(a).all() and torch.isfinite(b).all()
+    tg = space.targets(pa, pb)
+    assert tg.classes.shape == (6, space.n_targets) and tg.mask.all()
+    assert (tg.classes >= 0).all() and (tg.classes < 6).all()
+    assert build_audio_pipeline(None).action_space().names == space.names
+
+
+def test_sections_are_built_in_the_fixed_order_and_can_be_disabled():
+    cfg = {
+        "spec_mask": {"p": 1.0},
+        "fader": {"enabled": False},
+        "freq_shift": {"max_shift": 3},
+        "time_crop": {"frames": 32},
+        "time_stretch": None,
+    }
+    pipe = build_audio_pipeline(cfg)
+    names = [type(a).__name__ for a in pipe.augmenters]
+    assert names == ["TimeCrop", "FrequencyShift", "SpecAugmentMask"]
+    assert pipe.action_space().names == ["time_crop", "freq_shift", "time_mask", "freq_mask"]
+    assert pipe.augmenters[1].max_shift == 3.0
+    x, params = pipe(torch.randn(3, 1, 64, 100))
+    assert x.shape == (3, 1, 64, 32) and set(params) == {
+        "time_crop",
+        "freq_shift",
+        "time_mask",
+        "freq_mask",
+    }
+
+
+def test_unknown_augmenter_and_unknown_key_are_named():
+    with pytest.raises(ValueError, match=r"'pitch_shift'.*allowed: time_crop, mixup, rrc"):
+        build_audio_pipeline({"pitch_shift": {}})
+    with pytest.raises(
+        ValueError,
+        match=r"augment\.rrc: unknown key\(s\) 'scale'; allowed: enabled, virtual_crop_scale",
+    ):
+        build_audio_pipeline({"rrc": {"scale": (0.5, 1.0)}})
+    with pytest.raises(ValueError, match=r"augment\.time_crop\.enabled"):
+        build_audio_pipeline({"time_crop": {"enabled": "yes"}})
+    with pytest.raises(ValueError, match=r"augment\.mixup: .*ratio"):
+        build_audio_pipeline({"mixup": {"ratio": (0.0, 2.0)}})
+    assert "frames" in allowed_keys("time_crop") and allowed_keys("time_crop")[0] == "enabled"
+
+
+def test_defaults_only_use_allowed_keys_and_cover_every_augmenter():
+    assert tuple(DEFAULT_AUDIO_PIPELINE) == PIPELINE_ORDER
+    for name, section in DEFAULT_AUDIO_PIPELINE.items():
+        assert set(section) <= set(allowed_keys(name)), name
+
+
+def test_omegaconf_mappings_are_accepted():
+    cfg = OmegaConf.create(copy.deepcopy({k: dict(v) for k, v in DEFAULT_AUDIO_PIPELINE.items()}))
+    cfg.rrc.freq_scale = [0.8, 1.2]
+    pipe = build_audio_pipeline(cfg)
+    rrc = next(a for a in pipe.augmenters if isinstance(a, RandomResizeCrop))
+    assert rrc.freq_scale == (0.8, 1.2)
+
+
+def test_same_seed_same_views_and_actions():
+    pipe = build_audio_pipeline(
+        {"time_crop": {"energy_weighted": True}, "rrc": {}, "fader": {}, "spec_mask": {}}
+    )
+    clips = torch.randn(4, 1, 64, 300)
+    torch.manual_seed(5)
+    x1, p1 = pipe(clips)
+    torch.manual_seed(5)
+    x2, p2 = pipe(clips)
+    assert torch.equal(x1, x2) and all(torch.equal(p1[k], p2[k]) for k in p1)

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import soundfile as sf
+
+from stec_audio.datasets import esc50_entries
+from stec_audio.demo import CLASSES, SAMPLE_RATE, ensure_demo_dataset, make_clip
+
+from .conftest import file_bytes
+
+
+def test_demo_set_is_byte_identical_and_in_esc50_layout(tmp_path):
+    a = ensure_demo_dataset(tmp_path / "a", n_per_class=5)
+    b = ensure_demo_dataset(tmp_path / "b", n_per_class=5)
+    files_a, files_b = file_bytes(a), file_bytes(b)
+    assert files_a == files_b
+    assert len([f for f in files_a if f.startswith("audio/")]) == 5 * len(CLASSES)
+    assert set(os.listdir(a)) == {"audio", "meta"}
+    assert not [p for p in os.listdir(tmp_path / "a") if p.startswith(".tmp")]
+
+    index = esc50_entries(a)
+    assert len(index) == 5 * len(CLASSES) and not index.missing and len(CLASSES) >= 8
+    assert index.class_names == [c[0] for c in CLASSES]
+    targets, folds = index.targets(), index.folds
+    for c in range(len(CLASSES)):  # every class spread evenly over the 5 folds
+        assert sorted(folds[targets == c].tolist()) == [1, 2, 3, 4, 5]
+    header = (a / "meta" / "esc50.csv").read_text().splitlines()[0]
+    assert header == "filename,fold,target,category,esc10,src_file,take"
+    for e in index.entries[:3]:
+        fold, _, take, target = e.path.stem.split("-")
+        assert (int(fold), int(target), take) == (e.fold, e.label, "A")
+    info = sf.info(index.path(0))
+    assert (info.samplerate, info.channels, info.subtype, info.duration) == (
+        SAMPLE_RATE,
+        1,
+        "PCM_16",
+        5.0,
+    )
+
+
+def test_demo_set_is_reused_not_regenerated(tmp_path, monkeypatch):
+    root = ensure_demo_dataset(tmp_path, n_per_class=1)
+    stamp = (root / "meta" / "esc50.csv").stat().st_mtime_ns
+    monkeypatch.setattr("stec_audio.demo.write_demo_dataset", None)  # would crash if called
+    assert ensure_demo_dataset(tmp_path, n_per_class=1) == root
+    assert (root / "meta" / "esc50.csv").stat().st_mtime_ns == stamp
+
+
+def test_default_location_follows_stec_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("STEC_CACHE", str(tmp_path))
+    root = ensure_demo_dataset(n_per_class=1)
+    assert root.parent == tmp_path / "demo_audio"
+
+
+def test_short_event_classes_are_short_and_clips_vary():
+    for target, (name, _, event) in enumerate(CLASSES):
+        for k in range(3):
+            clip = make_clip(target, k)
+            assert clip.shape == (SAMPLE_RATE * 5,) and np.abs(clip).max() <= 1.0
+            sig = make_clip(target, k, background=False)
+            assert np.abs(clip - sig).max() > 0  # background noise added
+            env = np.sqrt(np.convolve(sig**2, np.ones(400) / 400, "same"))
+            on = np.flatnonzero(env > 0.1 * env.max())
+            extent = (on[-1] - on[0]) / len(sig)  # share of the clip from first to last sound
+            assert (extent < 0.12) if event else (extent > 0.2), (name, k, extent)
+    assert not np.array_equal(make_clip(0, 0), make_clip(0, 1))
+    assert np.array_equal(make_clip(3, 2), make_clip(3, 2))
