@@ -9,14 +9,23 @@ targets. The per-image side is the usual torchvision-transforms pipeline on PIL 
 ``DataLoader`` with as many worker processes as threads, so both sides get the same cores.
 
     python benchmarks/bench_vision_augment.py [--threads 2] [--batch 256] [--sizes 32 96]
+
+A second table compares the same work per CPU-second on one core (process time, one
+thread, one process), which other jobs on the machine barely disturb.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import random
 import time
+
+# Passive OpenMP waiting (unless set): on a machine shared with other jobs, spinning
+# intra-op threads stall every small parallel region when a core is taken away. It must be
+# set before torch loads its OpenMP runtime. The per-image workers run single-threaded.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 import torch
@@ -123,7 +132,8 @@ def _perm_index(order: torch.Tensor) -> int:
     return _PERMS[tuple(order.tolist())]
 
 
-def time_batched(images: torch.Tensor, size: int, batches: int) -> float:
+def time_batched(images: torch.Tensor, size: int, batches: int, clock=time.perf_counter) -> float:
+    """Images per second of ``clock`` time for two views + action targets of a batch."""
     pipe, norm = batched_pipeline(size), Normalize(MEAN, STD)
     space = pipe.action_space()
 
@@ -134,15 +144,15 @@ def time_batched(images: torch.Tensor, size: int, batches: int) -> float:
         space.targets(params_a, params_b)
 
     step()
-    start = time.perf_counter()
+    start = clock()
     for _ in range(batches):
         step()
-    return batches * images.shape[0] / (time.perf_counter() - start)
+    return batches * images.shape[0] / (clock() - start)
 
 
 def time_per_image(images: np.ndarray, size: int, batch: int, batches: int, workers: int) -> float:
-    """Steady-state throughput: the first wave of batches (one per worker, started together)
-    is not counted, then whole waves are timed."""
+    """Steady-state wall-clock throughput of a ``DataLoader`` with ``workers`` processes: the
+    first wave of batches (one per worker, started together) is not counted."""
     space = batched_pipeline(size).action_space()
     loader = DataLoader(PerImageViews(images, size), batch_size=batch, num_workers=workers)
     wave = max(workers, 1)
@@ -159,6 +169,18 @@ def time_per_image(images: np.ndarray, size: int, batch: int, batches: int, work
     return done / (time.perf_counter() - start)
 
 
+def cpu_time_per_image(images: np.ndarray, size: int, batch: int) -> float:
+    """Images per CPU-second of the per-image pipeline in this process (one core)."""
+    space = batched_pipeline(size).action_space()
+    views = PerImageViews(images, size)
+    collate = torch.utils.data.default_collate
+    collate([views[i] for i in range(8)])
+    start = time.process_time()
+    _, _, params_a, params_b = collate([views[i] for i in range(batch)])
+    space.targets(params_a, params_b)
+    return batch / (time.process_time() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -168,23 +190,46 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=3, help="alternating rounds; the best is kept"
     )
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    print(
-        f"two views + actions, batch {args.batch}, {args.threads} CPU threads (best of {args.rounds} rounds)"
+    parser.add_argument(
+        "--no-cpu-time", action="store_true", help="skip the one-core CPU-time comparison"
     )
-    print(f"{'size':>5} {'batched (img/s)':>16} {'per-image PIL (img/s)':>22} {'ratio':>7}")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    pools = {}
     for size in args.sizes:
         rng = np.random.default_rng(size)
-        # sources at the view size (CIFAR 32 px, STL-10 96 px), batch repeated over the loader
+        # sources at the view size (CIFAR 32 px, STL-10 96 px); the loader walks a pool
         n_pool = args.batch * (args.batches + 2 * max(args.threads, 1))
-        pool = rng.integers(0, 256, (n_pool, size, size, 3), dtype=np.uint8)
+        pools[size] = rng.integers(0, 256, (n_pool, size, size, 3), dtype=np.uint8)
+    header = f"{'size':>5} {'batched (img/s)':>16} {'per-image PIL (img/s)':>22} {'ratio':>7}"
+
+    torch.set_num_threads(args.threads)
+    print(
+        f"two views + actions, batch {args.batch}, wall clock, {args.threads} CPU threads "
+        f"(batched: {args.threads} intra-op threads; per-image: {args.threads} loader workers; "
+        f"best of {args.rounds} rounds; OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']})"
+    )
+    print(header)
+    for size, pool in pools.items():
         batch = torch.from_numpy(pool[: args.batch]).permute(0, 3, 1, 2).contiguous()
         ours, theirs = 0.0, 0.0
         for _ in range(args.rounds):
             ours = max(ours, time_batched(batch, size, args.batches))
             theirs = max(theirs, time_per_image(pool, size, args.batch, args.batches, args.threads))
+        print(f"{size:>5} {ours:>16.0f} {theirs:>22.0f} {ours / theirs:>6.1f}x")
+
+    if args.no_cpu_time:
+        return
+    # CPU seconds on one core: insensitive to other load on the machine
+    torch.set_num_threads(1)
+    print(f"\nsame work per CPU-second on one core (1 thread, 1 process; best of {args.rounds})")
+    print(header)
+    for size, pool in pools.items():
+        batch = torch.from_numpy(pool[: args.batch]).permute(0, 3, 1, 2).contiguous()
+        ours = max(
+            time_batched(batch, size, 2, clock=time.process_time) for _ in range(args.rounds)
+        )
+        theirs = max(cpu_time_per_image(pool, size, args.batch) for _ in range(args.rounds))
         print(f"{size:>5} {ours:>16.0f} {theirs:>22.0f} {ours / theirs:>6.1f}x")
 
 

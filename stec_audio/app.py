@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -51,11 +52,25 @@ def build_index(cfg: DictConfig, split: str = "train") -> ClipIndex:
     name = choose("data.name", cfg.data.name, DATASETS)
     root = data_root(cfg)
     if name in ("demo", "esc50"):
-        return esc50_entries(root, esc10=bool(cfg.data.get("esc10", False)))
-    if name == "manifest":
-        return manifest_entries(root)
-    if name == "folder":
-        return folder_entries(root)
+        index = esc50_entries(root, esc10=bool(cfg.data.get("esc10", False)))
+    elif name == "manifest":
+        index = manifest_entries(root)
+    elif name == "folder":
+        index = folder_entries(root)
+    else:
+        return _audioset_index(cfg, root, split)
+    folds = cfg.data.get("folds")
+    if folds:  # e.g. tune on the training folds only: data.folds=[1,2,3,4]
+        keep = np.flatnonzero(np.isin(index.folds, list(folds)))
+        if keep.size == 0:
+            raise ConfigError(
+                f"data.folds={list(folds)} selects no clip; the data has folds {sorted(set(index.folds.tolist()))}"
+            )
+        index = index.subset(keep)
+    return index
+
+
+def _audioset_index(cfg: DictConfig, root: Path, split: str) -> ClipIndex:
     lists = cfg.data.segments if split == "train" else [cfg.data.eval_segments]
     return audioset_entries(
         [root / s for s in lists],
@@ -99,7 +114,7 @@ def norm_stats(cfg: DictConfig, index: ClipIndex | None = None) -> NormStats:
 def clip_dataset(cfg: DictConfig, index: ClipIndex, norm: NormStats, use_cache: bool = True):
     """Normalised whole-clip log-mels: the prepared cache when there is one for this index."""
     cache = prepared_dir(cfg) / "cache"
-    if use_cache and _cache_is_ready(cache):
+    if use_cache and _cache_is_ready(cache) and not cfg.data.get("folds"):
         log.info("reading log-mels from the cache %s (made by `stec-audio prepare`)", cache)
         return CachedLogMelDataset(cache)
     return LogMelClipDataset(
@@ -109,6 +124,23 @@ def clip_dataset(cfg: DictConfig, index: ClipIndex, norm: NormStats, use_cache: 
         norm,
         max_bad_fraction=cfg.data.max_bad_fraction,
     )
+
+
+def pipeline_config(cfg: DictConfig, norm: NormStats) -> dict[str, Any]:
+    """The ``augment`` section with what the data decides filled in: the dataset std (so
+    that energy weighting, fader gains and mixup work in real power units) and the time
+    crop's action range (the largest relative offset a clip of ``clip_seconds`` allows)."""
+    sections = OmegaConf.to_container(cfg.augment, resolve=True)
+    for name in ("time_crop", "fader", "mixup"):
+        section = sections.get(name)
+        if section is not None and section.get("norm_std") is None:
+            section["norm_std"] = float(norm.std)
+    crop = sections.get("time_crop")
+    if crop is not None and crop.get("action_range") is None:
+        clip = frontend_config(cfg).frames(float(cfg.data.clip_seconds))
+        reach = max((clip - int(crop.get("frames", 96))) / int(crop.get("frames", 96)), 0.5)
+        crop["action_range"] = [-reach, reach]
+    return sections
 
 
 def new_encoder(cfg: DictConfig) -> nn.Module:

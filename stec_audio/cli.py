@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from stec import TwoViews
 from stec.cli import (
@@ -77,7 +77,7 @@ def pretrain(cfg: DictConfig) -> None:
     index = app.build_index(cfg)
     stats = app.norm_stats(cfg, index)
     dataset = app.clip_dataset(cfg, index, stats)
-    pipeline = build_audio_pipeline(OmegaConf.to_container(cfg.augment, resolve=True))
+    pipeline = build_audio_pipeline(app.pipeline_config(cfg, stats))
     augmenter = TwoViews(pipeline)
     torch.manual_seed(cfg.seed)
     encoder = app.new_encoder(cfg)

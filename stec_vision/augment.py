@@ -3,9 +3,9 @@
 Every augmenter takes images ``[B, 3, H, W]`` (float in ``[0, 1]``, or uint8 which the
 first op converts on the device) and returns ``(images, params)``; all randomness is drawn
 from the global torch RNG on the images' device, one draw per example, with no Python
-loop over the batch.
+loop over examples (on the CPU a pipeline walks cache-sized chunks of the batch).
 
-Geometry (this module): :class:`RandomResizedCropFlip`. Each view records one 3x3 affine
+Geometry: :class:`RandomResizedCropFlip`. Each view records one 3x3 affine
 matrix ``θ`` in normalised coordinates (``[-1, 1]``, ``align_corners=False``) that maps
 **source coordinates to view coordinates**: the source point ``s`` appears in the view
 at ``u = θ·s``. A horizontal flip negates the first row of ``θ``. The sampling matrix

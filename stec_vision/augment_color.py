@@ -62,7 +62,7 @@ def shift_hue(x: Tensor, shift: Tensor) -> Tensor:
         [[3.0, 1.0, -1.0], [2.0, -1.0, 2.0], [4.0, -1.0, 2.0]], device=x.device, dtype=x.dtype
     )
     centre, slope, offset = (ramps[:, i].view(1, 3, 1, 1) for i in range(3))
-    ramp = (t - centre).abs_().mul_(slope).add_(offset).clamp_(0.0, 1.0)
+    ramp = torch.addcmul(offset, slope, (t - centre).abs_()).clamp_(0.0, 1.0)
     return torch.addcmul(minc, spread, ramp)
 
 
@@ -230,7 +230,8 @@ class ColorJitter(Augmenter):
         factors, order_index, applied = self.sample(x.shape[0], x.device)
         if self.enabled:
             # rows left alone stay bit-exact (the HSV round trip is not)
-            x = apply_on_rows(x, applied, self.apply, factors, self.permutations[order_index])
+            orders = self.permutations.to(x.device)[order_index]
+            x = apply_on_rows(x, applied, self.apply, factors, orders)
         params: ViewParams = {
             op: factors[:, i : i + 1] for i, op in enumerate(JITTER_OPS) if op in self.enabled
         }

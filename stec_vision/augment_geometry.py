@@ -61,12 +61,20 @@ def _size(size: int | Sequence[int]) -> tuple[int, int]:
 
 
 def sampling_matrix(theta: Tensor) -> Tensor:
-    """``θ⁻¹``: the matrix :func:`F.affine_grid` needs, ``[B, 3, 3]`` -> ``[B, 3, 3]``.
+    """``θ⁻¹`` of affine matrices (last row ``[0, 0, 1]``): ``[B, 3, 3]`` -> ``[B, 3, 3]``.
 
-    Uses ``inv_ex`` so that no host synchronisation happens on CUDA.
+    Closed form ``[[A⁻¹, -A⁻¹t], [0, 1]]`` in θ's dtype: no host synchronisation, and no
+    float64 (which some accelerators lack).
     """
-    inverse, _ = torch.linalg.inv_ex(theta.double())
-    return inverse.to(theta.dtype)
+    a, b, tx = theta[:, 0, 0], theta[:, 0, 1], theta[:, 0, 2]
+    c, d, ty = theta[:, 1, 0], theta[:, 1, 1], theta[:, 1, 2]
+    det = a * d - b * c
+    ia, ib, ic, id_ = d / det, -b / det, -c / det, a / det
+    out = torch.zeros_like(theta)
+    out[:, 0, 0], out[:, 0, 1], out[:, 0, 2] = ia, ib, -(ia * tx + ib * ty)
+    out[:, 1, 0], out[:, 1, 1], out[:, 1, 2] = ic, id_, -(ic * tx + id_ * ty)
+    out[:, 2, 2] = 1.0
+    return out
 
 
 def warp_affine(
@@ -175,17 +183,17 @@ class RandomResizedCropFlip(Augmenter):
 
     def sample_theta(self, batch: int, height: int, width: int, device: torch.device) -> Tensor:
         """Source->view matrices ``[B, 3, 3]`` (float32) of random crops and flips."""
-        cx, cy, half_w, half_h = self.sample_boxes(batch, height, width, device).double().unbind(1)
+        cx, cy, half_w, half_h = self.sample_boxes(batch, height, width, device).unbind(1)
         flip = torch.rand(batch, device=device) < self.flip_p
-        sign = 1.0 - 2.0 * flip.double()
-        theta = torch.zeros(batch, 3, 3, dtype=torch.float64, device=device)
+        sign = 1.0 - 2.0 * flip.float()
+        theta = torch.zeros(batch, 3, 3, device=device)
         # view u = (s - c) / half, and a flip negates the whole first row
         theta[:, 0, 0] = sign / half_w
         theta[:, 0, 2] = -sign * cx / half_w
         theta[:, 1, 1] = 1.0 / half_h
         theta[:, 1, 2] = -cy / half_h
         theta[:, 2, 2] = 1.0
-        return theta.float()
+        return theta
 
     def forward(self, x: Tensor) -> tuple[Tensor, ViewParams]:
         """``[B, 3, H, W]`` -> ``([B, 3, *size], {name: θ [B, 3, 3]})``."""

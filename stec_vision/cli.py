@@ -18,8 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import ConcatDataset, DataLoader
 
 from stec.cli import (
-    compare_command,
     build_method_from_config,
+    compare_command,
     plain,
     results_path,
     run_cli,
@@ -181,7 +181,9 @@ COMMANDS = {
     ),
     "compare": (
         "S-TEC vs baseline over methods and seeds, with floors and a report (compare.*)",
-        compare_command("vision", "Vision: S-TEC vs baseline", pretrain, evaluate, embed_command, "accuracy"),
+        compare_command(
+            "vision", "Vision: S-TEC vs baseline", pretrain, evaluate, embed_command, "accuracy"
+        ),
     ),
 }
 

@@ -40,7 +40,13 @@ def test_vision_compare_writes_csv_json_report_and_resumes(tmp_path, capsys):
     out = tmp_path / "cmp"
     summary = json.loads((out / "comparison.json").read_text())
     arms = summary["arms"]
-    assert set(arms) == {"simclr-off", "simclr-inverse", "simclr-inverse-only-crop", "floor-random", "floor-pixels"}
+    assert set(arms) == {
+        "simclr-off",
+        "simclr-inverse",
+        "simclr-inverse-only-crop",
+        "floor-random",
+        "floor-pixels",
+    }
     diff = arms["simclr-inverse"]["paired_diff"]
     assert diff["vs"] == "simclr-off" and diff["n"] == 2
     assert "beats_floors" in arms["simclr-inverse"]

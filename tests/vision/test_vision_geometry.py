@@ -158,3 +158,10 @@ def test_bins_follow_paper_ranges():
     action = torch.tensor([[-2.5, 0.0, -0.6, 0.1, 1.99, 0.49]])
     assert comp.classes(action).tolist() == [[0, 3, 0, 3, 5, 5]]
     assert math.isclose(float(comp.normalised(torch.tensor([[2.0, 0, 0.5, 0, 0, 0]]))[0, 2]), 1.0)
+
+
+def test_sampling_matrix_is_the_inverse_of_general_affines():
+    torch.manual_seed(6)
+    theta = torch.eye(3).repeat(16, 1, 1)
+    theta[:, :2] += 0.4 * torch.randn(16, 2, 3)
+    assert torch.allclose(sampling_matrix(theta) @ theta, torch.eye(3).expand(16, 3, 3), atol=1e-5)

@@ -146,7 +146,9 @@ def test_cpu_chunks_keep_records_aligned_with_rows():
     out, params = pipe(x)
     assert out.shape == (10, 3, 12, 12) and params["crop"].shape == (10, 3, 3)
     factors = torch.cat([params[k] for k in ("brightness", "contrast", "saturation", "hue")], dim=1)
-    redo = jitter.apply(warp_affine(x, params["crop"], 12), factors, jitter.permutations[params["color_order"]])
+    redo = jitter.apply(
+        warp_affine(x, params["crop"], 12), factors, jitter.permutations[params["color_order"]]
+    )
     applied = params["color_order.valid"]
     assert 0 < applied.sum() < 10
     assert torch.allclose(out[applied], redo[applied], atol=1e-5)
