@@ -92,3 +92,30 @@ def test_byol_target_follows_online_by_ema():
     method.on_step_end(0.0)
     assert torch.allclose(target, before + 0.1, atol=1e-6)
     assert not target.requires_grad
+
+
+def test_regression_inverse_model_learns_the_shift():
+    torch.manual_seed(0)
+    aug = toy_augmenter()
+    method = build_method(
+        "simclr",
+        ToyBackbone(),
+        32,
+        action_space=aug.action_space(),
+        inverse_output="regression",
+        proj_hidden=32,
+        proj_dim=16,
+        inverse_hidden=64,
+    )
+    opt = torch.optim.Adam(method.parameters(), lr=3e-3)
+    data = ToySignals(n=64)
+    r2 = []
+    for _ in range(200):
+        loss, metrics, _ = method(*aug(data.x[torch.randperm(64)[:32]].unsqueeze(1)))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        r2.append(float(metrics["action_r2/shift"]))
+    assert "action_r2/gain" in metrics and "action_acc/shift" not in metrics
+    early, late = sum(r2[:10]) / 10, sum(r2[-20:]) / 20
+    assert late > 0.15 and late > early + 0.2, (early, late)

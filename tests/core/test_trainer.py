@@ -200,3 +200,12 @@ def test_warmup_cosine_schedule():
 def test_unknown_trainer_keys_are_named():
     with pytest.raises(ValueError, match=r"unknown trainer key\(s\) \['epochz'\]"):
         TrainerConfig.from_dict({"epochz": 3})
+
+
+@pytest.mark.slow
+def test_compiled_step_trains_and_keeps_clean_state_dict_keys(tmp_path):
+    trainer = make_trainer(tmp_path, compile=True, max_steps=2)
+    trainer.fit()
+    state = load_checkpoint(tmp_path / "checkpoints/last.pt")
+    assert state["step"] == 2
+    assert not any("_orig_mod" in key for key in state["model"])

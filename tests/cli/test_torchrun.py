@@ -1,0 +1,37 @@
+"""The CLI under torchrun: 2 CPU processes (gloo) pretrain together and write one run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from stec.engine.checkpoint import load_checkpoint
+from tests.cli.test_vision_cli import TINY
+
+
+@pytest.mark.slow
+def test_stec_vision_pretrain_under_torchrun(tmp_path):
+    env = {**os.environ, "STEC_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_port=29517",
+        "-m",
+        "stec_vision.cli",
+        "pretrain",
+        *TINY,
+        "run_dir=run",
+        "method=simclr",
+        "efference=both",
+    ]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = load_checkpoint(tmp_path / "run/checkpoints/last.pt")
+    assert state["step"] == 3
+    assert (tmp_path / "run/export/encoder.safetensors").exists()
+    assert done.stdout.count("pretraining simclr") == 1  # only rank 0 reports
