@@ -18,7 +18,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from stec.engine.trainer import TrainerConfig
+from stec.distributed import is_main
+from stec.engine.trainer import Trainer, TrainerConfig
 from stec.methods import SSLMethod, build_method, choose
 
 log = logging.getLogger("stec")
@@ -151,6 +152,51 @@ def build_method_from_config(
         **m,
     )
     return build_method(name, backbone, feature_dim, **kwargs)
+
+
+def pretrain_run(
+    cfg: DictConfig,
+    dataset,
+    augmenter,
+    encoder,
+    feature_dim: int,
+    *,
+    n_classes: int,
+    export_meta: dict[str, Any],
+    collate_fn: Callable | None,
+    items: str,
+) -> Trainer:
+    """Build the method from ``cfg`` around ``encoder`` and train it into ``cfg.run_dir``."""
+    method = build_method_from_config(cfg, encoder, feature_dim, augmenter.action_space())
+    trainer = Trainer(
+        method,
+        dataset,
+        trainer_config(cfg),
+        cfg.run_dir,
+        augmenter=augmenter,
+        collate_fn=collate_fn,
+        num_classes=n_classes,
+        run_config=plain(cfg),
+        export_meta=export_meta,
+    )
+    if is_main():
+        print(
+            f"pretraining {cfg.method.name} (efference={cfg.efference.mode}) on {cfg.data.name}: "
+            f"{len(dataset)} {items}, action space {method.action_space}, run dir {cfg.run_dir}"
+        )
+    last = trainer.fit()
+    if is_main():
+        bad_log = getattr(dataset, "bad_log", None)
+        if bad_log is not None and bad_log.n_bad:
+            print(bad_log.summary())
+        elif getattr(dataset, "bad_files", None):  # image datasets
+            print(dataset.summary())
+        if not trainer.stopped_early:
+            print(
+                f"done: step {trainer.step}, loss {last.get('loss', float('nan')):.4f}; "
+                f"encoder exported to {Path(cfg.run_dir) / 'export'}"
+            )
+    return trainer
 
 
 def trainer_config(cfg: DictConfig) -> TrainerConfig:

@@ -40,8 +40,8 @@ from tqdm import tqdm
 from stec_audio.datasets import (
     ClipEntry,
     ClipIndex,
+    IndexedClips,
     LogMelClipDataset,
-    clip_target,
     compute_norm_stats,
     encode_utf8,
 )
@@ -279,7 +279,7 @@ def _write_index(out_dir: Path, index: ClipIndex, ids: list[str], done: np.ndarr
     _atomic_write_text(out_dir / "classes.json", json.dumps(classes, indent=2))
 
 
-class CachedLogMelDataset(Dataset):
+class CachedLogMelDataset(IndexedClips):
     """Reads a cache made by :func:`prepare_cache`; items as in LogMelClipDataset.
 
     Item ``i`` is ``(logmel float32 [1, n_mels, T], label, i)`` for the ``i``-th clip of
@@ -316,24 +316,6 @@ class CachedLogMelDataset(Dataset):
             multilabel=bool(classes["multilabel"]),
         )
         self.bad_log = BadFileLog(total=len(self.index))
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    @property
-    def class_names(self) -> list[str]:
-        return self.index.class_names
-
-    @property
-    def multilabel(self) -> bool:
-        return self.index.multilabel
-
-    @property
-    def num_frames(self) -> int:
-        return self.frontend.frames(self.clip_seconds)
-
-    def target(self, i: int) -> int | Tensor:
-        return clip_target(self.index, i)
 
     def __getitem__(self, i: int) -> tuple[Tensor, int | Tensor, int] | None:
         path = self.index.path(i)

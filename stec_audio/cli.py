@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,16 +19,14 @@ from omegaconf import DictConfig
 
 from stec import TwoViews
 from stec.cli import (
-    build_method_from_config,
     compare_command,
-    plain,
+    pretrain_run,
     results_path,
     run_cli,
     save_embeddings,
-    trainer_config,
 )
-from stec.distributed import init_from_env, is_main
-from stec.engine.trainer import Trainer, resolve_device
+from stec.distributed import init_from_env
+from stec.engine.trainer import resolve_device
 from stec.evaluation import (
     class_distance_ratio,
     cross_validate,
@@ -81,35 +78,19 @@ def pretrain(cfg: DictConfig) -> None:
     augmenter = TwoViews(pipeline)
     torch.manual_seed(cfg.seed)
     encoder = app.new_encoder(cfg)
-    method = build_method_from_config(cfg, encoder, encoder.feature_dim, augmenter.action_space())
     n_classes = 0 if index.multilabel else len(index.class_names)
     meta = audio_export_meta(encoder, app.frontend_config(cfg), stats)
-    trainer = Trainer(
-        method,
+    pretrain_run(
+        cfg,
         dataset,
-        trainer_config(cfg),
-        cfg.run_dir,
-        augmenter=augmenter,
-        collate_fn=collate_skip_bad,
-        num_classes=n_classes,
-        run_config=plain(cfg),
+        augmenter,
+        encoder,
+        encoder.feature_dim,
+        n_classes=n_classes,
         export_meta=meta,
+        collate_fn=collate_skip_bad,
+        items="clips",
     )
-    if is_main():
-        print(
-            f"pretraining {cfg.method.name} (efference={cfg.efference.mode}) on {cfg.data.name}: "
-            f"{len(dataset)} clips, action space {method.action_space}, run dir {cfg.run_dir}"
-        )
-    last = trainer.fit()
-    if is_main():
-        bad = getattr(dataset, "bad_log", None)
-        if bad is not None and bad.n_bad:
-            print(bad.summary())
-        if not trainer.stopped_early:
-            print(
-                f"done: step {trainer.step}, loss {last.get('loss', float('nan')):.4f}; "
-                f"encoder exported to {Path(cfg.run_dir) / 'export'}"
-            )
 
 
 def _embed_split(cfg: DictConfig, split: str = "train"):

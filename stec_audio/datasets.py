@@ -382,7 +382,34 @@ def clip_target(index: ClipIndex, i: int) -> int | Tensor:
     return -1 if label is None else label
 
 
-class LogMelClipDataset(Dataset):
+class IndexedClips(Dataset):
+    """What every clip dataset over a :class:`ClipIndex` shares (``index``, ``frontend``
+    and ``clip_seconds`` are set by the subclass)."""
+
+    index: ClipIndex
+    frontend: FrontEndConfig
+    clip_seconds: float
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.index.class_names
+
+    @property
+    def multilabel(self) -> bool:
+        return self.index.multilabel
+
+    @property
+    def num_frames(self) -> int:
+        return self.frontend.frames(self.clip_seconds)
+
+    def target(self, i: int) -> int | Tensor:
+        return clip_target(self.index, i)
+
+
+class LogMelClipDataset(IndexedClips):
     """Clips as normalised log-mels: item ``i`` is ``(logmel [1, n_mels, T], label, i)``.
 
     ``T = frontend.frames(clip_seconds)``; every clip is decoded to mono at the front end's
@@ -435,24 +462,6 @@ class LogMelClipDataset(Dataset):
             norm = self.store.norm
         self.norm = norm
         self._bad: set[int] = set()
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    @property
-    def class_names(self) -> list[str]:
-        return self.index.class_names
-
-    @property
-    def multilabel(self) -> bool:
-        return self.index.multilabel
-
-    @property
-    def num_frames(self) -> int:
-        return self.frontend.frames(self.clip_seconds)
-
-    def target(self, i: int) -> int | Tensor:
-        return clip_target(self.index, i)
 
     def load(self, i: int) -> Tensor:
         """Log-mel ``[1, n_mels, T]`` of clip ``i``, unnormalised; raises AudioError."""

@@ -11,23 +11,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import ConcatDataset, DataLoader
 
 from stec.cli import (
-    build_method_from_config,
     compare_command,
-    plain,
+    pretrain_run,
     results_path,
     run_cli,
     save_embeddings,
-    trainer_config,
 )
-from stec.distributed import init_from_env, is_main
-from stec.engine.trainer import Trainer, resolve_device
+from stec.distributed import init_from_env
+from stec.engine.trainer import resolve_device
 from stec.evaluation import (
     class_distance_ratio,
     embed,
@@ -66,7 +63,6 @@ def pretrain(cfg: DictConfig) -> None:
     torch.manual_seed(cfg.seed)
     e = cfg.encoder
     encoder, dim = build_vision_encoder(e.name, cifar_stem=e.cifar_stem, width=e.width)
-    method = build_method_from_config(cfg, encoder, dim, augmenter.action_space())
     meta = {
         "modality": "vision",
         "encoder": encoder_meta(e.name, e.cifar_stem, e.width),
@@ -74,28 +70,17 @@ def pretrain(cfg: DictConfig) -> None:
         "image_size": int(cfg.data.size),
         "normalize": preset_config(cfg.data.preset, overrides)["normalize"],
     }
-    trainer = Trainer(
-        method,
+    pretrain_run(
+        cfg,
         train,
-        trainer_config(cfg),
-        cfg.run_dir,
-        augmenter=augmenter,
-        collate_fn=collate_skip_bad,
-        num_classes=n_classes(train),
-        run_config=plain(cfg),
+        augmenter,
+        encoder,
+        dim,
+        n_classes=n_classes(train),
         export_meta=meta,
+        collate_fn=collate_skip_bad,
+        items="images",
     )
-    if is_main():
-        print(
-            f"pretraining {cfg.method.name} (efference={cfg.efference.mode}) on {cfg.data.name}: "
-            f"{len(train)} images, action space {method.action_space}, run dir {cfg.run_dir}"
-        )
-    last = trainer.fit()
-    if is_main() and not trainer.stopped_early:
-        print(
-            f"done: step {trainer.step}, loss {last.get('loss', float('nan')):.4f}; "
-            f"encoder exported to {Path(cfg.run_dir) / 'export'}"
-        )
 
 
 def _encoder(cfg: DictConfig):
