@@ -56,8 +56,15 @@ def compose_config(modality: str, overrides: Sequence[str]) -> DictConfig:
 
 
 def _explain(err: Exception) -> str:
-    text = str(err).strip()
-    lines = [line for line in text.splitlines() if line.strip()]
+    text = str(err).split("Config search path")[0].strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if "Could not find" in text and "Available options" in text:
+        head = lines[0].split("In '")[-1].split("': ", 1)[-1]
+        group = text.split("Available options in '")[1].split("'")[0]
+        options = [
+            line for line in lines if "Available options" not in line and line not in lines[0]
+        ]
+        return f"{head}; allowed values for {group}: {', '.join(options)}"
     if "not in struct" in text or "Could not override" in text:
         key = lines[0].split("'")[1] if "'" in lines[0] else lines[0]
         return f"unknown config key {key!r}: {lines[-1]}. Run with --help to see the valid keys."

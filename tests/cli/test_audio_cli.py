@@ -112,7 +112,11 @@ def test_demo_random_floor_and_embed_npy(tmp_path):
     "args, message",
     [
         (["pretrain", "trainer.epochz=3"], "trainer.epochz"),
-        (["pretrain", "method=moco"], "method"),
+        (["pretrain", "method=moco"], "allowed values for method: byol, relic, simclr"),
+        (
+            ["pretrain", "efference=sideways"],
+            "allowed values for efference: both, forward, inverse, off",
+        ),
         (
             ["pretrain", "trainer.optimizer=adam"],
             "trainer.optimizer='adam' is not valid; allowed values: lars, sgd, adamw",
