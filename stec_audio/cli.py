@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ from stec.cli import (
     run_cli,
     save_embeddings,
 )
-from stec.distributed import init_from_env
+from stec.distributed import init_from_env, is_main
 from stec.engine.trainer import resolve_device
 from stec.evaluation import (
     class_distance_ratio,
@@ -80,6 +81,9 @@ def pretrain(cfg: DictConfig) -> None:
     encoder = app.new_encoder(cfg)
     n_classes = 0 if index.multilabel else len(index.class_names)
     meta = audio_export_meta(encoder, app.frontend_config(cfg), stats)
+    if is_main():
+        Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
+        stats.save(Path(cfg.run_dir) / app.STATS_FILE)  # the run keeps its statistics
     pretrain_run(
         cfg,
         dataset,

@@ -69,6 +69,7 @@ def test_esc50_pretrain_without_prepare_reads_audio_and_reports_bad_files(esc50,
     out = capsys.readouterr().out
     assert "1-011-A-0.wav" in out  # a corrupt file is named in the summary
     assert (tmp_path / "prep2/stats.json").exists()  # statistics computed once and stored
+    assert (tmp_path / "r/stats.json").read_text() == (tmp_path / "prep2/stats.json").read_text()
     meta = json.loads((tmp_path / "r/export/encoder.json").read_text())
     assert meta["norm"]["std"] > 0 and meta["frontend"]["n_mels"] == 64
 
