@@ -44,18 +44,19 @@ def plot_all(summary: dict[str, Any], out_dir: Path, seed: int) -> list[tuple[st
     runs = {n: out_dir / n / f"seed{seed}" for n in arms}
     # training curves
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for name, run in runs.items():
+    for i, (name, run) in enumerate(runs.items()):
         rows = _metrics(run)
         if not rows:
             continue
         steps = [r["step"] for r in rows]
-        axes[0].plot(steps, [r.get("ssl_loss", math.nan) for r in rows], label=name)
+        style = {"label": name, "color": f"C{i % 10}"}  # one colour per arm in every panel
+        axes[0].plot(steps, [r.get("ssl_loss", math.nan) for r in rows], **style)
         if "action_loss" in rows[0]:
-            axes[1].plot(steps, [r["action_loss"] for r in rows], label=name)
+            axes[1].plot(steps, [r["action_loss"] for r in rows], **style)
             accs = [
                 np.nanmean([v for k, v in r.items() if k.startswith("action_acc/")]) for r in rows
             ]
-            axes[2].plot(steps, accs, label=name)
+            axes[2].plot(steps, accs, **style)
     for ax, title in zip(axes, ("SSL loss", "action loss", "mean action accuracy"), strict=True):
         ax.set_title(title)
         ax.set_xlabel("step")
@@ -117,8 +118,12 @@ def plot_all(summary: dict[str, Any], out_dir: Path, seed: int) -> list[tuple[st
     maps = {n: out_dir / n / f"seed{seed}" / "embeddings.npy" for n in summary["arms"]}
     maps = {n: p for n, p in maps.items() if p.exists()}
     if maps:
-        fig, axes = plt.subplots(1, len(maps), figsize=(3.5 * len(maps), 3.5), squeeze=False)
-        for ax, (name, path) in zip(axes[0], maps.items(), strict=True):
+        cols = min(len(maps), 4)
+        rows_n = math.ceil(len(maps) / cols)
+        fig, axes = plt.subplots(rows_n, cols, figsize=(3.5 * cols, 3.5 * rows_n), squeeze=False)
+        for ax in axes.flat[len(maps) :]:
+            ax.set_visible(False)
+        for ax, (name, path) in zip(axes.flat, maps.items()):  # noqa: B905 - more axes than maps
             stored = np.load(path, allow_pickle=True).item()
             xy = pca_2d(stored["embeddings"].astype(np.float64))
             labels = np.asarray(stored["labels"])
