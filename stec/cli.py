@@ -280,11 +280,13 @@ def compare_command(
         plan = build_plan(
             list(c.methods), list(c.efference), list(c.seeds), list(c.ablate), list(c.floors)
         )
-        common = [
-            o
-            for o in overrides
-            if not o.startswith(("compare.", "run_dir=", "seed=", "checkpoint=", "out="))
-        ]
+        # what each arm sets itself is dropped from the shared overrides (the arms choose
+        # method and efference; compare.methods / compare.efference say which)
+        per_arm = ("compare.", "run_dir=", "seed=", "checkpoint=", "out=", "method=", "efference=")
+        dropped = [o for o in overrides if o.startswith(per_arm) and not o.startswith("compare.")]
+        if dropped:
+            print(f"compare: ignoring {dropped}; each arm sets these itself")
+        common = [o for o in overrides if not o.startswith(per_arm)]
         summary = run_plan(
             plan,
             c.out,

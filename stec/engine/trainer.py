@@ -345,11 +345,12 @@ class Trainer:
                 self.sampler.set_epoch(self.epoch)
                 self.sampler.set_start(self.batch_in_epoch * self.cfg.batch_size)
                 for batch in self.loader:
+                    # counted even when skipped, so that a resumed run starts at the right batch
+                    self.batch_in_epoch += 1
                     if not self._usable(batch):
                         continue
                     metrics = self.train_step(batch)
                     self.step += 1
-                    self.batch_in_epoch += 1
                     seen += self.cfg.batch_size * distributed.world_size()
                     if self.step % self.cfg.log_every == 0 or self.step == self.total_steps:
                         now = time.perf_counter()
