@@ -19,7 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from stec.distributed import is_main
-from stec.engine.trainer import Trainer, TrainerConfig
+from stec.engine.checkpoint import CheckpointError
+from stec.engine.trainer import NonFiniteLossError, Trainer, TrainerConfig
 from stec.methods import SSLMethod, build_method, choose
 
 log = logging.getLogger("stec")
@@ -99,8 +100,11 @@ def run_cli(
     prog: str,
     modality: str,
     commands: dict[str, tuple[str, Callable[[DictConfig], Any]]],
+    user_errors: tuple[type[Exception], ...] = (),
 ) -> int:
-    """Parse ``COMMAND overrides...``, compose the config and run the command."""
+    """Parse ``COMMAND overrides...``, compose the config and run the command. Errors a user
+    can fix (config, data, checkpoints, a diverged run, and ``user_errors``) are printed
+    as one message and exit non-zero instead of a traceback."""
     args = list(sys.argv[1:] if argv is None else argv)
     descriptions = {name: text for name, (text, _) in commands.items()}
     if not args or args[0] in ("-h", "--help", "help"):
@@ -132,6 +136,9 @@ def run_cli(
     except (ConfigError, ValueError, FileNotFoundError) as err:
         print(f"{prog} {command}: error: {err}", file=sys.stderr)
         return 2
+    except (CheckpointError, NonFiniteLossError, *user_errors) as err:
+        print(f"{prog} {command}: error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -42,6 +42,7 @@ from stec_audio.augment import build_audio_pipeline
 from stec_audio.cache import prepare_cache
 from stec_audio.datasets import collate_skip_bad
 from stec_audio.hear import audio_export_meta
+from stec_audio.io import TooManyBadFiles
 
 log = logging.getLogger("stec")
 
@@ -181,7 +182,7 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_cli(argv, "stec-audio", "audio", COMMANDS)
+    return run_cli(argv, "stec-audio", "audio", COMMANDS, user_errors=(TooManyBadFiles,))
 
 
 if __name__ == "__main__":

@@ -151,3 +151,17 @@ def test_help_lists_commands_and_groups(capsys):
         "audioset",
     ):
         assert word in out
+
+
+def test_a_mostly_broken_dataset_stops_early_with_a_message(tmp_path, capsys):
+    files = {f"{1 + i % 5}-{i:03d}-A-{i % 2}.wav": "corrupt" for i in range(24)}
+    files.update({f"{1 + i % 5}-{i:03d}-A-{i % 2}.wav": "pcm16_44k" for i in range(24, 30)})
+    root = make_esc50(tmp_path / "broken", files)
+    assert main(["pretrain", "data=esc50", f"data.root={root}", "data.prepared=p", *TINY]) == 1
+    err = capsys.readouterr().err
+    assert "bad audio file(s) skipped" in err and "cannot decode audio" in err
+
+
+def test_evaluate_with_a_missing_checkpoint_names_it(tmp_path, capsys):
+    assert main(["evaluate", "checkpoint=nowhere", "data.n_per_class=2", *TINY]) == 2
+    assert "nowhere" in capsys.readouterr().err
