@@ -208,6 +208,11 @@ class Trainer:
         try:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
+            # the schedule follows this run's budget (a resume may extend trainer.epochs)
+            for schedule in self.scheduler.lr_lambdas:
+                schedule.total_steps = self.total_steps
+                schedule.warmup_steps = self.cfg.warmup_steps
+                schedule.min_ratio = self.cfg.min_lr_ratio
             self.scaler.load_state_dict(state["scaler"])
             if self.probe is not None and "probe" in state:
                 self.probe.load_state_dict(state["probe"])

@@ -209,3 +209,12 @@ def test_compiled_step_trains_and_keeps_clean_state_dict_keys(tmp_path):
     state = load_checkpoint(tmp_path / "checkpoints/last.pt")
     assert state["step"] == 2
     assert not any("_orig_mod" in key for key in state["model"])
+
+
+def test_resume_with_a_longer_budget_follows_the_new_schedule(tmp_path):
+    make_trainer(tmp_path, max_steps=3, warmup_steps=0, log_every=1).fit()
+    longer = make_trainer(tmp_path, max_steps=8, warmup_steps=0, log_every=1, resume="auto")
+    longer.fit()
+    rows = read_metrics(tmp_path)
+    lrs = {int(r["step"]): r["lr"] for r in rows}
+    assert max(lrs) == 8 and lrs[4] > 0  # not stuck at the end of the 3-step schedule
