@@ -14,6 +14,7 @@ targets of the inverse model plus a mask of the pairs where the action is define
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -56,7 +57,7 @@ def normalise_values(values: Tensor, low: float, high: float) -> Tensor:
     return ((values - low) / (high - low) * 2.0 - 1.0).clamp(-1.0, 1.0)
 
 
-class ActionComponent:
+class ActionComponent(ABC):
     """One named part of an action. Subclasses define the relation and the classes.
 
     Attributes:
@@ -71,17 +72,17 @@ class ActionComponent:
     n_targets: int
     n_classes: int
 
+    @abstractmethod
     def relative(self, p_a: Tensor, p_b: Tensor) -> Tensor:
         """The egocentric action from view a to view b: ``[B, *param_shape]`` x2 -> ``[B, n_targets]``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def classes(self, action: Tensor) -> Tensor:
         """Bin a relative action: ``[B, n_targets]`` float -> ``[B, n_targets]`` int64."""
-        raise NotImplementedError
 
+    @abstractmethod
     def normalised(self, action: Tensor) -> Tensor:
         """The relative action scaled to ``[-1, 1]`` per target (regression targets)."""
-        raise NotImplementedError
 
     def identity_params(self, batch: int, device: torch.device | str = "cpu") -> Tensor:
         """Parameters of a view that was left untouched by this component."""

@@ -11,6 +11,7 @@ records its parameters and declares a component for them.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import torch
@@ -19,7 +20,7 @@ from torch import Tensor, nn
 from stec.actions import ActionComponent, ActionSpace, ViewParams
 
 
-class Augmenter(nn.Module):
+class Augmenter(nn.Module, ABC):
     """Base class: subclasses implement ``forward(x) -> (x, params)`` and ``components``.
 
     ``p`` is the per-example probability of applying the augmentation. Examples left
@@ -44,8 +45,9 @@ class Augmenter(nn.Module):
             return torch.ones(batch, dtype=torch.bool, device=device)
         return torch.rand(batch, device=device) < self.p
 
-    def forward(self, x: Tensor) -> tuple[Tensor, ViewParams]:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abstractmethod
+    def forward(self, x: Tensor) -> tuple[Tensor, ViewParams]:
+        """``x [B, ...] -> (augmented x, this view's parameter record)``."""
 
 
 class Compose(nn.Module):

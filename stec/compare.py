@@ -104,26 +104,14 @@ def run_plan(
             if results.exists():
                 log(f"[skip] {arm.name} seed {seed}: {results} exists")
                 continue
-            overrides = [
-                *common,
-                *arm.overrides,
-                f"seed={seed}",
-                f"run_dir={run_dir}",
-                f"out={results}",
-            ]
+            run = [*common, *arm.overrides, f"seed={seed}", f"run_dir={run_dir}"]
             checkpoint = str(run_dir) if arm.kind == "pretrain" else arm.checkpoint
             log(f"[{'train' if arm.kind == 'pretrain' else 'floor'}] {arm.name} seed {seed}")
             if arm.kind == "pretrain":
-                train(overrides)
+                train(run)
             if embed is not None and seed == plan.seeds[0]:  # for the 2-D maps of the report
-                embed(
-                    [
-                        *overrides[:-1],
-                        f"checkpoint={checkpoint}",
-                        f"out={run_dir / 'embeddings.npy'}",
-                    ]
-                )
-            evaluate([*overrides, f"checkpoint={checkpoint}"])
+                embed([*run, f"checkpoint={checkpoint}", f"out={run_dir / 'embeddings.npy'}"])
+            evaluate([*run, f"checkpoint={checkpoint}", f"out={results}"])
     summary = summarise(plan, out_dir, metric)
     write_summary(summary, out_dir)
     return summary

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 from typing import Any
@@ -10,17 +9,11 @@ from typing import Any
 import numpy as np
 
 from stec.compare import markdown_table
+from stec.engine.logging import read_metrics
 
 
 def _metrics(run_dir: Path) -> list[dict[str, float]]:
-    path = run_dir / "metrics.csv"
-    if not path.exists():
-        return []
-    with open(path, newline="") as handle:
-        return [
-            {k: float(v) if v not in ("", "nan") else math.nan for k, v in r.items()}
-            for r in csv.DictReader(handle)
-        ]
+    return read_metrics(run_dir) if (run_dir / "metrics.csv").exists() else []
 
 
 def pca_2d(features: np.ndarray) -> np.ndarray:

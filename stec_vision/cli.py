@@ -147,9 +147,7 @@ def embed_command(cfg: DictConfig) -> None:
     if not cfg.out:
         raise ValueError("out is required: out=embeddings.npy or out=embeddings.parquet")
     encoder, normalize = _encoder(cfg)
-    x, y, idx = _features(
-        cfg, encoder, normalize, cfg.data.test_split if cfg.get("split") is None else cfg.split
-    )
+    x, y, idx = _features(cfg, encoder, normalize, cfg.data.test_split)
     out = save_embeddings(cfg.out, [str(i) for i in idx.tolist()], y, x)
     print(f"{len(x)} embeddings of size {x.shape[1]} written to {out}")
 

@@ -16,7 +16,7 @@ import math
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -414,7 +414,3 @@ def _postfix(metrics: dict[str, float]) -> dict[str, str]:
     if "samples_per_s" in metrics:
         out["samples/s"] = f"{metrics['samples_per_s']:.0f}"
     return out
-
-
-def trainer_config_dict(cfg: TrainerConfig) -> dict[str, Any]:
-    return asdict(cfg)

@@ -20,6 +20,8 @@ probe). Being a plain ``forward`` keeps the methods usable under DDP and ``torch
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 from torch import Tensor, nn
 
@@ -40,7 +42,7 @@ def choose(key: str, value: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
-class SSLMethod(nn.Module):
+class SSLMethod(nn.Module, ABC):
     """Base class. Subclasses implement :meth:`ssl_loss` (and may add heads)."""
 
     def __init__(
@@ -126,6 +128,7 @@ class SSLMethod(nn.Module):
         metrics["loss"] = loss.detach()
         return loss, metrics, h_a.detach()
 
+    @abstractmethod
     def ssl_loss(
         self,
         view_a: Tensor,
@@ -135,7 +138,15 @@ class SSLMethod(nn.Module):
         actions: tuple[ActionTargets, ActionTargets] | None,
     ) -> tuple[Tensor, Tensor | None, dict[str, Tensor]]:
         """``(SSL loss, forward-model loss or None, metrics)`` for projections ``[B, D]``."""
-        raise NotImplementedError
+
+    def action_embeddings(
+        self, actions: tuple[ActionTargets, ActionTargets] | None
+    ) -> tuple[Tensor | None, Tensor | None]:
+        """Embeddings of the actions a→b and b→a for the forward predictor (None when the
+        efference copy is not used in forward mode)."""
+        if self.action_encoder is None:
+            return None, None
+        return self.action_encoder(actions[0]), self.action_encoder(actions[1])
 
     def on_step_end(self, progress: float) -> None:
         """Called by the trainer after each optimiser step; ``progress`` in ``[0, 1]``."""

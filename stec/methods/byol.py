@@ -54,9 +54,7 @@ class BYOL(SSLMethod):
         z_b: Tensor,
         actions: tuple[ActionTargets, ActionTargets] | None,
     ):
-        emb_ab = emb_ba = None
-        if self.action_encoder is not None:
-            emb_ab, emb_ba = self.action_encoder(actions[0]), self.action_encoder(actions[1])
+        emb_ab, emb_ba = self.action_embeddings(actions)
         p_a, p_b = self.predictor(z_a, emb_ab), self.predictor(z_b, emb_ba)
         with torch.no_grad():
             target = self.target_projector(self.target_backbone(torch.cat([view_a, view_b])))

@@ -42,8 +42,8 @@ class SimCLR(SSLMethod):
         metrics = {"pos_acc": positive_pair_accuracy(logits.detach(), offset)}
         forward_loss = None
         if self.forward_predictor is not None:
-            q_a = self.forward_predictor(z_a, self.action_encoder(actions[0]))
-            q_b = self.forward_predictor(z_b, self.action_encoder(actions[1]))
+            emb_ab, emb_ba = self.action_embeddings(actions)
+            q_a, q_b = self.forward_predictor(z_a, emb_ab), self.forward_predictor(z_b, emb_ba)
             forward_loss = 0.5 * (
                 info_nce_cross(q_a, candidates[1], self.temperature, offset)
                 + info_nce_cross(q_b, candidates[0], self.temperature, offset)
