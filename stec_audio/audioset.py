@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stec_audio.datasets import ClipIndex, encode_utf8, scan_audio_files
+from stec_audio.clip_index import ClipIndex, encode_utf8, scan_audio_files
 from stec_audio.io import AUDIO_EXTENSIONS
 
 log = logging.getLogger(__name__)
