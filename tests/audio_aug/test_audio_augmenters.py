@@ -304,14 +304,24 @@ def test_mixup_with_bank_mixes_in_the_power_domain():
     assert torch.equal(out, x) and torch.equal(params["mixup"], torch.zeros(6, 1))
 
 
-def test_mixup_with_norm_std_mixes_true_power():
+def test_mixup_power_domain_mixes_true_power():
     torch.manual_seed(12)
-    aug = Mixup(ratio=(0.1, 0.4), norm_std=2.0)
+    aug = Mixup(ratio=(0.1, 0.4), norm_std=2.0, domain="power")
     aug(torch.ones(4, 1, 8, 12))
     out, params = aug(torch.zeros(5, 1, 8, 12))
     alpha = params["mixup"][:, 0]
     expected = torch.log((1 - alpha) + alpha * math.exp(2.0)) / 2.0
     assert torch.allclose(out[:, 0, 0, 0], expected, atol=1e-6)
+    # the default (BYOL-A) domain ignores norm_std: the exp of the normalised values
+    plain = Mixup(ratio=(0.1, 0.4), norm_std=2.0)
+    plain(torch.ones(4, 1, 8, 12))
+    out, params = plain(torch.zeros(5, 1, 8, 12))
+    alpha = params["mixup"][:, 0]
+    assert torch.allclose(out[:, 0, 0, 0], torch.log((1 - alpha) + alpha * math.e), atol=1e-6)
+    with pytest.raises(ValueError, match="domain='power' needs norm_std"):
+        Mixup(domain="power")
+    with pytest.raises(ValueError, match="domain must be one of"):
+        Mixup(domain="linear")
 
 
 def test_mixup_bank_is_a_ring_buffer_and_checkpoints():
