@@ -1,6 +1,6 @@
 """``stec-audio``: prepare, pretrain, evaluate and embed audio encoders with S-TEC.
 
-stec-audio pretrain                                   # demo data, BYOL + inverse model
+stec-audio pretrain                                   # demo data, SimCLR + inverse model
 stec-audio prepare data=esc50 data.root=DIR
 stec-audio pretrain data=esc50 data.root=DIR method=simclr efference=off run_dir=runs/x
 stec-audio evaluate checkpoint=runs/x data=esc50 data.root=DIR
