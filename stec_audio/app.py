@@ -128,8 +128,9 @@ def clip_dataset(cfg: DictConfig, index: ClipIndex, norm: NormStats, use_cache: 
 
 def pipeline_config(cfg: DictConfig, norm: NormStats) -> dict[str, Any]:
     """The ``augment`` section with what the data decides filled in: the dataset std (so
-    that energy weighting, fader gains and mixup work in real power units) and the time
-    crop's action range (the largest relative offset a clip of ``clip_seconds`` allows)."""
+    that energy weighting and fader gains work in real power units, and mixup too with
+    ``domain: power``) and the time crop's action range (the largest relative offset a
+    clip of ``clip_seconds`` allows)."""
     sections = OmegaConf.to_container(cfg.augment, resolve=True)
     for name in ("time_crop", "fader", "mixup"):
         section = sections.get(name)
