@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from abc import abstractmethod
 from collections.abc import Callable, Sequence
 
 import torch
@@ -250,9 +251,9 @@ class _NonInvertible(Augmenter):
     def components(self) -> list[ActionComponent]:
         return [] if self.mask_noninvertible else [Binary(self.name, relation="pair")]
 
-    def transform(self, x: Tensor, applied: Tensor) -> Tensor:  # pragma: no cover - interface
+    @abstractmethod
+    def transform(self, x: Tensor, applied: Tensor) -> Tensor:
         """``x [B, 3, H, W]`` with the op applied where ``applied [B, 1, 1, 1]`` is True."""
-        raise NotImplementedError
 
     def forward(self, x: Tensor) -> tuple[Tensor, ViewParams]:
         """``[B, 3, H, W]`` -> (images, ``{name: flag [B] float}``)."""
