@@ -163,6 +163,7 @@ def build_method_from_config(
         inverse_output=e["inverse_output"],
         inverse_input=e["inverse_input"],
         action_embed_dim=e["action_embed_dim"],
+        component_weights=e.get("component_weights"),
         **m,
     )
     return build_method(name, backbone, feature_dim, **kwargs)

@@ -4,12 +4,13 @@ action encoder (embeds the action for an action-conditioned forward predictor)."
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor, nn
 
 from stec.actions import ActionSpace, ActionTargets
-from stec.losses import action_loss, action_regression_loss
+from stec.losses import action_loss, action_regression_loss, majority_rate
 
 INVERSE_OUTPUTS = ("categorical", "regression")
 
@@ -38,7 +39,9 @@ class InverseModel(nn.Module):
     """``q(action | h_a, h_b)``: an MLP over ``concat(h_a, h_b)``.
 
     With ``output="categorical"`` (the paper's form) it scores the bins of every target;
-    with ``output="regression"`` it regresses each target scaled to ``[-1, 1]``.
+    with ``output="regression"`` it regresses each target scaled to ``[-1, 1]``. Components
+    weigh in the loss by ``component_weights`` (1 each by default), whatever their number
+    of targets (:meth:`~stec.actions.ActionSpace.target_weights`).
     """
 
     def __init__(
@@ -48,6 +51,7 @@ class InverseModel(nn.Module):
         hidden: int = 512,
         output: str = "categorical",
         norm: str = "batch",
+        component_weights: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__()
         if output not in INVERSE_OUTPUTS:
@@ -64,6 +68,9 @@ class InverseModel(nn.Module):
         for t, c in enumerate(action_space.target_classes):
             class_mask[t, :c] = True
         self.register_buffer("class_mask", class_mask, persistent=False)
+        self.register_buffer(
+            "target_weight", action_space.target_weights(component_weights), persistent=False
+        )
 
     def forward(self, h_a: Tensor, h_b: Tensor) -> Tensor:
         """``[B, F]`` x2 -> ``[B, T, C]`` logits (categorical) or ``[B, T]`` (regression)."""
@@ -73,27 +80,25 @@ class InverseModel(nn.Module):
         return torch.tanh(out)
 
     def loss(self, prediction: Tensor, targets: ActionTargets) -> tuple[Tensor, dict[str, Tensor]]:
-        """Masked NLL (or MSE) and per-component accuracy (or R²) as named metrics."""
+        """The weighted masked NLL (or MSE) and named metrics per component: accuracy next
+        to the majority-class rate of the batch (or R²)."""
         if self.output == "categorical":
             loss, per_target = action_loss(
-                prediction, targets.classes, targets.mask, self.class_mask
+                prediction, targets.classes, targets.mask, self.class_mask, self.target_weight
             )
-            kind = "acc"
-        else:
-            loss, per_target = action_regression_loss(prediction, targets.values, targets.mask)
-            kind = "r2"
-        metrics = {
-            f"action_{kind}/{name}": _nanmean(per_target[sl])
-            for name, sl in self.space.slices.items()
-        }
-        return loss, metrics
+            majority = majority_rate(targets.classes, targets.mask, self.space.max_classes)
+            metrics = per_component("action_acc", per_target, self.space)
+            metrics.update(per_component("action_majority", majority, self.space))
+            return loss, metrics
+        loss, r2 = action_regression_loss(
+            prediction, targets.values, targets.mask, self.target_weight
+        )
+        return loss, per_component("action_r2", r2, self.space)
 
 
-def _nanmean(x: Tensor) -> Tensor:
-    ok = ~torch.isnan(x)
-    if not ok.any():
-        return torch.tensor(float("nan"), device=x.device)
-    return x[ok].mean()
+def per_component(prefix: str, per_target: Tensor, space: ActionSpace) -> dict[str, Tensor]:
+    """``{"<prefix>/<component>": mean of its targets' values}`` (NaN-aware, on device)."""
+    return {f"{prefix}/{name}": torch.nanmean(per_target[sl]) for name, sl in space.slices.items()}
 
 
 class ActionEncoder(nn.Module):

@@ -87,51 +87,84 @@ def relic_loss(
 
 
 def action_loss(
-    logits: Tensor, classes: Tensor, mask: Tensor, class_mask: Tensor
+    logits: Tensor, classes: Tensor, mask: Tensor, class_mask: Tensor, target_weight: Tensor
 ) -> tuple[Tensor, Tensor]:
-    """Masked cross-entropy of the binned inverse model.
+    """Masked, weighted cross-entropy of the binned inverse model.
+
+    Each target's NLL is averaged over the pairs where it is defined; the loss is the
+    ``target_weight``-weighted mean of those averages over the targets defined in the batch
+    (so a component's weight does not depend on how many targets it has, see
+    :meth:`stec.actions.ActionSpace.target_weights`).
 
     Args:
         logits: ``[B, T, C]`` scores, ``C`` the largest class count among the targets.
         classes: ``[B, T]`` int64 target classes.
         mask: ``[B, T]`` bool, False where the action is undefined for that pair.
         class_mask: ``[T, C]`` bool, True for the classes each target really has.
+        target_weight: ``[T]`` non-negative weights.
     Returns:
-        ``(loss, accuracy)``: the mean NLL over valid entries (0 if there are none), and
-        ``[T]`` accuracy per target over its valid entries (NaN where none is valid).
+        ``(loss, accuracy)``: the scalar loss (0 when no target is defined), and ``[T]``
+        accuracy per target over its valid entries (NaN where none is valid).
     """
     logits = logits.float().masked_fill(~class_mask.unsqueeze(0), float("-inf"))
     nll = F.cross_entropy(logits.flatten(0, 1), classes.flatten(), reduction="none").view_as(
         classes
     )
-    weight = mask.float()
-    valid = weight.sum()
-    loss = (nll * weight).sum() / valid.clamp_min(1.0)
-    hits = (logits.argmax(dim=-1) == classes).float() * weight
-    per_target = weight.sum(dim=0)
-    accuracy = hits.sum(dim=0) / per_target.clamp_min(1.0)
-    accuracy = torch.where(per_target > 0, accuracy, torch.full_like(accuracy, float("nan")))
-    return loss, accuracy
+    hits = (logits.argmax(dim=-1) == classes).float()
+    return _weighted_mean_over_targets(nll, mask, target_weight), _masked_mean(hits, mask)
 
 
 def action_regression_loss(
-    prediction: Tensor, values: Tensor, mask: Tensor
+    prediction: Tensor, values: Tensor, mask: Tensor, target_weight: Tensor
 ) -> tuple[Tensor, Tensor]:
-    """Masked mean squared error on actions scaled to ``[-1, 1]``.
+    """Masked, weighted mean squared error on actions scaled to ``[-1, 1]``.
 
     Args:
-        prediction, values: ``[B, T]``; mask: ``[B, T]`` bool.
+        prediction, values: ``[B, T]``; mask: ``[B, T]`` bool; target_weight: ``[T]``.
     Returns:
-        ``(loss, r2)``: the scalar loss and ``[T]`` coefficient of determination per target.
+        ``(loss, r2)``: the scalar loss (weighted over targets as :func:`action_loss`) and
+        ``[T]`` coefficient of determination per target (NaN where none is valid).
     """
+    err = (prediction.float() - values) ** 2
+    mse = _masked_mean(err, mask)
+    mean = _masked_mean(values, mask)
+    var = _masked_mean((values - mean) ** 2, mask)
+    r2 = 1.0 - mse / var.clamp_min(1e-8)
+    return _weighted_mean_over_targets(err, mask, target_weight), r2
+
+
+def _masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+    """``[B, T]`` -> ``[T]`` mean over the rows where ``mask`` holds; NaN where none does."""
     weight = mask.float()
-    err = (prediction.float() - values) ** 2 * weight
-    loss = err.sum() / weight.sum().clamp_min(1.0)
-    count = weight.sum(0).clamp_min(1.0)
-    mean = (values * weight).sum(0) / count
-    var = (((values - mean) ** 2) * weight).sum(0) / count
-    r2 = 1.0 - (err.sum(0) / count) / var.clamp_min(1e-8)
-    return loss, r2
+    count = weight.sum(0)
+    mean = (x * weight).sum(0) / count.clamp_min(1.0)
+    return torch.where(count > 0, mean, torch.full_like(mean, float("nan")))
+
+
+def _weighted_mean_over_targets(x: Tensor, mask: Tensor, target_weight: Tensor) -> Tensor:
+    """Per-target masked means of ``x [B, T]``, averaged with ``target_weight [T]`` over the
+    targets defined in the batch (no host synchronisation; 0 when none is defined)."""
+    weight = mask.float()
+    count = weight.sum(0)
+    per_target = (x * weight).sum(0) / count.clamp_min(1.0)
+    w = target_weight.to(per_target) * (count > 0)
+    return (per_target * w).sum() / w.sum().clamp_min(1e-12)
+
+
+def majority_rate(classes: Tensor, mask: Tensor, n_classes: int) -> Tensor:
+    """Share of each target's most frequent class among its valid entries: the accuracy of
+    always guessing it, the floor an inverse model must beat.
+
+    Args:
+        classes: ``[B, T]`` int64; mask: ``[B, T]`` bool; n_classes: ``C`` >= every class.
+    Returns:
+        ``[T]`` float (NaN where no entry is valid).
+    """
+    counts = torch.zeros(classes.shape[1], n_classes, device=classes.device)
+    counts.scatter_add_(1, classes.T.clamp(0, n_classes - 1), mask.T.float())
+    total = counts.sum(1)
+    rate = counts.amax(1) / total.clamp_min(1.0)
+    return torch.where(total > 0, rate, torch.full_like(rate, float("nan")))
 
 
 def info_nce_cross(

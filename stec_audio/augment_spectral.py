@@ -20,13 +20,13 @@ from stec_audio.augment_ops import (
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
 
 # Binning of the relative affine of two BYOL-A crops (see RandomResizeCrop). With the
-# default scales the time ratio w_b / w_a spans [0.4, 2.5] (1-99 %: 0.46-2.19) and the
-# frequency ratio [0.6, 1.67]; the time translation spans about ±2.2 (5-95 %: ±0.85) and the
-# frequency translation ±0.72 (5-95 %: ±0.26). One range serves both axes. Over [0.4, 2.2]
-# and [-1, 1] (6 bins) the time ratio and time translation occupy all six bins (none above
-# 33 %); the frequency entries fall mostly in two (80-95 %). Vision's [-2, 2] and [-0.5, 0.5] would put
-# 62 % of the time ratios and 84 % of the frequency ratios in one bin, and 47 % of the time
-# translations in the two clamped edge bins.
+# default scales the time ratio w_a / w_b spans [0.4, 2.5] (1-99 %: 0.46-2.19) and the
+# frequency ratio [0.6, 1.67]; the time shift (c_a - c_b) / w_b spans about ±2.4 (5-95 %:
+# ±0.84) and the frequency shift ±1.0 (5-95 %: ±0.28). One range serves both axes. Over
+# [0.4, 2.2] and [-1, 1] (6 bins) the time ratio and time shift occupy all six bins (none
+# above 33 %); the frequency entries fall mostly in two (80-93 %). Vision's [-2, 2] and
+# [-0.5, 0.5] would put most time ratios and frequency ratios in one bin, and about half of
+# the time shifts in the two clamped edge bins.
 RRC_LINEAR_RANGE = (0.4, 2.2)
 RRC_TRANSLATION_RANGE = (-1.0, 1.0)
 
@@ -41,13 +41,17 @@ class RandomResizeCrop(Augmenter):
     resized back to the input size (``interpolation``: bicubic as in BYOL-A, or bilinear).
 
     In normalised coordinates (``[-1, 1]`` spans the input, pixel-edge convention,
-    ``align_corners=False``) the crop is ``θ = [[w, 0, c_t], [0, h, c_f], [0, 0, 1]]`` with
-    ``x`` along time and ``y`` along frequency: output coordinate ``u`` samples the input
-    at ``θ u``. Recorded parameter (``[B, 3, 3]``): ``θ``; the action is the exact relative
-    affine ``θ_b θ_a⁻¹`` (component :class:`~stec.actions.Affine`), binned by default over
-    ``linear_range = (0.4, 2.2)`` and ``translation_range = (-1, 1)`` (see
-    ``RRC_LINEAR_RANGE``; the off-diagonal entries are always 0 and land in one bin).
-    Untouched views record the identity and are returned unchanged.
+    ``align_corners=False``) the crop is the sampling matrix
+    ``θ = [[w, 0, c_t], [0, h, c_f], [0, 0, 1]]`` with ``x`` along time and ``y`` along
+    frequency: output coordinate ``u`` samples the input at ``θ u``. It is recorded as what
+    it is, a view -> source map (:meth:`~stec.actions.Affine.record` stores its inverse,
+    the source -> view map), so the action is the egocentric relative map from view-a to
+    view-b coordinates, ``θ_b⁻¹ θ_a``: time ratio ``w_a / w_b`` and shift
+    ``(c_a - c_b) / w_b`` on each axis, which depend on how the two crops relate and not on
+    where they sit. Its four targets (the off-diagonal entries are always 0 and are not
+    predicted) are binned by default over ``linear_range = (0.4, 2.2)`` and
+    ``translation_range = (-1, 1)`` (see ``RRC_LINEAR_RANGE``). Untouched views record the
+    identity and are returned unchanged.
     """
 
     def __init__(
@@ -116,7 +120,8 @@ class RandomResizeCrop(Augmenter):
         if self.p < 1.0:  # untouched examples stay bit-exact
             identity = (theta == torch.eye(3, device=x.device)).flatten(1).all(dim=1)
             out = keep_where(identity, x, out)
-        return out, {self.component.name: theta}
+        # θ samples the input (view -> source); the record states it
+        return out, self.component.record(view_to_source=theta)
 
 
 def diagonal_grid(theta: Tensor, height: int, width: int) -> Tensor:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from stec.actions import ActionComponent, Affine, ViewParams
+from stec.actions import ActionComponent, Affine, ViewParams, invert_affine
 from stec.augment import Augmenter
 
 INTERPOLATIONS = ("bilinear", "nearest", "bicubic")
@@ -63,18 +63,10 @@ def _size(size: int | Sequence[int]) -> tuple[int, int]:
 def sampling_matrix(theta: Tensor) -> Tensor:
     """``θ⁻¹`` of affine matrices (last row ``[0, 0, 1]``): ``[B, 3, 3]`` -> ``[B, 3, 3]``.
 
-    Closed form ``[[A⁻¹, -A⁻¹t], [0, 1]]`` in θ's dtype: no host synchronisation, and no
-    float64 (which some accelerators lack).
+    Closed form in θ's dtype (:func:`stec.actions.invert_affine`): no host synchronisation,
+    and no float64 (which some accelerators lack).
     """
-    a, b, tx = theta[:, 0, 0], theta[:, 0, 1], theta[:, 0, 2]
-    c, d, ty = theta[:, 1, 0], theta[:, 1, 1], theta[:, 1, 2]
-    det = a * d - b * c
-    ia, ib, ic, id_ = d / det, -b / det, -c / det, a / det
-    out = torch.zeros_like(theta)
-    out[:, 0, 0], out[:, 0, 1], out[:, 0, 2] = ia, ib, -(ia * tx + ib * ty)
-    out[:, 1, 0], out[:, 1, 1], out[:, 1, 2] = ic, id_, -(ic * tx + id_ * ty)
-    out[:, 2, 2] = 1.0
-    return out
+    return invert_affine(theta)
 
 
 def warp_affine(
@@ -203,4 +195,4 @@ class RandomResizedCropFlip(Augmenter):
         out = warp_affine(x, theta, self.size, mode=self.interpolation)
         if self.interpolation == "bicubic":
             out = out.clamp_(0.0, 1.0)
-        return out, {self.name: theta}
+        return out, self.component.record(source_to_view=theta)

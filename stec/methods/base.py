@@ -21,6 +21,7 @@ probe). Being a plain ``forward`` keeps the methods usable under DDP and ``torch
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor, nn
@@ -60,6 +61,7 @@ class SSLMethod(nn.Module, ABC):
         inverse_output: str = "categorical",
         inverse_input: str = "backbone",
         action_embed_dim: int = 128,
+        component_weights: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__()
         self.efference = choose("efference", efference, EFFERENCE_MODES)
@@ -79,7 +81,7 @@ class SSLMethod(nn.Module, ABC):
         if self.uses_inverse:
             in_dim = feature_dim if inverse_input == "backbone" else proj_hidden
             self.inverse = InverseModel(
-                in_dim, action_space, inverse_hidden, inverse_output, norm=norm
+                in_dim, action_space, inverse_hidden, inverse_output, norm, component_weights
             )
         if self.uses_forward:
             self.action_encoder = ActionEncoder(action_space, action_embed_dim)
@@ -105,12 +107,11 @@ class SSLMethod(nn.Module, ABC):
         h, hidden, z = self.embed(torch.cat([view_a, view_b]))
         h_a, h_b = h[:b], h[b:]
         z_a, z_b = z[:b], z[b:]
-        actions: tuple[ActionTargets, ActionTargets] | None = None
+        actions: tuple[ActionTargets, ActionTargets | None] | None = None
         if self.efference != "off":
-            actions = (
-                self.action_space.targets(params_a, params_b),
-                self.action_space.targets(params_b, params_a),
-            )
+            # the b -> a targets only feed the forward predictor of view b
+            backward = self.action_space.targets(params_b, params_a) if self.uses_forward else None
+            actions = (self.action_space.targets(params_a, params_b), backward)
         ssl, forward_loss, metrics = self.ssl_loss(view_a, view_b, z_a, z_b, actions)
         loss = self.lambda_switch * ssl
         metrics["ssl_loss"] = ssl.detach()

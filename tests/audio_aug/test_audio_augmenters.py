@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stec.actions import ActionSpace
+from stec.actions import ActionSpace, invert_affine
 from stec_audio.augment import (
     NATS_PER_DB,
     FrequencyShift,
@@ -95,21 +95,47 @@ def test_energy_weighted_crops_find_a_short_event():
 
 
 # --------------------------------------------------------------------------- RandomResizeCrop
-def test_rrc_relative_affine_maps_grid_a_onto_grid_b():
+def test_rrc_relative_action_maps_view_a_coordinates_to_view_b_coordinates():
     torch.manual_seed(2)
     x = torch.randn(16, 1, 64, 96)
     aug = RandomResizeCrop()
     out_a, pa = aug(x)
     out_b, pb = aug(x)
     assert out_a.shape == x.shape and out_a.dtype == torch.float32
-    ta, tb = pa["rrc"], pb["rrc"]
-    rel = torch.linalg.solve(ta.double(), tb.double(), left=False)  # θ_b θ_a⁻¹
-    grid_a = F.affine_grid(ta[:, :2].double(), [16, 1, 64, 96], align_corners=False)
-    grid_b = F.affine_grid(tb[:, :2].double(), [16, 1, 64, 96], align_corners=False)
-    moved = grid_a @ rel[:, None, :2, :2].transpose(-1, -2) + rel[:, None, None, :2, 2]
-    assert (moved - grid_b).abs().max() < 1e-5
-    action = aug.component.relative(ta, tb).reshape(16, 2, 3)
-    assert torch.allclose(action.double(), rel[:, :2], atol=1e-5)
+    sample_a, sample_b = invert_affine(pa["rrc"]).double(), invert_affine(pb["rrc"]).double()
+    # a point seen at u_a in view a is seen at u_b = rel u_a in view b: both sample the same
+    # input point, sample_b (rel u_a) == sample_a u_a
+    rel = torch.linalg.solve(sample_b, sample_a)  # θ_b⁻¹ θ_a in sampling matrices
+    grid_a = F.affine_grid(sample_a[:, :2], [16, 1, 64, 96], align_corners=False)
+    u_a = F.affine_grid(
+        torch.eye(3, dtype=torch.float64)[:2].expand(16, 2, 3), [16, 1, 64, 96], align_corners=False
+    )
+    u_b = u_a @ rel[:, None, :2, :2].transpose(-1, -2) + rel[:, None, None, :2, 2]
+    via_b = u_b @ sample_b[:, None, :2, :2].transpose(-1, -2) + sample_b[:, None, None, :2, 2]
+    assert (via_b - grid_a).abs().max() < 1e-5
+    action = aug.component.relative(pa["rrc"], pb["rrc"])
+    assert torch.allclose(action.double(), rel[:, [0, 0, 1, 1], [0, 2, 1, 2]], atol=1e-5)
+
+
+def test_rrc_target_depends_on_how_the_crops_relate_not_where_they_sit():
+    # time crops of widths 0.6 and 1.2 with the same relative geometry: centred at 0 / 0,
+    # or both moved to 0.4 / 0.4 (a common shift of the two crops)
+    def sampling(w, c):
+        theta = torch.eye(3).repeat(len(w), 1, 1)
+        theta[:, 0, 0], theta[:, 0, 2] = torch.tensor(w), torch.tensor(c)
+        return theta
+
+    comp = RandomResizeCrop().component
+    rec = lambda w, c: comp.record(view_to_source=sampling(w, c))  # noqa: E731
+    space = ActionSpace([comp])
+    here = space.targets(rec([0.6], [0.0]), rec([1.2], [0.0]))
+    moved = space.targets(rec([0.6], [0.4]), rec([1.2], [0.4]))
+    assert torch.equal(here.classes, moved.classes)
+    # view a spans half of view b: a time ratio of 0.5, no shift
+    assert torch.allclose(
+        comp.relative(rec([0.6], [0.4])["rrc"], rec([1.2], [0.4])["rrc"]),
+        torch.tensor([[0.5, 0.0, 1.0, 0.0]]),
+    )
 
 
 def test_rrc_crops_stay_in_the_canvas_and_sample_where_theta_says():
@@ -117,7 +143,7 @@ def test_rrc_crops_stay_in_the_canvas_and_sample_where_theta_says():
     b, f, t = 32, 16, 40
     aug = RandomResizeCrop(interpolation="bilinear")
     out, params = aug(time_ramp(b=b, f=f, t=t) - 1000.0 * torch.arange(b).reshape(b, 1, 1, 1))
-    theta = params["rrc"]
+    theta = invert_affine(params["rrc"])  # the record is source -> view; θ samples the input
     w, c_t, h, c_f = theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2]
     assert (w >= 0.6 - 1e-6).all() and (w <= 1.5 + 1e-6).all() and (h <= 1.0 + 1e-6).all()
     assert (c_t.abs() + w <= 1.5 + 1e-5).all() and (c_f.abs() + h <= 1.0 + 1e-5).all()
@@ -130,7 +156,7 @@ def test_rrc_crops_stay_in_the_canvas_and_sample_where_theta_says():
     assert (row[inside] - pos[inside]).abs().max() < 1e-3
     # the frequency axis is y: a frequency ramp samples rows at h * v + c_f
     out_f, params = RandomResizeCrop(interpolation="bilinear")(freq_ramp(b=b, f=f, t=t))
-    theta = params["rrc"]
+    theta = invert_affine(params["rrc"])
     v_out = (2 * torch.arange(f) + 1) / f - 1
     pos = ((theta[:, 1, 1, None] * v_out + theta[:, 1, 2, None]) + 1) * f / 2 - 0.5
     inside = (pos >= 0) & (pos <= f - 1)
@@ -378,7 +404,7 @@ def test_identity_views_give_the_identity_action(make):
     for comp in space.components:
         rel = comp.relative(pa[comp.name], pb[comp.name])
         if comp.name == "rrc":
-            assert torch.allclose(rel, torch.tensor([1.0, 0, 0, 0, 1, 0]).expand(4, 6))
+            assert torch.allclose(rel, torch.tensor([1.0, 0, 1, 0]).expand(4, 4))
         elif comp.name in ("time_mask", "freq_mask"):
             assert (rel[:, 1::2] == 0).all()
         elif comp.name != "time_crop":

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from stec import ActionSpace, Affine, Binary, Categorical, Continuous, relative_affine
-from stec.actions import bin_values
+from stec.actions import bin_values, invert_affine
 
 
 def random_crops_and_flips(n: int, seed: int = 0) -> torch.Tensor:
@@ -37,9 +37,55 @@ def test_affine_component_identity_targets_and_bins():
     comp = Affine("crop")
     theta = random_crops_and_flips(8)
     action = comp.relative(theta, theta)
-    assert torch.allclose(action, torch.tensor([1.0, 0, 0, 0, 1, 0]).expand(8, 6), atol=1e-6)
+    # axis-aligned maps: only scale_x, shift_x, scale_y, shift_y are targets
+    assert comp.n_targets == 4
+    assert comp.target_labels == ["crop.scale_x", "crop.shift_x", "crop.scale_y", "crop.shift_y"]
+    assert torch.allclose(action, torch.tensor([1.0, 0, 1, 0]).expand(8, 4), atol=1e-6)
     # identity: linear 1 falls in bin floor((1+2)/4*6)=4, translation 0 in bin 3
-    assert comp.classes(action)[0].tolist() == [4, 3, 3, 3, 4, 3]
+    assert comp.classes(action)[0].tolist() == [4, 3, 4, 3]
+    general = Affine("warp", axis_aligned=False)
+    assert general.n_targets == 6
+    full = general.relative(theta, theta)
+    assert torch.allclose(full, torch.tensor([1.0, 0, 0, 0, 1, 0]).expand(8, 6), atol=1e-6)
+    assert general.classes(full)[0].tolist() == [4, 3, 3, 3, 4, 3]
+
+
+def test_affine_records_state_their_direction():
+    comp = Affine("crop")
+    theta = random_crops_and_flips(8)
+    forward = comp.record(source_to_view=theta)
+    backward = comp.record(view_to_source=invert_affine(theta))
+    assert torch.allclose(forward["crop"], backward["crop"], atol=1e-5)
+    assert forward["crop.source_to_view"].all()
+    space = ActionSpace([comp])
+    with pytest.raises(ValueError, match="exactly one"):
+        comp.record()
+    with pytest.raises(ValueError, match="exactly one"):
+        comp.record(source_to_view=theta, view_to_source=theta)
+    # a bare matrix never stated its direction: refused rather than read either way
+    with pytest.raises(ValueError, match="direction is unknown"):
+        space.targets({"crop": theta}, forward)
+    rotation = torch.eye(3).repeat(2, 1, 1)
+    rotation[:, 0, 1], rotation[:, 1, 0] = 0.6, -0.6
+    with pytest.raises(ValueError, match="axis_aligned=False"):
+        comp.record(source_to_view=rotation)
+    assert Affine("warp", axis_aligned=False).record(source_to_view=rotation)["warp"] is rotation
+
+
+def test_component_weights_do_not_depend_on_target_counts():
+    space = ActionSpace([Affine("crop"), Continuous("gain", -1, 1, dim=2), Binary("flip")])
+    weights = space.target_weights()
+    assert space.n_targets == 7
+    # each component sums to a third, whatever its number of targets
+    for sl in space.slices.values():
+        assert math.isclose(float(weights[sl].sum()), 1 / 3, rel_tol=1e-6)
+    custom = space.target_weights({"crop": 2.0, "flip": 0.0})
+    assert math.isclose(float(custom[space.slices["crop"]].sum()), 2 / 3, rel_tol=1e-6)
+    assert float(custom[space.slices["flip"]].sum()) == 0.0
+    with pytest.raises(ValueError, match="unknown component"):
+        space.target_weights({"crop2": 1.0})
+    with pytest.raises(ValueError, match=">= 0"):
+        space.target_weights({"crop": -1.0})
 
 
 def test_continuous_relations_are_exact():
@@ -104,6 +150,10 @@ def test_shape_mismatch_and_missing_params_name_the_component():
     space = ActionSpace([Affine("crop")])
     with pytest.raises(ValueError, match="crop.*shape"):
         space.targets({"crop": torch.zeros(4, 2, 3)}, {"crop": torch.zeros(4, 2, 3)})
+    with pytest.raises(ValueError, match=r"categories must lie in \[0, 2\]"):
+        ActionSpace([Categorical("c", 3)]).targets(
+            {"c": torch.tensor([0, 3])}, {"c": torch.zeros(2)}
+        )
     with pytest.raises(ValueError, match="crop.*no parameters"):
         space.targets({"other": torch.zeros(4)}, {"other": torch.zeros(4)})
 

@@ -45,3 +45,33 @@ def test_inverse_model_beats_chance_on_a_learnable_action():
 def test_inverse_model_stays_near_chance_on_shuffled_actions():
     acc = train_inverse(shuffle=True)
     assert acc < 0.5, acc
+
+
+def test_inverse_model_reports_accuracy_next_to_the_majority_rate_per_component():
+    space = ActionSpace([Continuous("shift", -0.5, 0.5, n_bins=N_BINS), Continuous("gain", -1, 1)])
+    model = InverseModel(4, space, hidden=8, component_weights={"gain": 3.0})
+    assert torch.allclose(model.target_weight, torch.tensor([0.25, 0.75]))
+    targets = space.targets(
+        {"shift": torch.zeros(4), "gain": torch.zeros(4)},
+        {"shift": torch.tensor([0.0, 0.0, 0.0, 0.4]), "gain": torch.tensor([0.0, 0.1, 0.9, 0.9])},
+    )
+    _, metrics = model.loss(model(torch.randn(4, 4), torch.randn(4, 4)), targets)
+    assert set(metrics) == {
+        "action_acc/shift",
+        "action_acc/gain",
+        "action_majority/shift",
+        "action_majority/gain",
+    }
+    assert float(metrics["action_majority/shift"]) == 0.75  # three of four in one bin
+    assert float(metrics["action_majority/gain"]) == 0.5
+
+
+def test_component_weights_come_from_the_config():
+    from stec.cli import build_method_from_config, compose_config
+    from tests.core.toy import ToyBackbone, toy_augmenter
+
+    cfg = compose_config("audio", ["efference.component_weights={shift: 4.0}"])
+    space = toy_augmenter().action_space()
+    method = build_method_from_config(cfg, ToyBackbone(), 32, space)
+    weights = method.inverse.target_weight
+    assert torch.allclose(weights[space.slices["shift"]].sum(), torch.tensor(4 / (4 + len(space) - 1)))

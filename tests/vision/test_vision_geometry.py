@@ -92,9 +92,11 @@ def test_relative_affine_round_trip_exact():
     assert (rel @ theta_a.double() - theta_b.double()).abs().max() < 1e-5
     eye = relative_affine(theta_a.double(), theta_a.double())
     assert (eye - torch.eye(3, dtype=torch.float64)).abs().max() < 1e-6
-    # the component's 6 targets are the top two rows of that matrix
+    # the component's 4 targets are the informative entries of that matrix's top two rows
     targets = crop.component.relative(theta_a, theta_b)
-    assert torch.allclose(targets.double(), rel[:, :2].reshape(-1, 6), atol=1e-5)
+    expected = rel[:, [0, 0, 1, 1], [0, 2, 1, 2]]
+    assert torch.allclose(targets.double(), expected, atol=1e-5)
+    assert (rel[:, 0, 1] == 0).all() and (rel[:, 1, 0] == 0).all()
     # a flip in exactly one view shows as a negative x-scale
     flip_a, flip_b = theta_a[:, 0, 0] < 0, theta_b[:, 0, 0] < 0
     assert torch.equal(rel[:, 0, 0] < 0, flip_a ^ flip_b)
@@ -155,9 +157,10 @@ def test_bins_follow_paper_ranges():
     crop = RandomResizedCropFlip(8)
     comp = crop.component
     assert comp.n_classes == 6
-    action = torch.tensor([[-2.5, 0.0, -0.6, 0.1, 1.99, 0.49]])
-    assert comp.classes(action).tolist() == [[0, 3, 0, 3, 5, 5]]
-    assert math.isclose(float(comp.normalised(torch.tensor([[2.0, 0, 0.5, 0, 0, 0]]))[0, 2]), 1.0)
+    # targets: scale_x, shift_x, scale_y, shift_y
+    action = torch.tensor([[-2.5, -0.6, 1.99, 0.49]])
+    assert comp.classes(action).tolist() == [[0, 0, 5, 5]]
+    assert math.isclose(float(comp.normalised(torch.tensor([[2.0, 0.5, 0, 0]]))[0, 1]), 1.0)
 
 
 def test_sampling_matrix_is_the_inverse_of_general_affines():
