@@ -52,6 +52,12 @@ class LARS(Optimizer):
         )
         super().__init__(params, defaults)
 
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:  # checkpoints written before the key was renamed
+            if "eta" in group:
+                group.setdefault("trust_coefficient", group.pop("eta"))
+
     @torch.no_grad()
     def step(self, closure=None):
         loss = closure() if closure is not None else None

@@ -138,3 +138,16 @@ def test_lars_step_stays_on_the_device_without_host_synchronisation():
     opt.step()
     opt.step()
     assert all(opt.state[p]["momentum_buffer"].is_meta for p in model.parameters())
+
+
+def test_resuming_an_optimiser_state_that_names_the_coefficient_eta():
+    model = Tiny()
+    opt = build_optimizer(model, "lars", 0.1, 1e-6)
+    state = opt.state_dict()
+    for group in state["param_groups"]:
+        group["eta"] = group.pop("trust_coefficient") * 20
+    fresh = build_optimizer(model, "lars", 0.1, 1e-6)
+    fresh.load_state_dict(state)
+    assert [g["trust_coefficient"] for g in fresh.param_groups] == [0.02, 0.02]
+    _set_grads(model, 3)
+    fresh.step()
