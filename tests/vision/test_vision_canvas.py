@@ -160,3 +160,15 @@ def test_array_datasets_support_resize_and_canvas(tmp_path):
     assert canvas.shape == (3, 25, 24) and unpack_canvas(canvas[None])[1].tolist() == [[48, 48]]
     with pytest.raises(ValueError, match="exclusive"):
         build_vision_dataset("demo", tmp_path, "train", 16, resize=20, canvas=20)
+
+
+def test_canvas_pipeline_runs_on_the_device_without_host_synchronisation():
+    # meta tensors have no values: reading a size on the host, or a Python branch on the
+    # data, would raise; every record stays on the images' device
+    from stec_vision.augment import build_two_views
+
+    views = build_two_views("imagenet", 24, canvas=True).to("meta")
+    packed = torch.empty(4, 3, 33, 32, dtype=torch.uint8, device="meta")
+    view_a, view_b, params_a, params_b = views(packed)
+    assert view_a.shape == view_b.shape == (4, 3, 24, 24) and view_a.is_meta
+    assert all(t.is_meta for t in [*params_a.values(), *params_b.values()])
