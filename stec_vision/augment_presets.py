@@ -249,7 +249,7 @@ def build_vision_pipeline(
 ) -> VisionCompose:
     """The augmentation pipeline of one view of ``preset`` at output ``size`` px.
 
-    ``view`` (``a`` or ``b``) picks the per-view probabilities of asymmetric presets. Both
+    ``view`` (``a`` or ``b``) picks the per-view probabilities where they differ. Both
     views of a preset declare the same components, so their records always pair up.
     ``canvas``: the input is packed whole-image canvases (:mod:`stec_vision.canvas`).
     """

@@ -125,3 +125,22 @@ def test_loading_keys_are_validated(tmp_path, override, message, capsys):
     assert cli.main(["pretrain" if "canvas" in override else "evaluate", *data,
                      "checkpoint=random", *TINY]) == 2  # fmt: skip
     assert message in capsys.readouterr().err
+
+
+def test_stl10_preset_pretrains_on_joined_splits_and_embeds_with_indices(tmp_path):
+    folder = tmp_path / "stl" / "stl10_binary"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name, n in (("train", 6), ("test", 4), ("unlabeled", 6)):
+        images = rng.integers(0, 256, (n, 3, 96, 96), dtype=np.uint8)
+        (folder / f"{name}_X.bin").write_bytes(images.transpose(0, 1, 3, 2).tobytes())
+        if name != "unlabeled":
+            labels = rng.integers(1, 11, n, dtype=np.uint8)
+            (folder / f"{name}_y.bin").write_bytes(labels.tobytes())
+    data = ["data=stl10", f"data.root={tmp_path / 'stl'}", "data.size=32"]
+    cfg = compose_config("vision", [*data, *TINY])
+    joined = cli.dataset(cfg, cfg.data.pretrain_split, train=True)
+    assert len(joined) == 12 and item_ids(joined, [5, 6]) == ["train:5", "unlabeled:0"]
+    assert cli.main(["pretrain", *data, "run_dir=r", *TINY]) == 0
+    assert cli.main(["embed", *data, "checkpoint=r", "out=e.npy", *TINY]) == 0
+    assert _ids(tmp_path / "e.npy") == ["0", "1", "2", "3"]
