@@ -78,7 +78,8 @@ def n_classes(ds) -> int:
     return len(getattr(ds, "classes", []))
 
 
-def _build_encoder(cfg: DictConfig):
+def encoder_from_config(cfg: DictConfig) -> tuple[torch.nn.Module, int]:
+    """``(backbone, feature_dim)`` of ``cfg.encoder``, randomly initialised."""
     e = cfg.encoder
     return build_vision_encoder(
         e.name, cifar_stem=e.cifar_stem, width=e.width, maxpool=e.get("maxpool")
@@ -93,7 +94,7 @@ def pretrain(cfg: DictConfig) -> None:
     augmenter = build_two_views(cfg.data.preset, int(cfg.data.size), overrides, canvas=canvas)
     torch.manual_seed(cfg.seed)
     e = cfg.encoder
-    encoder, dim = _build_encoder(cfg)
+    encoder, dim = encoder_from_config(cfg)
     meta = {
         "modality": "vision",
         "encoder": encoder_meta(e.name, e.cifar_stem, e.width, e.get("maxpool")),
@@ -123,7 +124,7 @@ def _encoder(cfg: DictConfig):
         return torch.nn.Flatten(), "none"
     if cfg.checkpoint == "random":
         torch.manual_seed(cfg.seed)
-        encoder = _build_encoder(cfg)[0]
+        encoder = encoder_from_config(cfg)[0]
         overrides = OmegaConf.to_container(cfg.augment, resolve=True) or None
         return encoder, preset_config(cfg.data.preset, overrides)["normalize"]
     encoder, meta = load_vision_encoder(cfg.checkpoint)

@@ -19,7 +19,7 @@ from stec_vision.augment import (
     Solarize,
     build_two_views,
 )
-from stec_vision.cli import _build_encoder
+from stec_vision.cli import encoder_from_config
 
 # The official loss is a mean over the 6 entries of the crop's 2x3 matrix, 2 of which are
 # always 0 for crops and flips; ours averages over the 4 informative entries, so the same
@@ -84,7 +84,7 @@ def test_preset_config_is_the_official_recipe(data):
 def test_preset_builds_the_official_network_and_optimiser(data):
     want, cfg = OFFICIAL[data], _compose(data)
     torch.manual_seed(0)
-    encoder, dim = _build_encoder(cfg)
+    encoder, dim = encoder_from_config(cfg)
     kernel, stride = want["stem"]
     assert encoder.conv1.kernel_size == (kernel, kernel) and encoder.conv1.stride == (stride,) * 2
     assert isinstance(encoder.maxpool, nn.MaxPool2d) == want["maxpool"]
@@ -141,7 +141,7 @@ def test_preset_augmentations_are_the_official_views(data):
 
 def test_other_encoders_keep_the_dataset_stem():
     cfg = _compose("cifar10", "encoder=resnet50", "method.proj_hidden=1024")
-    encoder, dim = _build_encoder(cfg)
+    encoder, dim = encoder_from_config(cfg)
     assert dim == 2048 and encoder.conv1.kernel_size == (3, 3)
     assert not isinstance(encoder.maxpool, nn.MaxPool2d)
     assert _compose("stl10", "encoder=small").encoder.name == "small"
