@@ -222,8 +222,9 @@ def trainer_config(cfg: DictConfig) -> TrainerConfig:
     for key in ("epochs", "batch_size", "log_every", "checkpoint_every"):
         if getattr(trainer, key) < (0 if key == "epochs" else 1):
             raise ConfigError(f"trainer.{key}={getattr(trainer, key)} must be positive")
-    if trainer.lr <= 0:
-        raise ConfigError(f"trainer.lr={trainer.lr} must be positive")
+    for key in ("lr", "trust_coefficient"):
+        if getattr(trainer, key) <= 0:
+            raise ConfigError(f"trainer.{key}={getattr(trainer, key)} must be positive")
     return trainer
 
 

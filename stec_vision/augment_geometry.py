@@ -21,6 +21,7 @@ from torch import Tensor
 
 from stec.actions import ActionComponent, Affine, ViewParams, invert_affine
 from stec.augment import Augmenter
+from stec_vision.canvas import unpack_canvas
 
 INTERPOLATIONS = ("bilinear", "nearest", "bicubic")
 
@@ -92,8 +93,14 @@ class RandomResizedCropFlip(Augmenter):
     """RandomResizedCrop + horizontal flip as one affine resampling per example.
 
     Crop sampling follows torchvision's ``RandomResizedCrop`` (area fraction in ``scale``,
-    log-uniform aspect ratio in ``ratio``, 10 attempts, then a centre-crop fallback), all
+    log-uniform aspect ratio in ``ratio``, 10 attempts, then its centred fallback), all
     attempts drawn at once for the whole batch; crop sizes and positions are continuous.
+
+    With ``canvas=True`` the input is a batch of packed canvases
+    (:mod:`stec_vision.canvas`): whole images resized to ``C x C`` with their original
+    sizes. Boxes are then sampled per image in original-pixel units (area as a share of
+    ``H·W``, aspect ratio in original pixels), so each view is torchvision's crop of the
+    original image, taken at the canvas's resolution.
 
     Records ``params[name]``: ``[B, 3, 3]`` source->view matrix θ (see the module doc).
     Component: :class:`stec.Affine` ``(name)`` with the paper's binning by default.
@@ -101,10 +108,11 @@ class RandomResizedCropFlip(Augmenter):
     Args:
         size: output size, int or ``(height, width)``.
         scale: range of the crop's area as a fraction of the source image.
-        ratio: range of the crop's aspect ratio (width / height, in pixels).
+        ratio: range of the crop's aspect ratio (width / height, in source pixels).
         flip_p: probability of a horizontal flip.
         interpolation: ``bilinear`` | ``nearest`` | ``bicubic``.
         n_bins, linear_range, translation_range: binning of the relative action.
+        canvas: the input is packed canvases (see above) instead of images.
     """
 
     def __init__(
@@ -119,6 +127,7 @@ class RandomResizedCropFlip(Augmenter):
         linear_range: tuple[float, float] = (-2.0, 2.0),
         translation_range: tuple[float, float] = (-0.5, 0.5),
         attempts: int = 10,
+        canvas: bool = False,
     ) -> None:
         super().__init__(p=1.0)
         self.size = _size(size)
@@ -132,53 +141,58 @@ class RandomResizedCropFlip(Augmenter):
         if interpolation not in INTERPOLATIONS:
             raise ValueError(f"interpolation={interpolation!r} is not one of {INTERPOLATIONS}")
         self.flip_p, self.interpolation, self.attempts = float(flip_p), interpolation, int(attempts)
+        self.canvas = bool(canvas)
         self.component = Affine(name, n_bins, linear_range, translation_range)
         self.name = name
 
     def components(self) -> list[ActionComponent]:
         return [self.component]
 
-    def sample_boxes(self, batch: int, height: int, width: int, device: torch.device) -> Tensor:
+    def sample_boxes(
+        self, batch: int, height: float | Tensor, width: float | Tensor, device: torch.device
+    ) -> Tensor:
         """Crop boxes in normalised source coordinates: ``[B, 4]`` = (cx, cy, half_w, half_h).
 
-        A box spans ``[cx - half_w, cx + half_w]`` horizontally (the image spans [-1, 1]).
+        ``height`` and ``width`` are the source size in pixels, one for the batch or a
+        ``[B]`` tensor per image. A box spans ``[cx - half_w, cx + half_w]`` horizontally
+        (the image spans [-1, 1]).
         """
-        area = float(height * width)
+        h = torch.as_tensor(height, dtype=torch.float32, device=device).expand(batch)
+        w = torch.as_tensor(width, dtype=torch.float32, device=device).expand(batch)
         lo_s, hi_s = self.scale
         lo_r, hi_r = math.log(self.ratio[0]), math.log(self.ratio[1])
+        min_ratio, max_ratio = self.ratio
         shape = (batch, self.attempts)
+        area = (h * w).unsqueeze(1)
         target = area * (lo_s + (hi_s - lo_s) * torch.rand(shape, device=device))
         aspect = torch.exp(lo_r + (hi_r - lo_r) * torch.rand(shape, device=device))
         crop_w = torch.sqrt(target * aspect)
         crop_h = torch.sqrt(target / aspect)
-        ok = (crop_w <= width) & (crop_h <= height)
+        ok = (crop_w <= w.unsqueeze(1)) & (crop_h <= h.unsqueeze(1))
         # the first successful attempt of each row (argmax returns the first maximum)
         first = ok.to(torch.uint8).argmax(dim=1, keepdim=True)
         crop_w = crop_w.gather(1, first).squeeze(1)
         crop_h = crop_h.gather(1, first).squeeze(1)
         # torchvision's fallback: the largest centred crop with a ratio inside the range
-        in_ratio = width / height
-        if in_ratio < self.ratio[0]:
-            fb_w, fb_h = float(width), width / self.ratio[0]
-        elif in_ratio > self.ratio[1]:
-            fb_w, fb_h = height * self.ratio[1], float(height)
-        else:
-            fb_w, fb_h = float(width), float(height)
+        in_ratio = w / h
+        too_tall, too_wide = in_ratio < min_ratio, in_ratio > max_ratio
+        fb_w = torch.where(too_wide, h * max_ratio, w)
+        fb_h = torch.where(too_tall, w / min_ratio, h)
         found = ok.any(dim=1)
-        crop_w = torch.where(found, crop_w, torch.full_like(crop_w, fb_w))
-        crop_h = torch.where(found, crop_h, torch.full_like(crop_h, fb_h))
-        half_w, half_h = crop_w / width, crop_h / height
-        centre = 2.0 * torch.rand(batch, 2, device=device) - 1.0
+        half_w = torch.where(found, crop_w, fb_w) / w
+        half_h = torch.where(found, crop_h, fb_h) / h
+        centre = (2.0 * torch.rand(batch, 2, device=device) - 1.0) * found.unsqueeze(1)
         cx = centre[:, 0] * (1.0 - half_w)
         cy = centre[:, 1] * (1.0 - half_h)
         return torch.stack([cx, cy, half_w, half_h], dim=1)
 
-    def sample_theta(self, batch: int, height: int, width: int, device: torch.device) -> Tensor:
-        """Source->view matrices ``[B, 3, 3]`` (float32) of random crops and flips."""
-        cx, cy, half_w, half_h = self.sample_boxes(batch, height, width, device).unbind(1)
-        flip = torch.rand(batch, device=device) < self.flip_p
-        sign = 1.0 - 2.0 * flip.float()
-        theta = torch.zeros(batch, 3, 3, device=device)
+    @staticmethod
+    def boxes_to_theta(boxes: Tensor, flip: Tensor) -> Tensor:
+        """Boxes ``[B, 4]`` (cx, cy, half_w, half_h) and flips ``[B]`` bool -> source->view
+        matrices ``[B, 3, 3]``: the view shows the box, mirrored where ``flip``."""
+        cx, cy, half_w, half_h = boxes.unbind(1)
+        sign = 1.0 - 2.0 * flip.to(boxes.dtype)
+        theta = torch.zeros(boxes.shape[0], 3, 3, device=boxes.device, dtype=boxes.dtype)
         # view u = (s - c) / half, and a flip negates the whole first row
         theta[:, 0, 0] = sign / half_w
         theta[:, 0, 2] = -sign * cx / half_w
@@ -187,10 +201,25 @@ class RandomResizedCropFlip(Augmenter):
         theta[:, 2, 2] = 1.0
         return theta
 
+    def sample_theta(
+        self, batch: int, height: float | Tensor, width: float | Tensor, device: torch.device
+    ) -> Tensor:
+        """Source->view matrices ``[B, 3, 3]`` (float32) of random crops and flips of sources
+        of ``height x width`` pixels (scalars or ``[B]`` tensors)."""
+        boxes = self.sample_boxes(batch, height, width, device)
+        flip = torch.rand(batch, device=device) < self.flip_p
+        return self.boxes_to_theta(boxes, flip)
+
     def forward(self, x: Tensor) -> tuple[Tensor, ViewParams]:
-        """``[B, 3, H, W]`` -> ``([B, 3, *size], {name: θ [B, 3, 3]})``."""
+        """``[B, 3, H, W]`` (or packed canvases ``[B, 3, C + 1, C]`` with ``canvas=True``) ->
+        ``([B, 3, *size], {name: θ [B, 3, 3]})``."""
+        sizes = None
+        if self.canvas:
+            x, sizes = unpack_canvas(x)
         x = to_float_images(x, type(self).__name__)
         batch, _, height, width = x.shape
+        if sizes is not None:
+            height, width = sizes[:, 0], sizes[:, 1]
         theta = self.sample_theta(batch, height, width, x.device)
         out = warp_affine(x, theta, self.size, mode=self.interpolation)
         if self.interpolation == "bicubic":

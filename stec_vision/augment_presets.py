@@ -5,13 +5,15 @@ Presets follow SimCLR's colour recipe ``ColorJitter(0.8s, 0.8s, 0.8s, 0.2s)`` wi
 ``p = 0.8`` and grayscale ``p = 0.2``:
 
 - ``cifar``: strength 0.5, no blur (the official S-TEC / SimCLR CIFAR recipe);
-- ``stl10`` / ``imagenet``: strength 1.0 with BYOL's asymmetric views: blur ``p`` 1.0 for
-  view a and 0.1 for view b, solarisation ``p`` 0 and 0.2; solarised pairs are masked out
-  of the action loss (as in the official code);
+- ``stl10`` / ``imagenet``: strength 1.0, Gaussian blur with ``p`` 0.5 and solarisation with
+  ``p`` 0.2 in each view (the official S-TEC STL-10 / ImageNet recipe); the blur's sigma
+  range (0.1, 2.0) is for 224 px images and scales with the view size (``blur_sigma_ref_size``),
+  and solarised pairs are masked out of the action loss, as in the official code;
 - ``demo``: small procedurally drawn shapes: milder crops (area >= 0.25), strength 0.5.
 
 Per-view probabilities (``blur_p``, ``solarize_p``) are pairs ``(view a, view b)``; a
-single number applies to both views.
+single number applies to both views. BYOL's asymmetric views are
+``blur_p=(1.0, 0.1), solarize_p=(0.0, 0.2)``.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ _DEFAULTS: dict[str, Any] = {
     "grayscale_p": 0.2,
     "blur_p": (0.0, 0.0),
     "blur_sigma": (0.1, 2.0),
+    "blur_sigma_ref_size": None,  # None: blur_sigma in view pixels; S: for S px, scaled to size
     "blur_kernel": None,  # None: 10% of the image side, odd
     "solarize_p": (0.0, 0.0),
     "solarize_threshold": 0.5,
@@ -60,10 +63,17 @@ _DEFAULTS: dict[str, Any] = {
     "normalize": "imagenet",
 }
 
+# the official S-TEC views for STL-10 and ImageNet (--use_gaussian_blur 1 --use_solarization 1)
+_OFFICIAL_STRONG: dict[str, Any] = {
+    "blur_p": (0.5, 0.5),
+    "solarize_p": (0.2, 0.2),
+    "blur_sigma_ref_size": 224,
+}
+
 PRESETS: dict[str, dict[str, Any]] = {
     "cifar": {"color_strength": 0.5, "normalize": "cifar10"},
-    "stl10": {"blur_p": (1.0, 0.1), "solarize_p": (0.0, 0.2), "normalize": "stl10"},
-    "imagenet": {"blur_p": (1.0, 0.1), "solarize_p": (0.0, 0.2), "normalize": "imagenet"},
+    "stl10": {**_OFFICIAL_STRONG, "normalize": "stl10"},
+    "imagenet": {**_OFFICIAL_STRONG, "normalize": "imagenet"},
     "demo": {"scale": (0.25, 1.0), "color_strength": 0.5, "normalize": "imagenet"},
 }
 
@@ -99,6 +109,12 @@ def preset_config(preset: str, overrides: dict[str, Any] | None = None) -> dict[
             f"{', '.join(NONINVERTIBLE)}"
         )
     config["mask_noninvertible"] = tuple(masked)
+    ref = config["blur_sigma_ref_size"]
+    if ref is not None and (isinstance(ref, bool) or not isinstance(ref, int) or ref < 1):
+        raise ValueError(
+            f"blur_sigma_ref_size={ref!r} is not valid; allowed values: null (sigma in view "
+            "pixels) or a positive int (the image size the sigma range is given for)"
+        )
     if config["normalize"] not in (*NORMALIZATION, "none", None):
         raise ValueError(
             f"normalize={config['normalize']!r} is not valid; allowed values: {', '.join(NORMALIZATION)}, none"
@@ -225,12 +241,17 @@ def build_normalize(name: str | None) -> nn.Module:
 
 
 def build_vision_pipeline(
-    preset: str, size: int, overrides: dict[str, Any] | None = None, view: str = "a"
+    preset: str,
+    size: int,
+    overrides: dict[str, Any] | None = None,
+    view: str = "a",
+    canvas: bool = False,
 ) -> VisionCompose:
     """The augmentation pipeline of one view of ``preset`` at output ``size`` px.
 
-    ``view`` (``a`` or ``b``) picks the per-view probabilities of asymmetric presets. Both
+    ``view`` (``a`` or ``b``) picks the per-view probabilities where they differ. Both
     views of a preset declare the same components, so their records always pair up.
+    ``canvas``: the input is packed whole-image canvases (:mod:`stec_vision.canvas`).
     """
     if view not in ("a", "b"):
         raise ValueError(f"view={view!r} is not valid; allowed values: a, b")
@@ -247,6 +268,7 @@ def build_vision_pipeline(
             n_bins=cfg["crop_bins"],
             linear_range=tuple(cfg["crop_linear_range"]),
             translation_range=tuple(cfg["crop_translation_range"]),
+            canvas=canvas,
         )
     ]
     if cfg["jitter_p"] > 0:
@@ -265,9 +287,11 @@ def build_vision_pipeline(
         steps.append(RandomGrayscale(cfg["grayscale_p"], mask_noninvertible="grayscale" in masked))
     # an op enabled for either view is built for both (p may be 0) so the records pair up
     if max(cfg["blur_p"]) > 0:
+        ref = cfg["blur_sigma_ref_size"]
+        sigma = tuple(float(v) * (size / ref if ref else 1.0) for v in cfg["blur_sigma"])
         steps.append(
             GaussianBlur(
-                cfg["blur_sigma"],
+                sigma,
                 p=cfg["blur_p"][i],
                 kernel_size=cfg["blur_kernel"],
                 n_bins=cfg["n_bins"],
@@ -289,15 +313,15 @@ def build_two_views(
     size: int,
     overrides: dict[str, Any] | None = None,
     normalize: str | None = "preset",
+    canvas: bool = False,
 ) -> TwoViews:
     """``TwoViews`` (or :class:`TwoViewsAsymmetric` when the preset's views differ) with
     the preset's normalisation as ``finish`` (``normalize="preset"``), a named one, or
-    ``none``."""
+    ``none``. ``canvas``: the input is packed whole-image canvases."""
     cfg = preset_config(preset, overrides)
     finish = build_normalize(cfg["normalize"] if normalize == "preset" else normalize)
-    pipe_a = build_vision_pipeline(preset, size, overrides, view="a")
+    pipe_a = build_vision_pipeline(preset, size, overrides, view="a", canvas=canvas)
     if cfg["blur_p"][0] == cfg["blur_p"][1] and cfg["solarize_p"][0] == cfg["solarize_p"][1]:
         return TwoViews(pipe_a, finish=finish)
-    return TwoViewsAsymmetric(
-        pipe_a, build_vision_pipeline(preset, size, overrides, view="b"), finish=finish
-    )
+    pipe_b = build_vision_pipeline(preset, size, overrides, view="b", canvas=canvas)
+    return TwoViewsAsymmetric(pipe_a, pipe_b, finish=finish)

@@ -5,6 +5,9 @@ stec-vision pretrain data=cifar10 data.root=DIR method=simclr efference=inverse 
 stec-vision evaluate checkpoint=runs/c10 data=cifar10 data.root=DIR
 stec-vision evaluate checkpoint=random                # the random-encoder floor
 stec-vision embed checkpoint=runs/c10 out=emb.npy
+
+``embed`` writes one id per image: its file path relative to the data root for image files
+(imagefolder, manifest, demo), its index in the split for CIFAR and STL-10.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from collections.abc import Sequence
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import ConcatDataset, DataLoader
+from torch.utils.data import DataLoader
 
 from stec.cli import (
     compare_command,
@@ -34,38 +37,67 @@ from stec.evaluation import (
     write_results,
 )
 from stec_vision.augment_presets import build_normalize, build_two_views, preset_config
-from stec_vision.datasets import build_vision_dataset, collate_skip_bad
+from stec_vision.datasets import (
+    JoinedDataset,
+    build_vision_dataset,
+    collate_skip_bad,
+    item_ids,
+)
 from stec_vision.encoders import build_vision_encoder, encoder_meta, load_vision_encoder
 
 log = logging.getLogger("stec")
 
 
-def dataset(cfg: DictConfig, split: str):
-    """``split`` may join several with ``+`` (STL-10's ``train+unlabeled``)."""
+def _loading(cfg: DictConfig, train: bool) -> dict[str, int]:
+    """How images are loaded: whole-image canvases (``data.canvas``) for pretraining,
+    Resize + CenterCrop (``data.eval_resize``) for evaluation and embedding."""
+    canvas, resize = int(cfg.data.get("canvas", 0)), int(cfg.data.get("eval_resize", 0))
+    if canvas < 0:
+        raise ValueError(f"data.canvas={canvas} must be 0 (off) or a canvas side in pixels")
+    if resize and resize < int(cfg.data.size):
+        raise ValueError(
+            f"data.eval_resize={resize} must be 0 (off) or at least data.size={cfg.data.size}"
+        )
+    return {"canvas": canvas} if train else {"resize": resize}
+
+
+def dataset(cfg: DictConfig, split: str, train: bool = False):
+    """``split`` may join several with ``+`` (STL-10's ``train+unlabeled``); ``train``
+    loads whole-image canvases where ``data.canvas`` is set."""
+    splits = str(split).split("+")
     parts = [
-        build_vision_dataset(cfg.data.name, cfg.data.root or None, s, int(cfg.data.size))
-        for s in str(split).split("+")
+        build_vision_dataset(
+            cfg.data.name, cfg.data.root or None, s, int(cfg.data.size), **_loading(cfg, train)
+        )
+        for s in splits
     ]
-    return parts[0] if len(parts) == 1 else ConcatDataset(parts)
+    return parts[0] if len(parts) == 1 else JoinedDataset(parts, splits)
 
 
 def n_classes(ds) -> int:
-    if isinstance(ds, ConcatDataset):
-        return max(n_classes(d) for d in ds.datasets)
     return len(getattr(ds, "classes", []))
+
+
+def encoder_from_config(cfg: DictConfig) -> tuple[torch.nn.Module, int]:
+    """``(backbone, feature_dim)`` of ``cfg.encoder``, randomly initialised."""
+    e = cfg.encoder
+    return build_vision_encoder(
+        e.name, cifar_stem=e.cifar_stem, width=e.width, maxpool=e.get("maxpool")
+    )
 
 
 def pretrain(cfg: DictConfig) -> None:
     init_from_env()
-    train = dataset(cfg, cfg.data.get("pretrain_split", cfg.data.train_split))
+    train = dataset(cfg, cfg.data.get("pretrain_split", cfg.data.train_split), train=True)
     overrides = OmegaConf.to_container(cfg.augment, resolve=True) or None
-    augmenter = build_two_views(cfg.data.preset, int(cfg.data.size), overrides)
+    canvas = _loading(cfg, train=True)["canvas"] > 0
+    augmenter = build_two_views(cfg.data.preset, int(cfg.data.size), overrides, canvas=canvas)
     torch.manual_seed(cfg.seed)
     e = cfg.encoder
-    encoder, dim = build_vision_encoder(e.name, cifar_stem=e.cifar_stem, width=e.width)
+    encoder, dim = encoder_from_config(cfg)
     meta = {
         "modality": "vision",
-        "encoder": encoder_meta(e.name, e.cifar_stem, e.width),
+        "encoder": encoder_meta(e.name, e.cifar_stem, e.width, e.get("maxpool")),
         "feature_dim": dim,
         "image_size": int(cfg.data.size),
         "normalize": preset_config(cfg.data.preset, overrides)["normalize"],
@@ -92,8 +124,7 @@ def _encoder(cfg: DictConfig):
         return torch.nn.Flatten(), "none"
     if cfg.checkpoint == "random":
         torch.manual_seed(cfg.seed)
-        e = cfg.encoder
-        encoder = build_vision_encoder(e.name, cifar_stem=e.cifar_stem, width=e.width)[0]
+        encoder = encoder_from_config(cfg)[0]
         overrides = OmegaConf.to_container(cfg.augment, resolve=True) or None
         return encoder, preset_config(cfg.data.preset, overrides)["normalize"]
     encoder, meta = load_vision_encoder(cfg.checkpoint)
@@ -109,7 +140,8 @@ def _features(cfg: DictConfig, encoder, normalize, split: str):
         collate_fn=collate_skip_bad,
     )
     norm = build_normalize(normalize)
-    return embed(encoder, loader, device=resolve_device(cfg.evaluate.device), transform=norm)
+    x, y, idx = embed(encoder, loader, device=resolve_device(cfg.evaluate.device), transform=norm)
+    return x, y, item_ids(ds, idx.tolist())
 
 
 def evaluate(cfg: DictConfig) -> None:
@@ -147,8 +179,8 @@ def embed_command(cfg: DictConfig) -> None:
     if not cfg.out:
         raise ValueError("out is required: out=embeddings.npy or out=embeddings.parquet")
     encoder, normalize = _encoder(cfg)
-    x, y, idx = _features(cfg, encoder, normalize, cfg.data.test_split)
-    out = save_embeddings(cfg.out, [str(i) for i in idx.tolist()], y, x)
+    x, y, ids = _features(cfg, encoder, normalize, cfg.data.test_split)
+    out = save_embeddings(cfg.out, ids, y, x)
     print(f"{len(x)} embeddings of size {x.shape[1]} written to {out}")
 
 

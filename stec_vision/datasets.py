@@ -1,41 +1,54 @@
-"""Vision datasets: fixed-size uint8 images, no random augmentation (that runs batched on
-the device, see :mod:`stec_vision.augment`).
+"""Vision datasets: uint8 images, no random augmentation (that runs batched on the device,
+see :mod:`stec_vision.augment`).
 
-Every dataset returns ``(image uint8 [3, S, S], label int, index int)``; unlabeled
-examples have label -1. Image files are decoded with Pillow in the loader workers,
-resized so the shorter side is ``S`` and centre-cropped to ``S x S``.
-
-Unreadable image files are handled in two places:
-
-- at construction, a scan (``scan="header"``: Pillow must identify the file, the default;
-  ``"full"``: it must decode; ``"none"``: no scan) drops them, names them in
-  :attr:`ImageFileDataset.bad_files` and logs a summary;
-- a file that still fails to decode when loaded makes ``__getitem__`` return None (with a
-  warning naming it); :func:`collate_skip_bad` drops those items from the batch and
-  :meth:`ImageFileDataset.summary` reports the count seen in this process.
+Every dataset returns ``(image uint8, label int, index int)``; unlabeled examples have
+label -1. By default an image is resized so that its shorter side is ``S`` and
+centre-cropped to ``S x S``; ``resize=R`` resizes the shorter side to ``R`` first (the
+evaluation protocol Resize 256 / CenterCrop 224), and ``canvas=C`` returns the whole image
+as a packed ``C x C`` canvas with its original size (:mod:`stec_vision.canvas`), for crops
+sampled over the whole image. Image files are decoded in the loader workers
+(:mod:`stec_vision.image_files`, which also handles unreadable files).
 """
 
 from __future__ import annotations
 
-import logging
+import bisect
 import os
 import pickle
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import ConcatDataset, Dataset
 from torchvision.datasets import CIFAR10, CIFAR100, STL10
 
+from stec_vision.canvas import pack_canvas
 from stec_vision.demo import ensure_demo_images
+from stec_vision.image_files import (
+    SCAN_MODES,
+    ImageFileDataset,
+    Item,
+    collate_skip_bad,
+    load_canvas,
+    load_image,
+)
 
-log = logging.getLogger(__name__)
+__all__ = [
+    "DATASETS",
+    "SCAN_MODES",
+    "ArrayImageDataset",
+    "ImageFileDataset",
+    "JoinedDataset",
+    "build_vision_dataset",
+    "collate_skip_bad",
+    "item_ids",
+    "load_canvas",
+    "load_image",
+]
 
 DATASETS = ("cifar10", "cifar100", "stl10", "imagefolder", "manifest", "demo")
 IMAGE_EXTENSIONS = (
@@ -50,68 +63,92 @@ IMAGE_EXTENSIONS = (
     ".pgm",
     ".gif",
 )
-SCAN_MODES = ("header", "full", "none")
-# what a broken or non-image file raises inside Pillow
-_DECODE_ERRORS = (
-    OSError,
-    UnidentifiedImageError,
-    ValueError,
-    SyntaxError,
-    Image.DecompressionBombError,
-)
-
-Item = tuple[Tensor, int, int]
 
 
-def _resize_tensor(image: Tensor, size: int) -> Tensor:
-    """uint8 ``[3, H, W]`` -> ``[3, size, size]``: shorter side to ``size``, centre crop."""
+def _interpolate(image: Tensor, height: int, width: int) -> Tensor:
+    out = F.interpolate(image[None].float(), size=(height, width), mode="bilinear", antialias=True)
+    return out[0].round_().clamp_(0, 255).to(torch.uint8)
+
+
+def _resize_tensor(image: Tensor, size: int, resize: int | None = None) -> Tensor:
+    """uint8 ``[3, H, W]`` -> ``[3, size, size]``: shorter side to ``resize`` (default
+    ``size``), centre crop ``size``."""
     _, h, w = image.shape
-    if h == size and w == size:
+    short = int(resize or size)
+    if h == size and w == size and short == size:
         return image
-    scale = size / min(h, w)
-    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-    out = F.interpolate(
-        image[None].float(), size=(nh, nw), mode="bilinear", antialias=True, align_corners=False
-    )
+    scale = short / min(h, w)
+    nh, nw = max(short, round(h * scale)), max(short, round(w * scale))
     top, left = (nh - size) // 2, (nw - size) // 2
-    out = out[0, :, top : top + size, left : left + size]
-    return out.round_().clamp_(0, 255).to(torch.uint8)
-
-
-def load_image(path: str | Path, size: int) -> Tensor:
-    """Decode an image file to uint8 ``[3, size, size]`` (RGB, shorter side resized, centre crop)."""
-    with Image.open(path) as img:
-        # JPEG decoders can downscale by 1/2..1/8 while decoding: much cheaper for big files
-        img.draft("RGB", (size, size))
-        img = img.convert("RGB")
-        w, h = img.size
-        scale = size / min(w, h)
-        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-        if (nw, nh) != (w, h):
-            img = img.resize((nw, nh), Image.Resampling.BILINEAR, reducing_gap=3.0)
-        left, top = (nw - size) // 2, (nh - size) // 2
-        img = img.crop((left, top, left + size, top + size))
-        pixels = np.asarray(img, dtype=np.uint8)
-    return torch.from_numpy(pixels.copy()).permute(2, 0, 1).contiguous()
+    return _interpolate(image, nh, nw)[:, top : top + size, left : left + size]
 
 
 class ArrayImageDataset(Dataset):
-    """In-memory uint8 images ``[N, 3, H, W]`` (CHW view of any array) with labels."""
+    """In-memory uint8 images ``[N, 3, H, W]`` (CHW view of any array) with labels.
+
+    ``resize`` and ``canvas`` work as for image files (see the module doc); an item's id
+    (:meth:`item_id`) is its index in the array.
+    """
 
     def __init__(
-        self, images: np.ndarray, labels: Sequence[int], size: int, classes: Sequence[str]
+        self,
+        images: np.ndarray,
+        labels: Sequence[int],
+        size: int,
+        classes: Sequence[str],
+        resize: int = 0,
+        canvas: int = 0,
     ) -> None:
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         self.images, self.labels, self.size = images, np.asarray(labels, dtype=np.int64), int(size)
         self.classes = list(classes)
+        self.resize, self.canvas = int(resize), int(canvas)
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, index: int) -> Item:
         image = torch.from_numpy(np.ascontiguousarray(self.images[index]))
-        return _resize_tensor(image, self.size), int(self.labels[index]), int(index)
+        if self.canvas > 0:
+            _, h, w = image.shape
+            out = pack_canvas(_interpolate(image, self.canvas, self.canvas), h, w)
+        else:
+            out = _resize_tensor(image, self.size, self.resize or None)
+        return out, int(self.labels[index]), int(index)
+
+    def item_id(self, index: int) -> str:
+        return str(index)
+
+
+class JoinedDataset(ConcatDataset):
+    """Splits joined with ``+`` (STL-10's ``train+unlabeled``). Items carry their index in
+    the joined dataset; :meth:`item_id` is ``"<split>:<id in that split>"``."""
+
+    def __init__(self, parts: Sequence[Dataset], splits: Sequence[str]) -> None:
+        super().__init__(parts)
+        self.splits = list(splits)
+        self.classes = max((getattr(d, "classes", []) for d in parts), key=len)
+
+    def _locate(self, index: int) -> tuple[int, int]:
+        part = bisect.bisect_right(self.cumulative_sizes, index)
+        return part, index - (self.cumulative_sizes[part - 1] if part else 0)
+
+    def __getitem__(self, index: int) -> Item | None:
+        item = super().__getitem__(index)
+        return None if item is None else (item[0], item[1], int(index))
+
+    def item_id(self, index: int) -> str:
+        part, local = self._locate(index)
+        return f"{self.splits[part]}:{self.datasets[part].item_id(local)}"
+
+
+def item_ids(dataset: Dataset, indices: Sequence[int]) -> list[str]:
+    """The ids of items ``indices`` of ``dataset``: file paths relative to the data root for
+    image files, the index for in-memory arrays (CIFAR, STL-10)."""
+    if not hasattr(dataset, "item_id"):
+        return [str(int(i)) for i in indices]
+    return [dataset.item_id(int(i)) for i in indices]
 
 
 def _data_folder(root: str | Path, base_folder: str) -> Path:
@@ -164,7 +201,7 @@ class _LocalSTL10(STL10):
 
 
 def cifar_dataset(
-    root: str | Path, split: str, size: int = 32, num_classes: int = 10
+    root: str | Path, split: str, size: int = 32, num_classes: int = 10, **loading: int
 ) -> ArrayImageDataset:
     """CIFAR-10/100 from torchvision's ``cifar-10-batches-py`` / ``cifar-100-python`` folder."""
     if split not in ("train", "test"):
@@ -175,10 +212,12 @@ def cifar_dataset(
     if cls is None:
         raise ValueError(f"num_classes={num_classes} is not valid; allowed values: 10, 100")
     ds = cls(str(_data_folder(root, cls.base_folder)), train=split == "train", download=False)
-    return ArrayImageDataset(ds.data.transpose(0, 3, 1, 2), ds.targets, size, ds.classes)
+    return ArrayImageDataset(ds.data.transpose(0, 3, 1, 2), ds.targets, size, ds.classes, **loading)
 
 
-def stl10_dataset(root: str | Path, split: str, size: int = 96) -> ArrayImageDataset:
+def stl10_dataset(
+    root: str | Path, split: str, size: int = 96, **loading: int
+) -> ArrayImageDataset:
     """STL-10 from torchvision's ``stl10_binary`` folder; split: train | test | unlabeled |
     train+unlabeled (unlabeled images have label -1)."""
     if split not in STL10.splits:
@@ -187,100 +226,7 @@ def stl10_dataset(root: str | Path, split: str, size: int = 96) -> ArrayImageDat
         )
     ds = _LocalSTL10(str(_data_folder(root, STL10.base_folder)), split=split, download=False)
     classes = getattr(ds, "classes", [str(i) for i in range(10)])
-    return ArrayImageDataset(ds.data, ds.labels, size, classes)
-
-
-class ImageFileDataset(Dataset):
-    """Image files with labels; see the module doc for how unreadable files are skipped.
-
-    Args:
-        samples: ``(path, label)`` pairs.
-        size: output side ``S``.
-        classes: class names (index = label).
-        scan: ``header`` | ``full`` | ``none``.
-        workers: threads for the scan (file opening is I/O bound).
-    """
-
-    def __init__(
-        self,
-        samples: Sequence[tuple[str, int]],
-        size: int,
-        classes: Sequence[str],
-        scan: str = "header",
-        workers: int = 8,
-        name: str = "images",
-    ) -> None:
-        if scan not in SCAN_MODES:
-            raise ValueError(f"scan={scan!r} is not valid; allowed values: {', '.join(SCAN_MODES)}")
-        self.size, self.classes, self.name = int(size), list(classes), name
-        self.bad_files: list[tuple[str, str]] = []
-        self.runtime_bad: list[str] = []
-        samples = list(samples)
-        if scan != "none" and samples:
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                errors = list(pool.map(lambda s: _probe(s[0], scan == "full"), samples))
-            self.bad_files = [
-                (s[0], e) for s, e in zip(samples, errors, strict=True) if e is not None
-            ]
-            samples = [s for s, e in zip(samples, errors, strict=True) if e is None]
-        self.samples = samples
-        if self.bad_files:
-            shown = "; ".join(f"{p} ({e})" for p, e in self.bad_files[:5])
-            more = f" and {len(self.bad_files) - 5} more" if len(self.bad_files) > 5 else ""
-            log.warning(
-                "%s: skipped %d unreadable image(s): %s%s", name, len(self.bad_files), shown, more
-            )
-        if not self.samples:
-            raise ValueError(f"{name}: no readable images found ({len(self.bad_files)} unreadable)")
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> Item | None:
-        path, label = self.samples[index]
-        try:
-            return load_image(path, self.size), label, int(index)
-        except _DECODE_ERRORS as err:
-            self.runtime_bad.append(path)
-            log.warning("%s: skipping unreadable image %s (%s)", self.name, path, err)
-            return None
-
-    def summary(self) -> str:
-        """One line: how many images are used and how many were skipped (and which)."""
-        skipped = [p for p, _ in self.bad_files] + self.runtime_bad
-        text = f"{self.name}: {len(self.samples)} images, {len(self.classes)} classes, {len(skipped)} skipped"
-        if skipped:
-            text += " (" + ", ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else "") + ")"
-        return text
-
-
-def _probe(path: str, full: bool) -> str | None:
-    """None if Pillow can open (and with ``full``, decode) the file, else the reason."""
-    try:
-        with Image.open(path) as img:
-            if full:
-                img.load()
-            elif img.size[0] < 1 or img.size[1] < 1:
-                return "empty image"
-        return None
-    except _DECODE_ERRORS as err:
-        return f"{type(err).__name__}: {err}"
-
-
-def collate_skip_bad(batch: Sequence[Item | None]) -> tuple[Tensor, Tensor, Tensor]:
-    """Stack ``(image, label, index)`` items, dropping None (unreadable) ones.
-
-    Returns ``(images [B', 3, S, S] uint8, labels [B'] int64, indices [B'] int64)`` with
-    ``B' <= B``; ``B' = 0`` (empty tensors) if every item was unreadable.
-    """
-    good = [item for item in batch if item is not None]
-    if not good:
-        empty = torch.zeros(0, dtype=torch.long)
-        return torch.zeros(0, 3, 0, 0, dtype=torch.uint8), empty, empty.clone()
-    images = torch.stack([item[0] for item in good])
-    labels = torch.tensor([item[1] for item in good], dtype=torch.long)
-    indices = torch.tensor([item[2] for item in good], dtype=torch.long)
-    return images, labels, indices
+    return ArrayImageDataset(ds.data, ds.labels, size, classes, **loading)
 
 
 def _list_images(folder: Path) -> list[Path]:
@@ -290,11 +236,13 @@ def _list_images(folder: Path) -> list[Path]:
 
 
 def image_folder_dataset(
-    root: str | Path, split: str | None, size: int, scan: str = "header"
+    root: str | Path, split: str | None, size: int, scan: str = "header", **loading: int
 ) -> ImageFileDataset:
     """ImageNet layout: ``root/<split>/<class>/*`` (or ``root/<class>/*`` with split None).
 
-    Classes are the sorted sub-folder names; images are found recursively under each.
+    Classes are the sorted sub-folder names; images are found recursively under each. Item
+    ids are paths relative to ``root`` (``val/<class>/<file>``). ``loading``: ``resize``,
+    ``canvas`` (see :class:`ImageFileDataset`).
     """
     base = Path(root).expanduser()
     folder = base / split if split else base
@@ -309,15 +257,17 @@ def image_folder_dataset(
             f"imagefolder: {folder} has no class sub-folders (expected {folder}/<class>/<image>)"
         )
     samples = [(str(p), label) for label, c in enumerate(classes) for p in _list_images(folder / c)]
-    return ImageFileDataset(samples, size, classes, scan=scan, name=f"imagefolder {folder}")
+    return ImageFileDataset(
+        samples, size, classes, scan=scan, name=f"imagefolder {folder}", root=base, **loading
+    )
 
 
 def manifest_dataset(
-    path: str | Path, split: str | None, size: int, scan: str = "header"
+    path: str | Path, split: str | None, size: int, scan: str = "header", **loading: int
 ) -> ImageFileDataset:
     """CSV manifest with a header ``path,label[,split]``.
 
-    Relative paths are relative to the CSV's folder. Labels are ints or class names (names
+    Relative paths are relative to the CSV's folder (and so are the item ids). Labels are ints or class names (names
     are mapped to indices in sorted order over the whole file, so splits agree); an empty
     label means unlabeled (-1). ``split`` selects rows by the ``split`` column; without that
     column only ``split=None`` or ``"all"`` is accepted.
@@ -371,32 +321,56 @@ def manifest_dataset(
         if k
     ]
     return ImageFileDataset(
-        samples, size, classes, scan=scan, name=f"manifest {path.name}[{split or 'all'}]"
+        samples,
+        size,
+        classes,
+        scan=scan,
+        name=f"manifest {path.name}[{split or 'all'}]",
+        root=path.parent,
+        **loading,
     )
 
 
 def build_vision_dataset(
-    name: str, root: str | Path | None, split: str | None, size: int, scan: str = "header"
+    name: str,
+    root: str | Path | None,
+    split: str | None,
+    size: int,
+    scan: str = "header",
+    resize: int = 0,
+    canvas: int = 0,
 ) -> Dataset:
     """A dataset by name: ``cifar10`` | ``cifar100`` | ``stl10`` | ``imagefolder`` |
     ``manifest`` | ``demo`` (``root`` for demo is the cache folder, None for the default).
 
-    Items are ``(image uint8 [3, size, size], label, index)``. Image-file datasets
-    (imagefolder, manifest, demo) should be loaded with ``collate_fn=collate_skip_bad``.
+    Items are ``(image uint8 [3, size, size], label, index)``; with ``resize > 0`` the
+    shorter side is resized to ``resize`` before the centre crop, and with ``canvas > 0``
+    the image is a packed whole-image canvas ``[3, canvas + 1, canvas]`` (see the module
+    doc). Image-file datasets (imagefolder, manifest, demo) should be loaded with
+    ``collate_fn=collate_skip_bad``.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown vision dataset {name!r}; allowed values: {', '.join(DATASETS)}")
+    if resize and resize < size:
+        raise ValueError(f"resize={resize} must be 0 (off) or at least the image size {size}")
+    if canvas < 0 or (canvas and resize):
+        raise ValueError(
+            f"canvas={canvas}, resize={resize}: canvas (whole images for training) and resize "
+            "(evaluation crops) are exclusive; set one of them, or neither"
+        )
+    loading = {"resize": resize, "canvas": canvas}
     if name == "demo":
         if split not in ("train", "test"):
             raise ValueError(f"demo: split={split!r} is not valid; allowed values: train, test")
         # generated at the requested size, so no resizing happens when loading
-        return image_folder_dataset(ensure_demo_images(root, size=size), split, size, scan="none")
+        folder = ensure_demo_images(root, size=size)
+        return image_folder_dataset(folder, split, size, scan="none", **loading)
     if root is None:
         raise ValueError(f"{name}: a data root is required")
     if name in ("cifar10", "cifar100"):
-        return cifar_dataset(root, split or "train", size, num_classes=int(name[5:]))
+        return cifar_dataset(root, split or "train", size, num_classes=int(name[5:]), **loading)
     if name == "stl10":
-        return stl10_dataset(root, split or "train", size)
+        return stl10_dataset(root, split or "train", size, **loading)
     if name == "imagefolder":
-        return image_folder_dataset(root, split, size, scan=scan)
-    return manifest_dataset(root, split, size, scan=scan)
+        return image_folder_dataset(root, split, size, scan=scan, **loading)
+    return manifest_dataset(root, split, size, scan=scan, **loading)

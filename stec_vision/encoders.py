@@ -1,5 +1,10 @@
 """Vision backbones: torchvision ResNet-18/50 (ImageNet or CIFAR stem) and a small CNN.
 
+ResNet stems: the ImageNet stem is a 7x7 stride-2 convolution and a 3x3 stride-2 max-pool;
+``cifar_stem=True`` makes it a 3x3 stride-1 convolution without max-pool (32 px inputs);
+``maxpool=False`` drops the max-pool of the ImageNet stem (the official S-TEC STL-10
+network at 96 px).
+
 Every backbone maps ``[B, 3, H, W]`` float images to ``[B, feature_dim]`` pooled features
 (the classifier head is removed). :func:`encoder_meta` gives the ``encoder`` entry that
 :func:`stec.engine.export.export_backbone` stores, and :func:`load_vision_encoder` rebuilds
@@ -45,12 +50,13 @@ class SmallCNN(nn.Module):
         return self.features(x).mean(dim=(2, 3))
 
 
-def _resnet(name: str, cifar_stem: bool) -> tuple[nn.Module, int]:
+def _resnet(name: str, cifar_stem: bool, maxpool: bool | None) -> tuple[nn.Module, int]:
     model = {"resnet18": resnet18, "resnet50": resnet50}[name](weights=None)
     if cifar_stem:
         # small images: a 3x3 stride-1 stem and no max-pool keep 32 px inputs at 4x4 at the end
         model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
         nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
+    if not (maxpool if maxpool is not None else not cifar_stem):
         model.maxpool = nn.Identity()
     dim = model.fc.in_features
     model.fc = nn.Identity()
@@ -58,24 +64,29 @@ def _resnet(name: str, cifar_stem: bool) -> tuple[nn.Module, int]:
 
 
 def build_vision_encoder(
-    name: str, cifar_stem: bool = False, width: int = 32
+    name: str, cifar_stem: bool = False, width: int = 32, maxpool: bool | None = None
 ) -> tuple[nn.Module, int]:
     """``(backbone, feature_dim)`` for ``resnet18`` (512) | ``resnet50`` (2048) | ``small``.
 
-    ``cifar_stem`` applies to the ResNets; ``width`` to ``small`` (feature_dim ``4 * width``).
-    Weights are randomly initialised (nothing is downloaded).
+    ``cifar_stem`` and ``maxpool`` (None: the stem's own, see the module doc) apply to the
+    ResNets; ``width`` to ``small`` (feature_dim ``4 * width``). Weights are randomly
+    initialised (nothing is downloaded).
     """
     if name not in ENCODERS:
         raise ValueError(f"unknown vision encoder {name!r}; allowed values: {', '.join(ENCODERS)}")
     if name == "small":
         model = SmallCNN(width)
         return model, model.feature_dim
-    return _resnet(name, cifar_stem)
+    return _resnet(name, cifar_stem, maxpool)
 
 
-def encoder_meta(name: str, cifar_stem: bool = False, width: int = 32) -> dict[str, Any]:
+def encoder_meta(
+    name: str, cifar_stem: bool = False, width: int = 32, maxpool: bool | None = None
+) -> dict[str, Any]:
     """The export ``encoder`` entry: ``{"name": ..., "kwargs": {...}}``."""
     kwargs: dict[str, Any] = {"cifar_stem": bool(cifar_stem)}
+    if maxpool is not None:
+        kwargs["maxpool"] = bool(maxpool)
     if name == "small":
         kwargs = {"width": int(width)}
     return {"name": name, "kwargs": kwargs}

@@ -15,37 +15,64 @@ OPTIMIZERS = ("lars", "sgd", "adamw")
 class LARS(Optimizer):
     """SGD with momentum and layer-wise adaptive rate scaling (You et al. 2017).
 
-    Parameter groups with ``lars_exclude=True`` (biases and normalisation parameters) get
-    neither weight decay nor the trust ratio, as in SimCLR/BYOL.
+    For a weight ``w`` with gradient ``g`` the step direction is
+    ``(g + wd·w) · η‖w‖ / (‖g‖ + wd·‖w‖ + 1e-8)``, accumulated in a momentum buffer
+    (``buf = momentum·buf + d``, no dampening) and applied as ``w -= lr·buf``: the update
+    of the LARS paper and of the reference implementation the official S-TEC code trains
+    with. A weight or gradient of norm 0 takes the plain gradient step.
+
+    Parameter groups with ``lars_exclude=True`` (biases and normalisation parameters, see
+    :func:`param_groups`) get neither weight decay nor the trust ratio: plain SGD with
+    momentum, as in the official S-TEC code, SimCLR and BYOL.
+
+    Args:
+        trust_coefficient: ``η``. 0.001 is the LARS paper's value and the one of the
+            official S-TEC, SimCLR and BYOL recipes; their learning rates (e.g. 4.0 for
+            S-TEC on CIFAR) are tuned for it.
     """
 
     def __init__(
-        self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, eta: float = 0.02
+        self,
+        params,
+        lr: float,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        trust_coefficient: float = 0.001,
     ) -> None:
         if lr <= 0:
             raise ValueError(f"optimizer.lr must be positive, got {lr}")
-        super().__init__(
-            params,
-            dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, lars_exclude=False),
+        if trust_coefficient <= 0:
+            raise ValueError(f"LARS trust_coefficient must be positive, got {trust_coefficient}")
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            trust_coefficient=trust_coefficient,
+            lars_exclude=False,
         )
+        super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:  # checkpoints written before the key was renamed
+            if "eta" in group:
+                group.setdefault("trust_coefficient", group.pop("eta"))
 
     @torch.no_grad()
     def step(self, closure=None):
         loss = closure() if closure is not None else None
         for group in self.param_groups:
+            wd = group["weight_decay"]
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 grad = p.grad
                 if not group["lars_exclude"]:
-                    grad = grad.add(p, alpha=group["weight_decay"])
                     p_norm, g_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(grad)
-                    trust = torch.where(
-                        (p_norm > 0) & (g_norm > 0),
-                        group["eta"] * p_norm / g_norm,
-                        torch.ones_like(p_norm),
-                    )
-                    grad = grad * trust
+                    trust = group["trust_coefficient"] * p_norm / (g_norm + wd * p_norm + 1e-8)
+                    adapted = grad.add(p, alpha=wd).mul_(trust)
+                    # no host synchronisation: both branches are computed on the device
+                    grad = torch.where((p_norm > 0) & (g_norm > 0), adapted, grad)
                 state = self.state[p]
                 if "momentum_buffer" not in state:
                     state["momentum_buffer"] = grad.clone()
@@ -56,7 +83,13 @@ class LARS(Optimizer):
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: weights (decayed, adapted) and biases + norm parameters (neither)."""
+    """Two groups: weights (decayed, adapted) and biases + norm parameters (neither).
+
+    Norm parameters are found by module type (batch, layer and group norm) and biases by
+    name or by being 1-D, so every normalisation layer is covered wherever it sits (the
+    official S-TEC code matches the names ``bias`` and ``bn``, which misses the batch-norm
+    scales inside ResNet shortcuts, ``downsample.1.weight``).
+    """
     decay, no_decay = [], []
     for module in model.modules():
         is_norm = isinstance(module, (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm))
@@ -73,16 +106,28 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(
-    model: nn.Module, name: str, lr: float, weight_decay: float, momentum: float = 0.9
+    model: nn.Module,
+    name: str,
+    lr: float,
+    weight_decay: float,
+    momentum: float = 0.9,
+    trust_coefficient: float = 0.001,
 ) -> Optimizer:
-    """``lars`` | ``sgd`` | ``adamw`` over :func:`param_groups`."""
+    """``lars`` | ``sgd`` | ``adamw`` over :func:`param_groups` (``trust_coefficient``: LARS
+    only)."""
     if name not in OPTIMIZERS:
         raise ValueError(
             f"optimizer.name={name!r} is not valid; allowed values: {', '.join(OPTIMIZERS)}"
         )
     groups = param_groups(model, weight_decay)
     if name == "lars":
-        return LARS(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        return LARS(
+            groups,
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            trust_coefficient=trust_coefficient,
+        )
     for group in groups:
         group.pop("lars_exclude")
     if name == "sgd":

@@ -59,6 +59,7 @@ class TrainerConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-6
     momentum: float = 0.9
+    trust_coefficient: float = 0.001  # LARS η: the LARS paper's and the official S-TEC value
     warmup_steps: int = 0
     min_lr_ratio: float = 0.0
     amp: str = "off"  # off | bf16 | fp16 (CUDA only)
@@ -147,7 +148,12 @@ class Trainer:
             self.model = nn.parallel.DistributedDataParallel(self.method, device_ids=ids)
         self.step_fn = torch.compile(self.model) if config.compile else self.model
         self.optimizer = build_optimizer(
-            self.method, config.optimizer, config.lr, config.weight_decay, config.momentum
+            self.method,
+            config.optimizer,
+            config.lr,
+            config.weight_decay,
+            config.momentum,
+            trust_coefficient=config.trust_coefficient,
         )
         self.scheduler = build_scheduler(
             self.optimizer, self.total_steps, config.warmup_steps, config.min_lr_ratio

@@ -55,7 +55,8 @@ def test_cifar10_pretrain_evaluate_embed(tmp_path):
     assert main(["pretrain", *data, "run_dir=run", "efference=inverse", *TINY]) == 0
     state = load_checkpoint(tmp_path / "run/checkpoints/last.pt")
     assert state["step"] == 3 and state["config"]["method"]["temperature"] == 0.5
-    assert state["config"]["efference"]["lambda_manip"] == 1.0
+    assert state["config"]["efference"]["lambda_manip"] == pytest.approx(1.0 * 4 / 6)
+    assert state["config"]["efference"]["components"] == ["crop"]
     assert main(["evaluate", *data, "checkpoint=run", *TINY]) == 0
     results = json.loads((tmp_path / "run/results.json").read_text())
     assert {"accuracy", "knn_accuracy"} <= set(results) and results["n_test"] == 10

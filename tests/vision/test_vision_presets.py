@@ -53,20 +53,47 @@ def test_cifar_preset_is_simclr_recipe():
     assert isinstance(build_two_views("cifar", 32), TwoViews)
 
 
-def test_imagenet_preset_is_asymmetric_byol_style():
+def test_imagenet_preset_blurs_and_solarises_each_view_and_masks_solarised_pairs():
     views = build_two_views("imagenet", 24)
+    assert not isinstance(views, TwoViewsAsymmetric)
+    blur = [a for a in views.pipeline.augmenters if isinstance(a, GaussianBlur)][0]
+    sol = [a for a in views.pipeline.augmenters if isinstance(a, Solarize)][0]
+    assert (blur.p, sol.p) == (0.5, 0.2)
+    assert blur.sigma == pytest.approx((0.1 * 24 / 224, 2.0 * 24 / 224))
+    assert sol.mask_noninvertible and "solarize" not in views.action_space().names
+    torch.manual_seed(1)
+    _, _, pa, pb = views(torch.rand(256, 3, 32, 32))
+    for params in (pa, pb):
+        blurred = (params["blur"] > 0).float().mean()
+        solarised = params["solarize"].bool()
+        assert 0.4 < blurred < 0.6 and 0.1 < solarised.float().mean() < 0.3
+        assert not params["crop.valid"][solarised].any() and params["crop.valid"][~solarised].all()
+
+
+def test_byol_asymmetric_views_by_override():
+    views = build_two_views("imagenet", 24, {"blur_p": [1.0, 0.1], "solarize_p": [0.0, 0.2]})
     assert isinstance(views, TwoViewsAsymmetric)
     blur_a = [a for a in views.pipeline.augmenters if isinstance(a, GaussianBlur)][0]
     blur_b = [a for a in views.pipeline_b.augmenters if isinstance(a, GaussianBlur)][0]
     sol_a = [a for a in views.pipeline.augmenters if isinstance(a, Solarize)][0]
     sol_b = [a for a in views.pipeline_b.augmenters if isinstance(a, Solarize)][0]
     assert (blur_a.p, blur_b.p, sol_a.p, sol_b.p) == (1.0, 0.1, 0.0, 0.2)
-    assert sol_a.mask_noninvertible and "solarize" not in views.action_space().names
     torch.manual_seed(1)
     _, _, pa, pb = views(torch.rand(64, 3, 32, 32))
     assert (pa["blur"] > 0).all() and not pa["solarize"].any() and pb["solarize"].any()
     masked = pb["solarize"].bool()
     assert not pb["crop.valid"][masked].any() and pb["crop.valid"][~masked].all()
+
+
+def test_blur_sigma_in_view_pixels_or_relative_to_a_reference_size():
+    pipe = build_vision_pipeline("stl10", 96, {"blur_sigma_ref_size": None})
+    blur = [a for a in pipe.augmenters if isinstance(a, GaussianBlur)][0]
+    assert blur.sigma == (0.1, 2.0)
+    pipe = build_vision_pipeline("cifar", 64, {"blur_p": 0.5, "blur_sigma_ref_size": 32})
+    blur = [a for a in pipe.augmenters if isinstance(a, GaussianBlur)][0]
+    assert blur.sigma == pytest.approx((0.2, 4.0))
+    with pytest.raises(ValueError, match="blur_sigma_ref_size=0 is not valid"):
+        preset_config("stl10", {"blur_sigma_ref_size": 0})
 
 
 def test_overrides_and_errors():
