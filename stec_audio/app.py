@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +16,15 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from stec.cli import ConfigError
+from stec.distributed import barrier, is_main
 from stec.engine.export import load_export
 from stec.methods import choose
 from stec_audio.audioset import audioset_entries
-from stec_audio.cache import CachedLogMelDataset
+from stec_audio.cache import prepare_cache
 from stec_audio.datasets import (
     ClipIndex,
+    IndexedClips,
+    InMemoryLogMels,
     LogMelClipDataset,
     compute_norm_stats,
     esc50_entries,
@@ -30,7 +37,7 @@ from stec_audio.frontend import FrontEndConfig, NormStats
 
 log = logging.getLogger("stec")
 DATASETS = ("demo", "esc50", "audioset", "manifest", "folder")
-STATS_FILE = "stats.json"
+STATS_FILE = "stats.json"  # the statistics a run trained with, kept in its run directory
 
 
 def frontend_config(cfg: DictConfig) -> FrontEndConfig:
@@ -81,49 +88,107 @@ def _audioset_index(cfg: DictConfig, root: Path, split: str) -> ClipIndex:
     )
 
 
-def prepared_dir(cfg: DictConfig) -> Path:
-    return Path(str(cfg.data.prepared)).expanduser()
+def source_key(cfg: DictConfig, frontend: FrontEndConfig | None = None) -> str:
+    """What prepared data is made from: the resolved data root (or manifest), the front end
+    and the clip length. Two corpora with the same ``data=`` name never share a key."""
+    source = {
+        "root": str(data_root(cfg).resolve()),
+        "frontend": dataclasses.asdict(frontend or frontend_config(cfg)),
+        "clip_seconds": float(cfg.data.clip_seconds),
+    }
+    return hashlib.sha1(json.dumps(source, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _cache_is_ready(folder: Path) -> bool:
-    return (folder / "manifest.csv").exists()
+def index_key(index: ClipIndex) -> str:
+    """A fingerprint of the clips of an index (ids and paths, in order)."""
+    digest = hashlib.sha1()
+    digest.update(np.ascontiguousarray(index.ids).tobytes())
+    digest.update(np.ascontiguousarray(index.paths).tobytes())
+    digest.update(str(len(index)).encode())
+    return digest.hexdigest()[:12]
 
 
-def norm_stats(cfg: DictConfig, index: ClipIndex | None = None) -> NormStats:
-    """Statistics of ``stec-audio prepare`` if present, else computed now (and saved there)."""
-    path = prepared_dir(cfg) / STATS_FILE
-    if path.exists():
-        return NormStats.load(path)
-    log.info(
-        "no %s yet: computing normalisation statistics (run `stec-audio prepare` once to reuse them)",
-        path,
-    )
-    index = index if index is not None else build_index(cfg)
-    raw = LogMelClipDataset(
+def prepared_dir(cfg: DictConfig, frontend: FrontEndConfig | None = None) -> Path:
+    """``data.prepared/<name>-<source key>``: statistics and the log-mel cache of this corpus."""
+    base = Path(str(cfg.data.prepared)).expanduser()
+    return base / f"{cfg.data.name}-{source_key(cfg, frontend)}"
+
+
+def clip_dataset(
+    cfg: DictConfig, index: ClipIndex, frontend: FrontEndConfig | None = None
+) -> IndexedClips:
+    """The clips of ``index`` as raw log-mels, decoded once.
+
+    With ``data.cache`` (the default) every clip not cached yet is decoded into the float16
+    cache of this corpus first (a progress bar shows it); with ``data.in_memory`` (``auto``:
+    when the log-mels take at most a quarter of this process's share of the memory) the
+    usable clips are then held in memory, so training reads no file at all.
+    """
+    frontend = frontend or frontend_config(cfg)
+    cache = prepared_dir(cfg, frontend) / "cache" if cfg.data.cache else None
+    workers = int(cfg.trainer.num_workers)
+    dataset = LogMelClipDataset(
         index,
-        frontend_config(cfg),
+        frontend,
         cfg.data.clip_seconds,
+        cache_dir=cache,
         max_bad_fraction=cfg.data.max_bad_fraction,
     )
-    stats = compute_norm_stats(raw, max_items=2000, num_workers=int(cfg.trainer.num_workers))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    stats.save(path)
+    if cache is not None:
+        if is_main():
+            report = prepare_cache(dataset, workers=workers, progress=bool(cfg.trainer.progress))
+            if report.n_new:
+                log.info(
+                    "log-mel cache %s: %d clips decoded, %d reused",
+                    cache,
+                    report.n_new,
+                    report.n_reused,
+                )
+        barrier()  # other ranks read what rank 0 wrote
+    if _fits_in_memory(cfg, dataset):
+        return InMemoryLogMels(dataset, workers=workers, progress=bool(cfg.trainer.progress))
+    return dataset
+
+
+IN_MEMORY = ("auto", "true", "false")
+
+
+def _fits_in_memory(cfg: DictConfig, dataset: IndexedClips) -> bool:
+    choice = str(cfg.data.in_memory).lower()
+    choose("data.in_memory", choice, IN_MEMORY)
+    if choice != "auto":
+        return choice == "true"
+    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    ranks_here = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return InMemoryLogMels.nbytes(dataset) <= total / 4 / ranks_here
+
+
+def norm_stats(cfg: DictConfig, index: ClipIndex, dataset: IndexedClips) -> NormStats:
+    """Normalisation statistics of exactly these clips: read from the prepared folder when
+    they were computed from this index (same clips, front end and clip length), else
+    computed now (over up to 2,000 clips spread over the index) and saved there."""
+    path = prepared_dir(cfg, dataset.frontend) / f"stats-{index_key(index)}.json"
+    if path.exists():
+        return NormStats.load(path)
+    log.info("computing normalisation statistics of %d clips into %s", len(index), path)
+    stats = compute_norm_stats(dataset, max_items=2000, num_workers=_workers_for(dataset, cfg))
+    if is_main():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        stats.save(
+            path,
+            data=cfg.data.name,
+            root=str(data_root(cfg).resolve()),
+            n_clips=len(index),
+            index_key=index_key(index),
+            frontend=dataclasses.asdict(dataset.frontend),
+            clip_seconds=float(cfg.data.clip_seconds),
+        )
     return stats
 
 
-def clip_dataset(cfg: DictConfig, index: ClipIndex, norm: NormStats, use_cache: bool = True):
-    """Normalised whole-clip log-mels: the prepared cache when there is one for this index."""
-    cache = prepared_dir(cfg) / "cache"
-    if use_cache and _cache_is_ready(cache) and not cfg.data.get("folds"):
-        log.info("reading log-mels from the cache %s (made by `stec-audio prepare`)", cache)
-        return CachedLogMelDataset(cache)
-    return LogMelClipDataset(
-        index,
-        frontend_config(cfg),
-        cfg.data.clip_seconds,
-        norm,
-        max_bad_fraction=cfg.data.max_bad_fraction,
-    )
+def _workers_for(dataset: IndexedClips, cfg: DictConfig) -> int:
+    # clips held in memory need no worker processes
+    return 0 if isinstance(dataset, InMemoryLogMels) else int(cfg.trainer.num_workers)
 
 
 def pipeline_config(cfg: DictConfig, norm: NormStats) -> dict[str, Any]:

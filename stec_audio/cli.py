@@ -39,8 +39,8 @@ from stec.evaluation import (
 )
 from stec_audio import app
 from stec_audio.augment import build_audio_pipeline
-from stec_audio.cache import prepare_cache
-from stec_audio.datasets import collate_skip_bad
+from stec_audio.datasets import InMemoryLogMels, collate_skip_bad
+from stec_audio.frontend import LogMelNormalizer, NormStats
 from stec_audio.hear import audio_export_meta
 from stec_audio.io import TooManyBadFiles
 
@@ -48,43 +48,39 @@ log = logging.getLogger("stec")
 
 
 def prepare(cfg: DictConfig) -> None:
-    """Normalisation statistics (and, with data.cache=true, the float16 log-mel cache)."""
+    """The log-mel cache (with data.cache=true, the default) and normalisation statistics."""
     index = app.build_index(cfg)
-    stats = app.norm_stats(cfg, index)
+    dataset = app.clip_dataset(cfg, index)
+    stats = app.norm_stats(cfg, index, dataset)
+    folder = app.prepared_dir(cfg)
     print(
-        f"normalisation statistics: mean={stats.mean:.4f} std={stats.std:.4f} -> {app.prepared_dir(cfg) / app.STATS_FILE}"
+        f"{len(dataset)} usable clips of {len(index)}; normalisation statistics "
+        f"mean={stats.mean:.4f} std={stats.std:.4f}; prepared data in {folder}"
     )
-    if cfg.data.cache:
-        report = prepare_cache(
-            index,
-            app.prepared_dir(cfg) / "cache",
-            app.frontend_config(cfg),
-            cfg.data.clip_seconds,
-            stats,
-            workers=max(int(cfg.trainer.num_workers), 1),
-        )
-        print(
-            f"log-mel cache: {report.n_cached}/{report.n_clips} clips ({report.n_new} new, "
-            f"{report.n_bad} unusable) in {report.out_dir}"
-        )
-        if report.n_bad:
-            print(report.bad_summary)
+    if dataset.bad_log.n_bad:
+        print(dataset.bad_log.summary())
 
 
 def pretrain(cfg: DictConfig) -> None:
     init_from_env()
     index = app.build_index(cfg)
-    stats = app.norm_stats(cfg, index)
-    dataset = app.clip_dataset(cfg, index, stats)
+    dataset = app.clip_dataset(cfg, index)
+    run_stats = Path(cfg.run_dir) / app.STATS_FILE
+    if cfg.trainer.resume and run_stats.exists():
+        stats = NormStats.load(run_stats)  # a resumed run keeps the statistics it began with
+    else:
+        stats = app.norm_stats(cfg, index, dataset)
+    if isinstance(dataset, InMemoryLogMels) and int(cfg.trainer.num_workers):
+        cfg.trainer.num_workers = 0  # the clips are in memory: no worker process to feed
     pipeline = build_audio_pipeline(app.pipeline_config(cfg, stats))
-    augmenter = TwoViews(pipeline)
+    augmenter = TwoViews(pipeline, prepare=LogMelNormalizer(stats))
     torch.manual_seed(cfg.seed)
     encoder = app.new_encoder(cfg)
     n_classes = 0 if index.multilabel else len(index.class_names)
     meta = audio_export_meta(encoder, app.frontend_config(cfg), stats)
     if is_main():
         Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
-        stats.save(Path(cfg.run_dir) / app.STATS_FILE)  # the run keeps its statistics
+        stats.save(run_stats)  # the run keeps its statistics
     pretrain_run(
         cfg,
         dataset,
@@ -99,20 +95,32 @@ def pretrain(cfg: DictConfig) -> None:
 
 
 def _embed_split(cfg: DictConfig, split: str = "train"):
+    """Embeddings of the clips of ``split`` (AudioSet: ``train`` or ``eval`` list).
+
+    The encoder's own front end and statistics are used; encoders without them (the
+    floors) are normalised with the statistics of the *training* clips, whatever split is
+    embedded."""
     encoder, norm, meta = app.load_encoder(cfg)
-    index = app.build_index(cfg, split)
-    norm = norm or app.norm_stats(cfg, index)
-    dataset = app.clip_dataset(
-        cfg, index, norm, use_cache=cfg.checkpoint == "random" or split == "train"
-    )
+    frontend = app.export_frontend(cfg, meta)
+    train_index = app.build_index(cfg, "train")
+    index = train_index if split == "train" else app.build_index(cfg, split)
+    dataset = app.clip_dataset(cfg, index, frontend)
+    if norm is None:
+        train = dataset if split == "train" else app.clip_dataset(cfg, train_index, frontend)
+        norm = app.norm_stats(cfg, train_index, train)
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=cfg.evaluate.embed_batch_size,
-        num_workers=int(cfg.trainer.num_workers),
+        num_workers=0 if isinstance(dataset, InMemoryLogMels) else int(cfg.trainer.num_workers),
         collate_fn=collate_skip_bad,
     )
-    features, labels, positions = embed(encoder, loader, device=resolve_device(cfg.evaluate.device))
-    # positions refer to the dataset's own index (a cache holds only the usable clips)
+    features, labels, positions = embed(
+        encoder,
+        loader,
+        device=resolve_device(cfg.evaluate.device),
+        transform=LogMelNormalizer(norm),
+    )
+    # positions refer to the dataset's own index (held in memory: only the usable clips)
     return features, labels, positions, dataset.index, meta
 
 

@@ -1,15 +1,15 @@
-"""The log-mel clip dataset over a :class:`~stec_audio.clip_index.ClipIndex`.
+"""The log-mel clip datasets over a :class:`~stec_audio.clip_index.ClipIndex`.
 
-:class:`LogMelClipDataset` decodes, resamples, pads/crops and turns each clip into a
-normalised log-mel ``[1, n_mels, T]``, deterministically (random crops happen later, on
-the device). A file that cannot be used gives ``None`` (named and counted in a
+:class:`LogMelClipDataset` decodes, resamples, pads/crops and turns each clip into a raw
+log-mel ``[1, n_mels, T]``, deterministically (normalisation and random crops happen
+later, on the device), optionally through the float16 cache; :class:`InMemoryLogMels`
+holds the usable clips of a corpus that fits in memory. A file that cannot be used gives ``None`` (named and counted in a
 :class:`~stec_audio.io.BadFileLog`); :func:`collate_skip_bad` drops those from a batch.
 The index readers are re-exported here for convenience.
 """
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Sequence
 
@@ -67,18 +67,18 @@ class IndexedClips(Dataset):
 
 
 class LogMelClipDataset(IndexedClips):
-    """Clips as normalised log-mels: item ``i`` is ``(logmel [1, n_mels, T], label, i)``.
+    """Clips as raw log-mels: item ``i`` is ``(log(mel + eps) [1, n_mels, T], label, i)``.
 
     ``T = frontend.frames(clip_seconds)``; every clip is decoded to mono at the front end's
     rate, skipped when silent (``skip_silent``) or shorter than ``min_seconds``, then
     padded (``pad_mode``) or centre-cropped to ``clip_seconds``. ``label`` is an int (-1
     when unlabeled) or, for multi-label data, a multi-hot float32 tensor ``[C]``. A file
-    that cannot be used gives ``None`` and is recorded in ``bad_log``.
+    that cannot be used gives ``None`` and is recorded in ``bad_log``. Normalisation is not
+    applied here: it runs on the device (:class:`~stec_audio.frontend.LogMelNormalizer`),
+    so that one decoded clip serves every statistics file.
 
-    ``cache_dir`` makes the dataset read through a :mod:`stec_audio.cache` store: cached
-    clips are read from it, others are computed once and written to it. The store's
-    normalisation statistics are used (``norm`` must then match them or be None, and one
-    of the two must exist).
+    ``cache_dir`` makes the dataset read through a :mod:`stec_audio.cache` store (items
+    are then float16): cached clips are read from it, others are decoded once and written.
     """
 
     def __init__(
@@ -86,7 +86,6 @@ class LogMelClipDataset(IndexedClips):
         index: ClipIndex | Sequence[ClipEntry],
         frontend: FrontEndConfig | None = None,
         clip_seconds: float = 5.0,
-        norm: NormStats | None = None,
         cache_dir: str | os.PathLike | None = None,
         *,
         skip_silent: bool = True,
@@ -107,21 +106,14 @@ class LogMelClipDataset(IndexedClips):
         self.logmel = LogMel(self.frontend)
         self.store = None
         if cache_dir is not None:
-            # Imported here: the cache module builds on this one.
+            # Imported here: the cache module reads these datasets.
             from stec_audio.cache import LogMelStore
 
-            self.store = LogMelStore(cache_dir, self.frontend, self.clip_seconds, pad_mode, norm)
-            if self.store.norm is None:
-                raise ValueError(
-                    f"{cache_dir}: a log-mel cache needs normalisation statistics; pass norm= "
-                    "(see compute_norm_stats) or run prepare_cache first"
-                )
-            norm = self.store.norm
-        self.norm = norm
+            self.store = LogMelStore(cache_dir, self.frontend, self.clip_seconds, pad_mode)
         self._bad: set[int] = set()
 
     def load(self, i: int) -> Tensor:
-        """Log-mel ``[1, n_mels, T]`` of clip ``i``, unnormalised; raises AudioError."""
+        """Raw log-mel ``[1, n_mels, T]`` (float32) of clip ``i``, decoded; raises AudioError."""
         path = self.index.path(i)
         wave = load_audio(path, self.frontend.sample_rate, self.channel)
         problem = clip_problem(wave, self.frontend.sample_rate, self.min_seconds, self.skip_silent)
@@ -131,35 +123,69 @@ class LogMelClipDataset(IndexedClips):
         with torch.no_grad(), single_torch_thread():
             return self.logmel(torch.from_numpy(np.ascontiguousarray(wave)))[0]
 
+    def mark_bad(self, i: int, path: str, reason: str) -> None:
+        """Record clip ``i`` as unusable (named and counted in :attr:`bad_log`)."""
+        self._bad.add(i)
+        self.bad_log.bad(path, reason)
+
     def __getitem__(self, i: int) -> tuple[Tensor, int | Tensor, int] | None:
         if i in self._bad:
             return None
         x = None
         if self.store is not None:
-            cached = self.store.read(self.index.id(i))
+            cached = self.store.read(self.index.id(i), self.index.path(i))
             if cached is not None:
-                x = torch.from_numpy(cached.astype(np.float32)).unsqueeze(0)
+                x = torch.from_numpy(cached).unsqueeze(0)
         if x is None:
             try:
                 x = self.load(i)
             except AudioError as err:
-                self._bad.add(i)
-                self.bad_log.bad(err.path, err.reason)
+                self.mark_bad(i, err.path, err.reason)
                 return None
-            if self.norm is not None:
-                x = self.norm.apply(x)
             if self.store is not None:
-                self.store.write(self.index.id(i), x[0].numpy())
+                self.store.write(self.index.id(i), self.index.path(i), x[0].numpy())
+                x = x.half()  # the same values a later read of the cache gives
         self.bad_log.ok()
         return x, self.target(i), i
 
-    def without_norm(self) -> LogMelClipDataset:
-        """A shallow copy returning raw log-mels (no normalisation, no cache), own bad log."""
-        raw = copy.copy(self)
-        raw.norm, raw.store, raw._bad = None, None, set()
-        log = self.bad_log
-        raw.bad_log = BadFileLog(log.max_bad_fraction, log.min_files, len(self), log.log_path)
-        return raw
+
+class InMemoryLogMels(IndexedClips):
+    """The usable clips of a dataset held in memory as one float16 tensor.
+
+    Item ``i`` is ``(logmel [1, n_mels, T] float16, label, i)`` for clip ``i`` of
+    :attr:`index`, the subset of the source index whose clips could be read (bad files
+    are left out, and stay named in :attr:`bad_log`). Reading an item is a view of the
+    tensor: no decoding, no file access, so a loader needs no worker processes.
+    """
+
+    def __init__(self, source: IndexedClips, workers: int = 0, progress: bool = False) -> None:
+        from tqdm import tqdm
+
+        loader = DataLoader(source, batch_size=64, num_workers=workers, collate_fn=collate_skip_bad)
+        xs, positions = [], []
+        for batch in tqdm(loader, desc="loading log-mels", disable=not progress):
+            if batch is not None:
+                xs.append(batch[0].half())
+                positions.append(batch[2])
+        if not xs:
+            raise ValueError(
+                f"no usable audio among {len(source)} clips.\n{source.bad_log.summary()}"
+            )
+        pos = torch.cat(positions)
+        order = pos.argsort()
+        self.data = torch.cat(xs)[order]
+        self.index = source.index.subset(pos[order].numpy())
+        self.frontend, self.clip_seconds = source.frontend, source.clip_seconds
+        self.bad_log = source.bad_log
+        self._targets = [clip_target(self.index, i) for i in range(len(self.index))]
+
+    @staticmethod
+    def nbytes(source: IndexedClips) -> int:
+        """Memory the float16 log-mels of ``source`` would take."""
+        return len(source) * source.frontend.n_mels * source.num_frames * 2
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int | Tensor, int]:
+        return self.data[i], self._targets[i], i
 
 
 def collate_skip_bad(
@@ -181,7 +207,7 @@ def collate_skip_bad(
 
 
 def compute_norm_stats(
-    dataset: LogMelClipDataset,
+    dataset: IndexedClips,
     max_items: int | None = None,
     num_workers: int = 0,
     batch_size: int = 16,
@@ -192,13 +218,12 @@ def compute_norm_stats(
     (not its first ones, which are often one class or one fold). Padding is part of the
     clips the model sees, so it is counted too.
     """
-    raw = dataset.without_norm()
-    n = len(raw)
+    n = len(dataset)
     positions = np.arange(n)
     if max_items is not None and max_items < n:
         positions = np.unique(np.linspace(0, n - 1, max_items).round().astype(np.int64))
     loader = DataLoader(
-        Subset(raw, positions.tolist()),
+        Subset(dataset, positions.tolist()),
         batch_size=batch_size,
         num_workers=num_workers,
         collate_fn=collate_skip_bad,
@@ -212,7 +237,9 @@ def compute_norm_stats(
         total_sq += float((x * x).sum())
         count += x.numel()
     if count == 0:
-        raise ValueError(f"no usable audio among {len(positions)} clips.\n{raw.bad_log.summary()}")
+        raise ValueError(
+            f"no usable audio among {len(positions)} clips.\n{dataset.bad_log.summary()}"
+        )
     mean = total / count
     std = max(total_sq / count - mean * mean, 0.0) ** 0.5
     if not std > 0:

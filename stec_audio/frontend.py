@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torchaudio
@@ -67,8 +69,13 @@ class NormStats:
     def apply(self, logmel: Tensor) -> Tensor:
         return (logmel - self.mean) / self.std
 
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(asdict(self), indent=2))
+    def save(self, path: str | Path, **provenance: Any) -> None:
+        """Write ``{"mean", "std", **provenance}`` (what the statistics were computed from)
+        as JSON, atomically."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({**asdict(self), **provenance}, indent=2, default=str))
+        os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: str | Path) -> NormStats:
@@ -81,3 +88,18 @@ class NormStats:
         if not stats.std > 0:
             raise ValueError(f"{path}: std must be positive, got {stats.std}")
         return stats
+
+
+class LogMelNormalizer(nn.Module):
+    """``(x - mean) / std`` of raw log-mels on their device, in float32 (float16 cache items
+    come in as they are stored). ``[B, 1, F, T] -> [B, 1, F, T]``."""
+
+    def __init__(self, stats: NormStats) -> None:
+        super().__init__()
+        self.stats = stats
+        # not saved in checkpoints: the run directory keeps the statistics (stats.json)
+        self.register_buffer("mean", torch.tensor(float(stats.mean)), persistent=False)
+        self.register_buffer("std", torch.tensor(float(stats.std)), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x.float() - self.mean) / self.std

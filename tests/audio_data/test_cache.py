@@ -1,127 +1,121 @@
+"""The float16 log-mel cache: decode once, resume, and never serve an item for other audio."""
+
 from __future__ import annotations
 
 import json
+import os
+import shutil
 
 import numpy as np
 import pytest
 import torch
 
-from stec_audio.cache import CachedLogMelDataset, LogMelStore, prepare_cache
-from stec_audio.datasets import (
-    LogMelClipDataset,
-    collate_skip_bad,
-    compute_norm_stats,
-    esc50_entries,
-)
-from stec_audio.frontend import FrontEndConfig, NormStats
+from stec_audio.cache import LogMelStore, prepare_cache
+from stec_audio.datasets import LogMelClipDataset, esc50_entries
+from stec_audio.frontend import FrontEndConfig
 from stec_audio.io import TooManyBadFiles
 
-from .conftest import BAD, GOOD
+from .conftest import BAD, GOOD, write_kind
+
+
+def cached_dataset(index, folder, **kwargs):
+    return LogMelClipDataset(index, clip_seconds=1.0, cache_dir=folder, **kwargs)
 
 
 def test_cache_round_trip_equals_on_the_fly_logmels(esc50_dir, tmp_path):
     index = esc50_entries(esc50_dir)
-    report = prepare_cache(index, tmp_path / "c", clip_seconds=1.0, workers=2, progress=False)
+    ds = cached_dataset(index, tmp_path / "c")
+    report = prepare_cache(ds, workers=2, progress=False)
     assert (report.n_clips, report.n_cached, report.n_new, report.n_reused) == (16, 10, 10, 0)
     assert report.n_bad == len(BAD) and "silent" in report.bad_summary
     bad_lines = (tmp_path / "c" / "bad_files.tsv").read_text().splitlines()
-    assert sorted(line.split("\t")[1].rsplit("/", 1)[1] for line in bad_lines) == sorted(BAD)
-
-    # The statistics were computed first, over the usable clips, and stored.
-    raw = LogMelClipDataset(index, clip_seconds=1.0)
-    stored = NormStats.load(tmp_path / "c" / "stats.json")
-    assert stored == report.norm
-    expected = compute_norm_stats(raw)
-    assert stored.mean == pytest.approx(expected.mean, rel=1e-6)
-    assert stored.std == pytest.approx(expected.std, rel=1e-6)
-
-    cached = CachedLogMelDataset(tmp_path / "c")
-    live = LogMelClipDataset(index, clip_seconds=1.0, norm=stored)
-    assert len(cached) == len(GOOD) and cached.class_names == index.class_names
-    assert cached.norm == stored and cached.num_frames == live.num_frames == 101
-    live_by_id = {index.id(i): live[i] for i in range(len(index)) if live[i] is not None}
-    for j in range(len(cached)):
-        x, label, k = cached[j]
-        assert k == j and x.dtype == torch.float32 and x.shape == (1, 64, 101)
-        x_live, label_live, _ = live_by_id[cached.index.id(j)]
-        assert label == label_live
-        # float16 keeps about 3 significant digits of the normalised values.
-        assert torch.allclose(x, x_live, atol=2e-2, rtol=1e-3)
-        assert (x - x_live).abs().max() > 0  # really read from float16
-    assert np.array_equal(
-        cached.index.folds,
-        index.subset([i for i in range(len(index)) if index.id(i) in live_by_id]).folds,
-    )
-    x, y, idx = collate_skip_bad([cached[0], cached[1]])
-    assert x.shape == (2, 1, 64, 101) and y.dtype == torch.long
+    assert sorted(line.rsplit("\t", 1)[1].rsplit("/", 1)[1] for line in bad_lines) == sorted(BAD)
+    live = LogMelClipDataset(index, clip_seconds=1.0)
+    reader = cached_dataset(index, tmp_path / "c")
+    reader.load = None  # every usable clip comes from the cache: nothing is decoded
+    for i in range(len(index)):
+        if index.id(i) not in GOOD:
+            continue
+        x, label, k = reader[i]
+        x_live, label_live, _ = live[i]
+        assert k == i and label == label_live and x.dtype == torch.float16
+        # float16 keeps the raw log-mels to about 1e-2 (values of magnitude up to 16)
+        assert torch.allclose(x.float(), x_live, atol=2e-2)
+        assert (x.float() - x_live).abs().max() > 0  # really read from float16
 
 
 def test_resume_skips_done_clips(esc50_dir, tmp_path):
     index = esc50_entries(esc50_dir)
-    norm = NormStats(-5.0, 4.0)
-    prepare_cache(index, tmp_path / "c", clip_seconds=1.0, norm=norm, workers=0, progress=False)
+    prepare_cache(cached_dataset(index, tmp_path / "c"), workers=0, progress=False)
     store = LogMelStore(tmp_path / "c", FrontEndConfig(), 1.0)
-    items = {index.id(i): store.item_path(index.id(i)) for i in range(len(index))}
+    items = {
+        index.id(i): store.item_path(store.key(index.id(i), index.path(i)))
+        for i in range(len(index))
+    }
     done = {k: p.stat().st_mtime_ns for k, p in items.items() if p.exists()}
     assert len(done) == len(GOOD)
     removed = sorted(done)[0]
     items[removed].unlink()
-
-    report = prepare_cache(index, tmp_path / "c", clip_seconds=1.0, workers=0, progress=False)
+    report = prepare_cache(cached_dataset(index, tmp_path / "c"), workers=0, progress=False)
     assert (report.n_new, report.n_reused, report.n_cached) == (1, len(GOOD) - 1, len(GOOD))
-    assert report.norm == norm  # the stored statistics are reused
     for k, stamp in done.items():
         if k != removed:
             assert items[k].stat().st_mtime_ns == stamp
     assert report.n_bad == len(BAD)  # failed clips are tried again (a fixed file gets in)
-    again = prepare_cache(index, tmp_path / "c", clip_seconds=1.0, workers=0, progress=False)
+    again = prepare_cache(cached_dataset(index, tmp_path / "c"), workers=0, progress=False)
     assert (again.n_new, again.n_reused) == (0, len(GOOD))
 
 
-def test_cache_refuses_other_config_or_stats(esc50_dir, tmp_path):
-    index = esc50_entries(esc50_dir)
-    prepare_cache(
-        index, tmp_path / "c", clip_seconds=1.0, norm=NormStats(0.0, 1.0), workers=0, progress=False
+def test_an_item_is_only_served_for_the_file_it_was_made_from(esc50_dir, tmp_path):
+    root = tmp_path / "esc"
+    shutil.copytree(esc50_dir, root)
+    index = esc50_entries(root)
+    prepare_cache(cached_dataset(index, tmp_path / "c"), workers=0, progress=False)
+    i = next(j for j in range(len(index)) if index.id(j) == "1-001-A-0.wav")
+    before = cached_dataset(index, tmp_path / "c")[i][0].float()
+    # the file is replaced in place by another sound (same name, new content and time)
+    write_kind(root / "audio" / "1-001-A-0.wav", "pcm16_44k", 2500.0)
+    stat = os.stat(root / "audio" / "1-001-A-0.wav")
+    os.utime(root / "audio" / "1-001-A-0.wav", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    after = cached_dataset(index, tmp_path / "c")[i][0].float()
+    fresh = LogMelClipDataset(index, clip_seconds=1.0)[i][0]
+    assert not torch.allclose(before, after, atol=0.5)
+    assert torch.allclose(after, fresh, atol=2e-2)
+    # the same clip id under another root is another file: another item
+    other = LogMelStore(tmp_path / "c", FrontEndConfig(), 1.0)
+    assert other.key("1-001-A-0.wav", str(esc50_dir / "audio" / "1-001-A-0.wav")) != other.key(
+        "1-001-A-0.wav", str(root / "audio" / "1-001-A-0.wav")
     )
+
+
+def test_cache_refuses_another_configuration(esc50_dir, tmp_path):
+    index = esc50_entries(esc50_dir)
+    prepare_cache(cached_dataset(index, tmp_path / "c"), workers=0, progress=False)
     with pytest.raises(ValueError, match="different configuration.*clip_seconds"):
-        prepare_cache(index, tmp_path / "c", clip_seconds=2.0, workers=0, progress=False)
-    with pytest.raises(ValueError, match="normalised with"):
-        prepare_cache(
-            index,
-            tmp_path / "c",
-            clip_seconds=1.0,
-            norm=NormStats(1.0, 2.0),
-            workers=0,
-            progress=False,
-        )
+        LogMelClipDataset(index, clip_seconds=2.0, cache_dir=tmp_path / "c")
     config = json.loads((tmp_path / "c" / "config.json").read_text())
     assert config["frontend"]["n_mels"] == 64 and config["dtype"] == "float16"
-    with pytest.raises(FileNotFoundError, match="not a finished log-mel cache"):
-        CachedLogMelDataset(tmp_path / "nothing")
+    assert config["version"] == 2 and "not normalised" in config["values"]
+    with pytest.raises(ValueError, match="cache_dir"):
+        prepare_cache(LogMelClipDataset(index, clip_seconds=1.0), progress=False)
 
 
 def test_dataset_reads_through_and_writes_the_cache(esc50_dir, tmp_path):
     index = esc50_entries(esc50_dir)
-    with pytest.raises(ValueError, match="needs normalisation statistics"):
-        LogMelClipDataset(index, clip_seconds=1.0, cache_dir=tmp_path / "w")
-    norm = NormStats(-4.0, 3.0)
-    ds = LogMelClipDataset(index, clip_seconds=1.0, norm=norm, cache_dir=tmp_path / "w")
+    ds = cached_dataset(index, tmp_path / "w")
     first = [ds[i] for i in range(len(ds))]
     assert len(list((tmp_path / "w" / "items").rglob("*.npy"))) == len(GOOD)
-    # A new dataset on the same folder reads the stored statistics and the items.
-    ds2 = LogMelClipDataset(index, clip_seconds=1.0, cache_dir=tmp_path / "w")
-    assert ds2.norm == norm
+    ds2 = cached_dataset(index, tmp_path / "w")
     ds2.load = None  # decoding is not needed for cached clips
     for i, item in enumerate(first):
         if item is not None:
-            x2 = ds2[i][0]
-            assert torch.allclose(item[0], x2, atol=2e-2) and x2.dtype == torch.float32
-    # The cache folder is also a valid prepare_cache folder: nothing left to convert.
-    report = prepare_cache(index, tmp_path / "w", clip_seconds=1.0, workers=0, progress=False)
-    assert report.n_new == 0 and len(CachedLogMelDataset(tmp_path / "w")) == len(GOOD)
+            # the first read returns what the cache holds: both epochs see the same values
+            assert torch.equal(item[0], ds2[i][0]) and item[0].dtype == torch.float16
+    report = prepare_cache(cached_dataset(index, tmp_path / "w"), workers=0, progress=False)
+    assert report.n_new == 0 and report.n_reused == len(GOOD)
+    assert np.isfinite(np.load(next((tmp_path / "w" / "items").rglob("*.npy")))).all()
 
 
 def test_prepare_stops_when_most_files_are_bad(mostly_bad_dir, tmp_path):
     with pytest.raises(TooManyBadFiles, match="cannot decode audio"):
-        prepare_cache(esc50_entries(mostly_bad_dir), tmp_path / "c", clip_seconds=1.0,
-                      norm=NormStats(0.0, 1.0), workers=0, progress=False)  # fmt: skip
+        prepare_cache(cached_dataset(esc50_entries(mostly_bad_dir), tmp_path / "c"), workers=0, progress=False)  # fmt: skip

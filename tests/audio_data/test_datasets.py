@@ -8,6 +8,7 @@ from torch.utils.data import DataLoader
 from stec_audio.datasets import (
     ClipEntry,
     ClipIndex,
+    InMemoryLogMels,
     LogMelClipDataset,
     collate_skip_bad,
     compute_norm_stats,
@@ -15,7 +16,7 @@ from stec_audio.datasets import (
     folder_entries,
     manifest_entries,
 )
-from stec_audio.frontend import FrontEndConfig, LogMel, NormStats
+from stec_audio.frontend import FrontEndConfig, LogMel, LogMelNormalizer
 from stec_audio.io import TooManyBadFiles, fit_length, load_audio
 
 from .conftest import ABSENT, BAD, GOOD, make_esc50, write_kind
@@ -56,10 +57,9 @@ def test_esc50_errors_name_the_problem(tmp_path, esc50_dir):
         esc50_entries(tmp_path)
 
 
-def expected_logmel(path, seconds=1.0, norm=None):
+def expected_logmel(path, seconds=1.0):
     wave = fit_length(load_audio(path), int(16000 * seconds))
-    x = LogMel(FrontEndConfig())(torch.from_numpy(wave))[0]
-    return norm.apply(x) if norm is not None else x
+    return LogMel(FrontEndConfig())(torch.from_numpy(wave))[0]
 
 
 def test_logmel_dataset_items_and_bad_files(esc50_dir):
@@ -132,18 +132,36 @@ def test_one_bad_file_of_three_does_not_stop(tmp_path):
 
 def test_compute_norm_stats_matches_direct_computation(esc50_dir):
     index = esc50_entries(esc50_dir)
-    ds = LogMelClipDataset(index, clip_seconds=1.0, norm=NormStats(3.0, 2.0))
+    ds = LogMelClipDataset(index, clip_seconds=1.0)
     stats = compute_norm_stats(ds)
     values = torch.cat(
         [expected_logmel(esc50_dir / "audio" / n).flatten().double() for n in sorted(GOOD)]
     )
     assert stats.mean == pytest.approx(values.mean().item(), rel=1e-5)
     assert stats.std == pytest.approx(values.std(unbiased=False).item(), rel=1e-5)
-    normed = LogMelClipDataset(index, clip_seconds=1.0, norm=stats)
-    xs = torch.cat([it[0].flatten() for it in map(normed.__getitem__, range(len(index))) if it])
+    normalise = LogMelNormalizer(stats)
+    xs = torch.cat(
+        [normalise(it[0]).flatten() for it in map(ds.__getitem__, range(len(index))) if it]
+    )
     assert abs(xs.mean().item()) < 1e-3 and abs(xs.std().item() - 1) < 1e-3
     sub = compute_norm_stats(ds, max_items=4)
     assert sub != stats and sub.std > 0
+
+
+def test_in_memory_dataset_holds_the_usable_clips(esc50_dir):
+    index = esc50_entries(esc50_dir)
+    source = LogMelClipDataset(index, clip_seconds=1.0)
+    memory = InMemoryLogMels(source, workers=2)
+    assert len(memory) == len(GOOD) and memory.data.dtype == torch.float16
+    assert InMemoryLogMels.nbytes(source) == len(index) * 64 * 101 * 2
+    assert sorted(memory.index.id(i) for i in range(len(memory))) == sorted(GOOD)
+    assert memory.bad_log.n_bad == len(BAD)
+    for i in range(len(memory)):
+        x, label, k = memory[i]
+        position = [j for j in range(len(index)) if index.id(j) == memory.index.id(i)][0]
+        expected = expected_logmel(index.path(position))
+        assert k == i and label == index.label(position) and x.shape == (1, 64, 101)
+        assert torch.allclose(x.float(), expected, atol=1e-2)  # float16 of the raw log-mel
 
 
 def test_manifest_string_int_and_multi_labels(tmp_path):

@@ -4,6 +4,7 @@ AudioSet with missing clips, the demo set), plus config errors and HEAR on the e
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,7 @@ import torch
 from stec.engine.checkpoint import load_checkpoint
 from stec_audio import hear
 from stec_audio.cli import main
+from stec_audio.frontend import NormStats
 from tests.audio_data.conftest import ABSENT, BAD, GOOD, make_esc50
 from tests.audio_data.test_audioset import short_wav, write_labels, write_segments
 
@@ -43,7 +45,10 @@ def test_esc50_prepare_pretrain_resume_evaluate_embed(esc50, tmp_path, capsys):
     data = ["data=esc50", f"data.root={esc50}", "data.cache=true", "data.prepared=prep"]
     assert main(["prepare", *data, "trainer.num_workers=0", *TINY]) == 0
     out = capsys.readouterr().out
-    assert "log-mel cache: 10/16 clips" in out and (tmp_path / "prep/stats.json").exists()
+    assert "10 usable clips of 16" in out
+    prepared = list((tmp_path / "prep").glob("esc50-*"))
+    assert len(prepared) == 1 and len(list(prepared[0].glob("stats-*.json"))) == 1
+    assert len(list((prepared[0] / "cache" / "items").rglob("*.npy"))) == 10
     run = ["run_dir=run", "method=simclr", "efference=both"]
     assert main(["pretrain", *data, *run, *TINY]) == 0
     assert load_checkpoint(tmp_path / "run/checkpoints/last.pt")["step"] == 3
@@ -68,8 +73,10 @@ def test_esc50_pretrain_without_prepare_reads_audio_and_reports_bad_files(esc50,
     assert main(["pretrain", *data, "run_dir=r", "efference=inverse", *TINY]) == 0
     out = capsys.readouterr().out
     assert "1-011-A-0.wav" in out  # a corrupt file is named in the summary
-    assert (tmp_path / "prep2/stats.json").exists()  # statistics computed once and stored
-    assert (tmp_path / "r/stats.json").read_text() == (tmp_path / "prep2/stats.json").read_text()
+    (stored,) = (tmp_path / "prep2").glob("esc50-*/stats-*.json")  # computed once, stored
+    assert NormStats.load(tmp_path / "r/stats.json") == NormStats.load(stored)
+    provenance = json.loads(stored.read_text())
+    assert provenance["n_clips"] == 16 and provenance["root"] == str(esc50.resolve())
     meta = json.loads((tmp_path / "r/export/encoder.json").read_text())
     assert meta["norm"]["std"] > 0 and meta["frontend"]["n_mels"] == 64
 
@@ -165,3 +172,76 @@ def test_a_mostly_broken_dataset_stops_early_with_a_message(tmp_path, capsys):
 def test_evaluate_with_a_missing_checkpoint_names_it(tmp_path, capsys):
     assert main(["evaluate", "checkpoint=nowhere", "data.n_per_class=2", *TINY]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+def _random_floor(tmp_path, folder, *args) -> dict:
+    out = tmp_path / folder / "results.json"
+    assert (
+        main(["evaluate", "checkpoint=random", "data.prepared=prep", f"out={out}", *args, *TINY])
+        == 0
+    )
+    return json.loads(out.read_text())
+
+
+def test_two_corpora_with_the_same_name_never_share_prepared_data(tmp_path):
+    # two ESC-50-layout corpora, prepared into the same folder one after the other
+    first = make_esc50(
+        tmp_path / "A", {f"{1 + i % 5}-{i:03d}-A-{i % 2}.wav": "pcm16_44k" for i in range(10)}
+    )
+    second = make_esc50(
+        tmp_path / "B", {f"{1 + i % 5}-{i:03d}-A-{i % 2}.wav": "u8_16k" for i in range(10)}
+    )
+    shared_a = _random_floor(tmp_path, "a", "data=esc50", f"data.root={first}")
+    shared_b = _random_floor(tmp_path, "b", "data=esc50", f"data.root={second}")
+    assert len(list((tmp_path / "prep").glob("esc50-*"))) == 2
+    stats = sorted((tmp_path / "prep").glob("esc50-*/stats-*.json"))
+    assert len(stats) == 2 and NormStats.load(stats[0]) != NormStats.load(stats[1])
+    # the second corpus scores exactly what it scores in a fresh folder
+    shutil.rmtree(tmp_path / "prep")
+    alone_b = _random_floor(tmp_path, "b2", "data=esc50", f"data.root={second}")
+    assert alone_b["per_fold"] == shared_b["per_fold"]
+    assert shared_a["n_clips"] == shared_b["n_clips"] == 10
+
+
+def test_esc10_with_the_full_cache_present_reads_only_its_clips(tmp_path):
+    demo = ["data.n_per_class=5"]
+    assert main(["prepare", "data.prepared=prep", *demo, *TINY]) == 0
+    full = _random_floor(tmp_path, "full", *demo)
+    esc10 = _random_floor(tmp_path, "esc10", *demo, "data.esc10=true")
+    assert full["n_clips"] == 50 and esc10["n_clips"] == 25  # the first 5 classes
+    assert (
+        main(
+            [
+                "embed",
+                "checkpoint=random",
+                "data.prepared=prep",
+                "data.esc10=true",
+                "out=e.npy",
+                *demo,
+                *TINY,
+            ]
+        )
+        == 0
+    )
+    stored = np.load(tmp_path / "e.npy", allow_pickle=True).item()
+    assert sorted(set(stored["labels"].tolist())) == [0, 1, 2, 3, 4]
+    # the ESC-10 statistics are its own, next to the full set's
+    assert len(list((tmp_path / "prep").glob("demo-*/stats-*.json"))) == 2
+
+
+def test_audioset_random_floor_is_evaluated_on_the_eval_list(tmp_path):
+    root = tmp_path / "AudioSet"
+    rows = [(f"clip{i:07d}", 0.0, [i % 3, 3 + i % 2]) for i in range(20)]
+    for ytid, _, _ in rows:
+        short_wav(root / "audio" / f"{ytid}.wav")
+    write_segments(root / "balanced_train_segments.csv", rows[:14])
+    write_segments(root / "eval_segments.csv", rows[14:])
+    write_labels(root / "class_labels_indices.csv")
+    data = [
+        "data=audioset",
+        f"data.root={root}",
+        "data.clip_seconds=1.0",
+        "augment.time_crop.frames=48",
+    ]
+    results = _random_floor(tmp_path, "as", *data)
+    assert results["n_train"] == 14 and results["n_eval"] == 6
