@@ -8,8 +8,10 @@ package ``stec_configs``, so they are found from wheels as well as from the sour
 
 from __future__ import annotations
 
+import difflib
 import logging
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
@@ -21,16 +23,24 @@ from omegaconf.errors import MissingMandatoryValue
 from stec.distributed import is_main
 from stec.engine.checkpoint import CheckpointError
 from stec.engine.trainer import NonFiniteLossError, Trainer, TrainerConfig
+from stec.errors import ConfigError, UserError, user_input
 from stec.methods import SSLMethod, build_method, choose
 
 log = logging.getLogger("stec")
 
-
 FLOORS = ("random", "logmel_stats", "pixels")
 
-
-class ConfigError(ValueError):
-    """A config key or value is invalid; the message names the key and the allowed values."""
+#: Errors the CLIs print as one line (the user can fix them); anything else is a bug and
+#: keeps its traceback. Input errors exit with 2, failed runs (a diverged loss, a broken
+#: checkpoint, a dataset with too many bad files) with 1.
+USER_ERRORS = (
+    UserError,
+    FileNotFoundError,
+    MissingMandatoryValue,
+    CheckpointError,
+    NonFiniteLossError,
+)
+INPUT_ERRORS = (ValueError, FileNotFoundError, MissingMandatoryValue)
 
 
 def config_root() -> Path:
@@ -39,37 +49,81 @@ def config_root() -> Path:
 
 def compose_config(modality: str, overrides: Sequence[str]) -> DictConfig:
     """Compose ``configs/<modality>`` with the shared groups and the user's overrides."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    root = config_root()
-    GlobalHydra.instance().clear()
-    search = f"hydra.searchpath=[file://{root / 'common'}]"
     try:
-        with initialize_config_dir(config_dir=str(root / modality), version_base=None):
-            cfg = compose(config_name=modality, overrides=[*overrides, search])
+        cfg = _compose(modality, overrides)
     except (HydraException, OmegaConfBaseException) as err:
-        raise ConfigError(_explain(err)) from None
+        raise ConfigError(_explain(err, modality, overrides)) from err
     OmegaConf.set_struct(cfg, True)
     return cfg
 
 
-def _explain(err: Exception) -> str:
-    text = str(err).split("Config search path")[0].strip()
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if "Could not find" in text and "Available options" in text:
-        head = lines[0].split("In '")[-1].split("': ", 1)[-1]
-        group = text.split("Available options in '")[1].split("'")[0]
-        options = [
-            line for line in lines if "Available options" not in line and line not in lines[0]
-        ]
-        return f"{head}; allowed values for {group}: {', '.join(options)}"
-    if "not in struct" in text or "Could not override" in text:
-        key = lines[0].split("'")[1] if "'" in lines[0] else lines[0]
-        return f"unknown config key {key!r}: {lines[-1]}. Run with --help to see the valid keys."
-    return " ".join(lines)
+def _compose(modality: str, overrides: Sequence[str]) -> DictConfig:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    root = config_root()
+    GlobalHydra.instance().clear()
+    search = f"hydra.searchpath=[file://{root / 'common'}]"
+    with initialize_config_dir(config_dir=str(root / modality), version_base=None):
+        return compose(config_name=modality, overrides=[*overrides, search])
+
+
+def _explain(err: Exception, modality: str, overrides: Sequence[str]) -> str:
+    """One line for a Hydra composition error: every allowed option of a group, or the
+    closest valid key (instead of Hydra's advice to append an unknown key with ``+``)."""
+    from hydra.errors import MissingConfigException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+    if isinstance(err, MissingConfigException) and err.options:
+        group, _, value = str(err.missing_cfg_file).rpartition("/")
+        options = sorted(err.options)
+        message = (
+            f"{group}={value} does not exist; allowed values for {group}: {', '.join(options)}"
+        )
+        close = difflib.get_close_matches(value, options, n=1)
+        return message + (f"; did you mean {close[0]}?" if close else "")
+    cause = err.__cause__
+    if isinstance(cause, ConfigAttributeError | ConfigKeyError) and cause.full_key:
+        # the failing node can be a parent of the key the user wrote (``trainr.epochs``)
+        key = str(cause.full_key)
+        written = [o.split("=", 1)[0].lstrip("+~") for o in overrides]
+        key = next((w for w in written if w.startswith(key + ".")), key)
+        return _unknown_key(key, _valid_keys(modality, overrides))
+    text = str(err).split("Config search path")[0]
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _valid_keys(modality: str, overrides: Sequence[str]) -> DictConfig:
+    """The config the user's group choices (``data=esc50``) give, to look keys up in."""
+    from hydra.errors import HydraException
+
+    groups = set(group_options(modality))
+    choices = [o for o in overrides if o.split("=", 1)[0] in groups]
+    try:
+        return _compose(modality, choices)
+    except HydraException:
+        return _compose(modality, [])
+
+
+def _unknown_key(key: str, cfg: DictConfig) -> str:
+    parts = key.split(".")
+    node, known = cfg, []
+    for part in parts:
+        if not isinstance(node, DictConfig):
+            return f"unknown config key {key!r}: {'.'.join(known)!r} holds a value, not keys"
+        if part not in node:
+            break
+        node, known = node[part], [*known, part]
+    missing = parts[len(known)]
+    close = difflib.get_close_matches(missing, [str(k) for k in node], n=1, cutoff=0.6)
+    if close:
+        guess = ".".join([*known, close[0], *parts[len(known) + 1 :]])
+        return f"unknown config key {key!r}; did you mean {guess!r}?"
+    where = f"keys of {'.'.join(known)}" if known else "top-level keys"
+    return f"unknown config key {key!r}; {where}: {', '.join(sorted(str(k) for k in node))}"
 
 
 def group_options(modality: str) -> dict[str, list[str]]:
@@ -84,9 +138,15 @@ def group_options(modality: str) -> dict[str, list[str]]:
 
 
 def print_help(prog: str, modality: str, commands: dict[str, str]) -> None:
-    print(f"usage: {prog} COMMAND [key=value ...] [group=option ...]\n\ncommands:")
+    print(f"usage: {prog} [--debug] COMMAND [key=value ...] [group=option ...]\n\ncommands:")
     for name, text in commands.items():
         print(f"  {name:<10} {text}")
+    print(
+        "\noptions:\n"
+        "  -h, --help  this help\n"
+        "  --debug     debug logging, and the full traceback of every error (without it an\n"
+        "              error in the config, data, a checkpoint or an export is one line)"
+    )
     print("\nconfig groups (choose with group=option):")
     for group, options in group_options(modality).items():
         print(f"  {group:<10} {' | '.join(options)}")
@@ -102,10 +162,15 @@ def run_cli(
     commands: dict[str, tuple[str, Callable[[DictConfig], Any]]],
     user_errors: tuple[type[Exception], ...] = (),
 ) -> int:
-    """Parse ``COMMAND overrides...``, compose the config and run the command. Errors a user
-    can fix (config, data, checkpoints, a diverged run, and ``user_errors``) are printed
-    as one message and exit non-zero instead of a traceback."""
+    """Parse ``[--debug] COMMAND overrides...``, compose the config and run the command.
+
+    Errors a user can fix (:data:`USER_ERRORS` and ``user_errors``) are printed as one line
+    and exit with 2 (bad input) or 1 (a failed run); ``--debug`` adds their traceback. Any
+    other exception is a bug: its traceback is printed and the exit status is 1.
+    """
     args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
     descriptions = {name: text for name, (text, _) in commands.items()}
     if not args or args[0] in ("-h", "--help", "help"):
         print_help(prog, modality, descriptions)
@@ -120,6 +185,7 @@ def run_cli(
         print_help(prog, modality, descriptions)
         return 0
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    log.setLevel(logging.DEBUG if debug else logging.NOTSET)
     try:
         cfg = compose_config(modality, overrides)
         action = commands[command][1]
@@ -127,21 +193,24 @@ def run_cli(
             action(cfg, overrides)
         else:
             action(cfg)
-    except MissingMandatoryValue as err:
-        key = err.full_key
-        print(
-            f"{prog} {command}: error: {key} is required: set it, e.g. {key}=...", file=sys.stderr
-        )
-        return 2
-    except (ConfigError, ValueError, FileNotFoundError) as err:
-        print(f"{prog} {command}: error: {err}", file=sys.stderr)
-        return 2
-    except (CheckpointError, NonFiniteLossError, *user_errors) as err:
-        print(f"{prog} {command}: error: {err}", file=sys.stderr)
-        return 1
+    except Exception as err:
+        if not isinstance(err, (*USER_ERRORS, *user_errors)):
+            traceback.print_exc()
+            print(f"{prog} {command}: internal error: {type(err).__name__}: {err}", file=sys.stderr)
+            return 1
+        if debug:
+            traceback.print_exc()
+        if isinstance(err, MissingMandatoryValue):
+            key = err.full_key
+            message = f"{key} is required: set it, e.g. {key}=..."
+        else:
+            message = str(err)
+        print(f"{prog} {command}: error: {message}", file=sys.stderr)
+        return 2 if isinstance(err, INPUT_ERRORS) else 1
     return 0
 
 
+@user_input("method", "efference")
 def build_method_from_config(
     cfg: DictConfig, backbone, feature_dim: int, action_space
 ) -> SSLMethod:
@@ -182,17 +251,18 @@ def pretrain_run(
 ) -> Trainer:
     """Build the method from ``cfg`` around ``encoder`` and train it into ``cfg.run_dir``."""
     method = build_method_from_config(cfg, encoder, feature_dim, augmenter.action_space())
-    trainer = Trainer(
-        method,
-        dataset,
-        trainer_config(cfg),
-        cfg.run_dir,
-        augmenter=augmenter,
-        collate_fn=collate_fn,
-        num_classes=n_classes,
-        run_config=plain(cfg),
-        export_meta=export_meta,
-    )
+    with user_input("trainer"):  # checks the budget against the data (batch size, ...)
+        trainer = Trainer(
+            method,
+            dataset,
+            trainer_config(cfg),
+            cfg.run_dir,
+            augmenter=augmenter,
+            collate_fn=collate_fn,
+            num_classes=n_classes,
+            run_config=plain(cfg),
+            export_meta=export_meta,
+        )
     if is_main():
         print(
             f"pretraining {cfg.method.name} (efference={cfg.efference.mode}) on {cfg.data.name}: "
@@ -213,6 +283,7 @@ def pretrain_run(
     return trainer
 
 
+@user_input("trainer")
 def trainer_config(cfg: DictConfig) -> TrainerConfig:
     values = OmegaConf.to_container(cfg.trainer, resolve=True)
     trainer = TrainerConfig.from_dict(values)

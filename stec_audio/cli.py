@@ -28,6 +28,7 @@ from stec.cli import (
 )
 from stec.distributed import init_from_env, is_main
 from stec.engine.trainer import resolve_device
+from stec.errors import user_input
 from stec.evaluation import (
     class_distance_ratio,
     cross_validate,
@@ -76,7 +77,8 @@ def pretrain(cfg: DictConfig) -> None:
     index = app.build_index(cfg)
     stats = app.norm_stats(cfg, index)
     dataset = app.clip_dataset(cfg, index, stats)
-    pipeline = build_audio_pipeline(app.pipeline_config(cfg, stats))
+    with user_input("augment"):
+        pipeline = build_audio_pipeline(app.pipeline_config(cfg, stats))
     augmenter = TwoViews(pipeline)
     torch.manual_seed(cfg.seed)
     encoder = app.new_encoder(cfg)

@@ -25,6 +25,7 @@ from stec.cli import (
 )
 from stec.distributed import init_from_env
 from stec.engine.trainer import resolve_device
+from stec.errors import DataError, user_input
 from stec.evaluation import (
     class_distance_ratio,
     embed,
@@ -40,6 +41,7 @@ from stec_vision.encoders import build_vision_encoder, encoder_meta, load_vision
 log = logging.getLogger("stec")
 
 
+@user_input("data", error=DataError)
 def dataset(cfg: DictConfig, split: str):
     """``split`` may join several with ``+`` (STL-10's ``train+unlabeled``)."""
     parts = [
@@ -59,7 +61,8 @@ def pretrain(cfg: DictConfig) -> None:
     init_from_env()
     train = dataset(cfg, cfg.data.get("pretrain_split", cfg.data.train_split))
     overrides = OmegaConf.to_container(cfg.augment, resolve=True) or None
-    augmenter = build_two_views(cfg.data.preset, int(cfg.data.size), overrides)
+    with user_input("augment", "data.preset"):
+        augmenter = build_two_views(cfg.data.preset, int(cfg.data.size), overrides)
     torch.manual_seed(cfg.seed)
     e = cfg.encoder
     encoder, dim = build_vision_encoder(e.name, cifar_stem=e.cifar_stem, width=e.width)

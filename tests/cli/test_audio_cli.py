@@ -4,15 +4,22 @@ AudioSet with missing clips, the demo set), plus config errors and HEAR on the e
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from stec.engine.checkpoint import load_checkpoint
+from stec.engine.export import export_backbone
+from stec.errors import ExportError
 from stec_audio import hear
 from stec_audio.cli import main
+from stec_audio.encoders import AudioNTT2020
+from stec_audio.frontend import FrontEndConfig, NormStats
+from stec_audio.hear import audio_export_meta
 from tests.audio_data.conftest import ABSENT, BAD, GOOD, make_esc50
 from tests.audio_data.test_audioset import short_wav, write_labels, write_segments
 
@@ -114,6 +121,17 @@ def test_demo_random_floor_and_embed_npy(tmp_path):
     [
         (["pretrain", "trainer.epochz=3"], "trainer.epochz"),
         (["pretrain", "method=moco"], "allowed values for method: byol, relic, simclr"),
+        (["pretrain", "method=simclrr"], "allowed values for method: byol, relic, simclr"),
+        (["pretrain", "method=simclrr"], "did you mean simclr?"),
+        (
+            ["pretrain", "efference=inversee"],
+            "allowed values for efference: both, forward, inverse, off",
+        ),
+        (["pretrain", "encoder=resnett"], "allowed values for encoder: audiontt, resnet"),
+        (["pretrain", "trainer.epoch=3"], "unknown config key 'trainer.epoch'"),
+        (["pretrain", "trainer.epoch=3"], "did you mean 'trainer.epochs'?"),
+        (["pretrain", "augment.rrc.freq_scal=[1,1]"], "did you mean 'augment.rrc.freq_scale'?"),
+        (["pretrain", "data=esc50", "data.rot=x"], "did you mean 'data.root'?"),
         (
             ["pretrain", "efference=sideways"],
             "allowed values for efference: both, forward, inverse, off",
@@ -127,19 +145,51 @@ def test_demo_random_floor_and_embed_npy(tmp_path):
             "efference.inverse_input='head' is not valid",
         ),
         (["pretrain", "augment.rrc.bogus=1"], "bogus"),
+        (["pretrain", "augment.rrc.freq_scale=[2,1]"], "augment.rrc: RandomResizeCrop: freq"),
+        (["pretrain", "trainer.batch_size=64"], "trainer.batch_size=64 is larger than the"),
         (["frobnicate"], "unknown command 'frobnicate'"),
         (["evaluate"], "checkpoint is required"),
     ],
 )
 def test_config_errors_name_the_key(args, message, capsys):
     assert main([*args, "data.n_per_class=2"]) == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err
+    assert "+" not in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_unknown_key_without_a_close_match_lists_the_keys_of_its_section(capsys):
+    assert main(["pretrain", "augment.fader.zzz=1"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config key 'augment.fader.zzz'" in err
+    assert "keys of augment.fader: enabled, max_gain, p" in err
+
+
+def test_user_errors_are_one_line_and_debug_shows_their_traceback(capsys):
+    assert main(["evaluate", "data.n_per_class=2"]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint is required" in err and "Traceback" not in err
+    assert main(["--debug", "evaluate", "data.n_per_class=2"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.strip().splitlines()[-1].endswith("checkpoint=logmel_stats")
+
+
+def test_an_internal_error_keeps_its_traceback(monkeypatch, capsys):
+    def broken(*args, **kwargs):
+        raise ValueError("operands could not be broadcast together")
+
+    monkeypatch.setattr("stec_audio.cli.app.build_index", broken)
+    assert main(["pretrain", "data.n_per_class=2"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "in broken" in err
+    assert "internal error: ValueError: operands could not be broadcast together" in err
 
 
 def test_help_lists_commands_and_groups(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
     for word in (
+        "--debug",
         "pretrain",
         "evaluate",
         "embed",
@@ -165,3 +215,89 @@ def test_a_mostly_broken_dataset_stops_early_with_a_message(tmp_path, capsys):
 def test_evaluate_with_a_missing_checkpoint_names_it(tmp_path, capsys):
     assert main(["evaluate", "checkpoint=nowhere", "data.n_per_class=2", *TINY]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+def _tiny_export(folder):
+    encoder = AudioNTT2020(d=32)
+    meta = audio_export_meta(encoder, FrontEndConfig(), NormStats(0.5, 2.0))
+    return export_backbone(encoder, folder, meta), encoder, meta
+
+
+def _rewrite_meta(folder, change):
+    meta = json.loads((folder / "encoder.json").read_text())
+    change(meta)
+    (folder / "encoder.json").write_text(json.dumps(meta))
+
+
+def _drop_weight(folder, key):
+    state = load_file(str(folder / "encoder.safetensors"))
+    del state[key]
+    save_file(state, str(folder / "encoder.safetensors"))
+
+
+MALFORMED_EXPORTS = {
+    "bad JSON": (
+        lambda f: (f / "encoder.json").write_text('{"format": "stec-encoder",'),
+        "encoder.json: not valid JSON",
+    ),
+    "no encoder entry": (
+        lambda f: _rewrite_meta(f, lambda m: m.pop("encoder")),
+        'encoder.json: "encoder" must be',
+    ),
+    "encoder without a name": (
+        lambda f: _rewrite_meta(f, lambda m: m["encoder"].pop("name")),
+        'encoder.json: "encoder" must be',
+    ),
+    "unknown encoder": (
+        lambda f: _rewrite_meta(f, lambda m: m["encoder"].update(name="conformer")),
+        "unknown audio encoder 'conformer'",
+    ),
+    "other format": (
+        lambda f: _rewrite_meta(f, lambda m: m.update(format="onnx")),
+        "encoder.json: format is 'onnx', expected 'stec-encoder'",
+    ),
+    "wrong shapes": (
+        lambda f: _rewrite_meta(f, lambda m: m["encoder"]["kwargs"].update(d=64)),
+        "encoder.safetensors: the weights do not match encoder 'audiontt'",
+    ),
+    "missing weight": (
+        lambda f: _drop_weight(f, "fc.3.bias"),
+        "missing fc.3.bias",
+    ),
+    "truncated weights": (
+        lambda f: (f / "encoder.safetensors").write_bytes(
+            (f / "encoder.safetensors").read_bytes()[:100]
+        ),
+        "encoder.safetensors: cannot read the weights",
+    ),
+    "bad norm": (
+        lambda f: _rewrite_meta(f, lambda m: m.update(norm={"mean": 0.0})),
+        'encoder.json: "norm" must be',
+    ),
+    "unknown front-end key": (
+        lambda f: _rewrite_meta(f, lambda m: m["frontend"].update(fmax=8000)),
+        "encoder.json: unknown frontend key(s) ['fmax']",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED_EXPORTS))
+def test_a_malformed_export_is_one_line_naming_file_and_problem(case, tmp_path, capsys):
+    folder, _, _ = _tiny_export(tmp_path / "exp")
+    corrupt, message = MALFORMED_EXPORTS[case]
+    corrupt(folder)
+    for command in (["evaluate"], ["embed", "out=e.npy"]):
+        assert main([*command, f"checkpoint={folder}", "data.n_per_class=2", *TINY]) == 2
+        err = capsys.readouterr().err
+        assert message in err, err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(ExportError, match=re.escape(message)):
+        hear.load_model(str(folder))
+
+
+def test_a_well_formed_export_loads_with_its_norm_and_front_end(tmp_path):
+    folder, encoder, _ = _tiny_export(tmp_path / "exp")
+    model = hear.load_model(str(folder))
+    assert model.norm == NormStats(0.5, 2.0) and model.frontend == FrontEndConfig()
+    x = torch.randn(2, 1, 64, 96)
+    assert torch.equal(model.encoder.eval()(x), encoder.eval()(x))
