@@ -88,6 +88,7 @@ def load_vision_encoder(
 
     ``path`` is a run folder, an export folder or its ``encoder.safetensors``.
     """
+
     def build(name: str, kwargs: dict[str, Any]) -> nn.Module:
         if name not in ENCODERS:
             raise ValueError(
