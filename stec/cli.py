@@ -248,8 +248,12 @@ def pretrain_run(
     export_meta: dict[str, Any],
     collate_fn: Callable | None,
     items: str,
+    data_summary: Callable[[], str] | None = None,
 ) -> Trainer:
-    """Build the method from ``cfg`` around ``encoder`` and train it into ``cfg.run_dir``."""
+    """Build the method from ``cfg`` around ``encoder`` and train it into ``cfg.run_dir``.
+
+    At the end it prints ``data_summary()`` (what the modality reports about its data:
+    absent, skipped and repaired files), else the dataset's own bad-file summary."""
     method = build_method_from_config(cfg, encoder, feature_dim, augmenter.action_space())
     with user_input("trainer"):  # checks the budget against the data (batch size, ...)
         trainer = Trainer(
@@ -270,9 +274,10 @@ def pretrain_run(
         )
     last = trainer.fit()
     if is_main():
-        bad_log = getattr(dataset, "bad_log", None)
-        if bad_log is not None and bad_log.n_bad:
-            print(bad_log.summary())
+        if data_summary is not None:
+            summary = data_summary()
+            if summary:
+                print(summary)
         elif getattr(dataset, "bad_files", None):  # image datasets
             print(dataset.summary())
         if not trainer.stopped_early:

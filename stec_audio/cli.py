@@ -41,6 +41,7 @@ from stec.evaluation import (
 from stec_audio import app
 from stec_audio.augment import build_audio_pipeline
 from stec_audio.cache import prepare_cache
+from stec_audio.clip_index import data_summary
 from stec_audio.datasets import collate_skip_bad
 from stec_audio.hear import audio_export_meta
 from stec_audio.io import TooManyBadFiles
@@ -55,6 +56,8 @@ def prepare(cfg: DictConfig) -> None:
     print(
         f"normalisation statistics: mean={stats.mean:.4f} std={stats.std:.4f} -> {app.prepared_dir(cfg) / app.STATS_FILE}"
     )
+    if index.missing:
+        print(index.missing_summary())
     if cfg.data.cache:
         report = prepare_cache(
             index,
@@ -68,8 +71,7 @@ def prepare(cfg: DictConfig) -> None:
             f"log-mel cache: {report.n_cached}/{report.n_clips} clips ({report.n_new} new, "
             f"{report.n_bad} unusable) in {report.out_dir}"
         )
-        if report.n_bad:
-            print(report.bad_summary)
+        print(report.bad_summary)  # skipped and repaired files, or that there were none
 
 
 def pretrain(cfg: DictConfig) -> None:
@@ -97,6 +99,7 @@ def pretrain(cfg: DictConfig) -> None:
         export_meta=meta,
         collate_fn=collate_skip_bad,
         items="clips",
+        data_summary=lambda: data_summary(index, getattr(dataset, "bad_log", None)),
     )
 
 
@@ -114,6 +117,9 @@ def _embed_split(cfg: DictConfig, split: str = "train"):
         collate_fn=collate_skip_bad,
     )
     features, labels, positions = embed(encoder, loader, device=resolve_device(cfg.evaluate.device))
+    summary = data_summary(index, dataset.bad_log)
+    if summary:
+        print(summary if split == "train" else f"{split} split: {summary}")
     # positions refer to the dataset's own index (a cache holds only the usable clips)
     return features, labels, positions, dataset.index, meta
 

@@ -22,9 +22,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from stec_audio.io import (
-    AUDIO_EXTENSIONS,
-)
+from stec_audio.io import AUDIO_EXTENSIONS, BadFileLog
 
 ESC50_COLUMNS = ("filename", "fold", "target", "category", "esc10", "src_file", "take")
 
@@ -182,6 +180,14 @@ class ClipIndex:
             multilabel=self.multilabel,
             missing=list(self.missing),
         )
+
+    def missing_summary(self, max_ids: int = 5) -> str:
+        """``N listed clip(s) have no audio file: id, ...`` ("" when none is missing)."""
+        if not self.missing:
+            return ""
+        more = len(self.missing) - max_ids
+        ids = ", ".join(self.missing[:max_ids]) + (f", ... ({more} more)" if more > 0 else "")
+        return f"{len(self.missing)} listed clip(s) have no audio file: {ids}"
 
     def split_fold(self, test_fold: int) -> tuple[ClipIndex, ClipIndex]:
         """``(train, test)``: clips of every other fold, and the clips of ``test_fold``."""
@@ -356,6 +362,15 @@ def folder_entries(
         if n
     ]
     return ClipIndex.from_entries(entries, class_names, multilabel=False)
+
+
+def data_summary(index: ClipIndex, bad_log: BadFileLog | None = None) -> str:
+    """What a run reports about its data: the listed clips without audio, then the files
+    skipped or repaired (``bad_log``); "" when there is nothing to report."""
+    lines = [index.missing_summary()]
+    if bad_log is not None and (bad_log.n_bad or bad_log.n_repaired):
+        lines.append(bad_log.summary())
+    return "\n".join(line for line in lines if line)
 
 
 def clip_target(index: ClipIndex, i: int) -> int | Tensor:

@@ -123,7 +123,7 @@ class LogMelClipDataset(IndexedClips):
     def load(self, i: int) -> Tensor:
         """Log-mel ``[1, n_mels, T]`` of clip ``i``, unnormalised; raises AudioError."""
         path = self.index.path(i)
-        wave = load_audio(path, self.frontend.sample_rate, self.channel)
+        wave = load_audio(path, self.frontend.sample_rate, self.channel, log=self.bad_log)
         problem = clip_problem(wave, self.frontend.sample_rate, self.min_seconds, self.skip_silent)
         if problem is not None:
             raise AudioError(path, problem)

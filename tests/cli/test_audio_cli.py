@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+import soundfile as sf
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -20,9 +21,10 @@ from stec_audio.cli import main
 from stec_audio.encoders import AudioNTT2020
 from stec_audio.frontend import FrontEndConfig, NormStats
 from stec_audio.hear import audio_export_meta
-from tests.audio_data.conftest import ABSENT, BAD, GOOD, make_esc50
+from tests.audio_data.conftest import ABSENT, BAD, GOOD, make_esc50, tone
 from tests.audio_data.test_audioset import short_wav, write_labels, write_segments
 
+REPAIRED = next(name for name, kind in GOOD.items() if kind == "float_some_nan")
 TINY = [
     "encoder.kwargs.d=32", "method.proj_hidden=32", "method.proj_dim=16",
     "efference.inverse_hidden=32", "efference.action_embed_dim=8", "augment.mixup.n_memory=16",
@@ -51,13 +53,17 @@ def test_esc50_prepare_pretrain_resume_evaluate_embed(esc50, tmp_path, capsys):
     assert main(["prepare", *data, "trainer.num_workers=0", *TINY]) == 0
     out = capsys.readouterr().out
     assert "log-mel cache: 10/16 clips" in out and (tmp_path / "prep/stats.json").exists()
+    assert f"1 listed clip(s) have no audio file: {ABSENT}" in out
+    assert f"1 audio file(s) repaired (NaN/inf samples set to 0): {REPAIRED}" in out
     run = ["run_dir=run", "method=simclr", "efference=both"]
     assert main(["pretrain", *data, *run, *TINY]) == 0
     assert load_checkpoint(tmp_path / "run/checkpoints/last.pt")["step"] == 3
     # resume=auto continues from the checkpoint up to the new budget
     assert main(["pretrain", *data, *run, *TINY, "trainer.max_steps=5", "trainer.resume=auto"]) == 0
     assert load_checkpoint(tmp_path / "run/checkpoints/last.pt")["step"] == 5
+    capsys.readouterr()
     assert main(["evaluate", *data, "checkpoint=run", *TINY]) == 0
+    assert f"1 listed clip(s) have no audio file: {ABSENT}" in capsys.readouterr().out
     results = json.loads((tmp_path / "run/results.json").read_text())
     assert {"accuracy_mean", "accuracy_std", "per_fold"} <= set(results)
     assert len(results["per_fold"]) == 5 and results["n_clips"] == 10
@@ -75,6 +81,8 @@ def test_esc50_pretrain_without_prepare_reads_audio_and_reports_bad_files(esc50,
     assert main(["pretrain", *data, "run_dir=r", "efference=inverse", *TINY]) == 0
     out = capsys.readouterr().out
     assert "1-011-A-0.wav" in out  # a corrupt file is named in the summary
+    assert f"1 listed clip(s) have no audio file: {ABSENT}" in out
+    assert f"1 audio file(s) repaired (NaN/inf samples set to 0): {REPAIRED}" in out
     assert (tmp_path / "prep2/stats.json").exists()  # statistics computed once and stored
     assert (tmp_path / "r/stats.json").read_text() == (tmp_path / "prep2/stats.json").read_text()
     meta = json.loads((tmp_path / "r/export/encoder.json").read_text())
@@ -104,6 +112,25 @@ def test_audioset_pretrain_and_map_evaluation_with_missing_clips(tmp_path, capsy
     results = json.loads((tmp_path / "as/results.json").read_text())
     assert results["metric"] == "map" and 0.0 <= results["map"] <= 1.0
     assert results["n_train"] == 12 and results["n_eval"] == 6
+
+
+def test_manifest_clips_listed_but_absent_are_named_in_the_summary(tmp_path, capsys):
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    rows = ["path,label,fold"]
+    for i in range(10):
+        sf.write(folder / f"c{i}.wav", tone(300.0 + 900 * (i % 2), 16000), 16000)
+        rows.append(f"clips/c{i}.wav,{i % 2},{1 + i % 5}")
+    rows += ["clips/gone_a.wav,0,1", "clips/gone_b.wav,1,2"]
+    (tmp_path / "list.csv").write_text("\n".join(rows) + "\n")
+    data = ["data=manifest", f"data.root={tmp_path / 'list.csv'}", "data.prepared=prep"]
+    assert main(["evaluate", "checkpoint=random", *data, *TINY]) == 0
+    out = capsys.readouterr().out
+    assert "2 listed clip(s) have no audio file: clips/gone_a.wav, clips/gone_b.wav" in out
+    assert (
+        json.loads((tmp_path / "runs/audio/random-manifest/results.json").read_text())["n_clips"]
+        == 10
+    )
 
 
 def test_demo_random_floor_and_embed_npy(tmp_path):
