@@ -316,16 +316,20 @@ def results_path(cfg: DictConfig) -> Path:
     return Path(cfg.checkpoint) / "results.json"
 
 
-def save_embeddings(out: str | Path, ids: Sequence[str], labels, features) -> Path:
+def save_embeddings(out: str | Path, ids: Sequence[str | bytes], labels, features) -> Path:
     """Write embeddings with their ids and labels to ``.parquet`` or ``.npy``.
 
-    ``.npy`` holds a dict ``{"ids", "labels", "embeddings"}`` (load with
-    ``np.load(path, allow_pickle=True).item()``).
+    ``ids`` are written as text (bytes are decoded as UTF-8), so users can join on them:
+    the parquet column ``id`` and, in ``.npy``, a unicode array. ``.npy`` holds a dict
+    ``{"ids", "labels", "embeddings"}`` (load with ``np.load(path, allow_pickle=True).item()``).
     """
     import json
 
     import numpy as np
 
+    ids = [i.decode("utf-8") if isinstance(i, bytes) else str(i) for i in ids]
+    if len(ids) != len(features):
+        raise ValueError(f"{len(ids)} ids for {len(features)} embeddings")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".parquet":
@@ -337,7 +341,11 @@ def save_embeddings(out: str | Path, ids: Sequence[str], labels, features) -> Pa
     elif out.suffix == ".npy":
         np.save(
             out,
-            {"ids": np.array(ids), "labels": labels.numpy(), "embeddings": features.numpy()},
+            {
+                "ids": np.array(ids, dtype=str),
+                "labels": labels.numpy(),
+                "embeddings": features.numpy(),
+            },
             allow_pickle=True,
         )
     else:

@@ -167,7 +167,7 @@ def embed_command(cfg: DictConfig) -> None:
     if not cfg.out:
         raise ValueError("out is required: out=embeddings.npy or out=embeddings.parquet")
     x, y, pos, index, _ = _embed_split(cfg, "train")
-    ids = [str(index.ids[i]) for i in pos.tolist()]
+    ids = [index.id(i) for i in pos.tolist()]
     out = save_embeddings(cfg.out, ids, y, x)
     print(f"{len(ids)} embeddings of size {x.shape[1]} written to {out}")
 

@@ -13,6 +13,7 @@ import soundfile as sf
 import torch
 from safetensors.torch import load_file, save_file
 
+from stec.cli import save_embeddings
 from stec.engine.checkpoint import load_checkpoint
 from stec.engine.export import export_backbone
 from stec.errors import ExportError
@@ -112,6 +113,34 @@ def test_audioset_pretrain_and_map_evaluation_with_missing_clips(tmp_path, capsy
     results = json.loads((tmp_path / "as/results.json").read_text())
     assert results["metric"] == "map" and 0.0 <= results["map"] <= 1.0
     assert results["n_train"] == 12 and results["n_eval"] == 6
+
+
+def test_embedding_ids_are_the_esc50_file_names_in_parquet_and_npy(esc50, tmp_path):
+    data = ["data=esc50", f"data.root={esc50}", "data.prepared=prep"]
+    for out in ("e.parquet", "e.npy"):
+        assert main(["embed", "checkpoint=random", *data, f"out={out}", *TINY]) == 0
+    meta = pd.read_csv(esc50 / "meta" / "esc50.csv")
+    frame = pd.read_parquet(tmp_path / "e.parquet")
+    joined = frame.merge(meta, left_on="id", right_on="filename", validate="one_to_one")
+    assert len(joined) == len(frame) == len(GOOD)  # every usable clip finds its row
+    assert sorted(joined["filename"]) == sorted(GOOD)
+    assert (joined["label"].map(json.loads) == joined["target"]).all()
+    stored = np.load(tmp_path / "e.npy", allow_pickle=True).item()
+    assert stored["ids"].dtype.kind == "U" and stored["ids"].tolist() == frame["id"].tolist()
+    by_name = meta.set_index("filename").loc[stored["ids"]]
+    assert (by_name["target"].to_numpy() == stored["labels"]).all()
+
+
+def test_save_embeddings_writes_text_ids_whatever_their_type(tmp_path):
+    ids = [b"1-100001-A-0.wav", np.bytes_(b"2-2-A-1.wav"), "clips/x.wav"]
+    labels, features = torch.tensor([0, 1, 2]), torch.randn(3, 4)
+    save_embeddings(tmp_path / "e.parquet", ids, labels, features)
+    save_embeddings(tmp_path / "e.npy", ids, labels, features)
+    expected = ["1-100001-A-0.wav", "2-2-A-1.wav", "clips/x.wav"]
+    assert pd.read_parquet(tmp_path / "e.parquet")["id"].tolist() == expected
+    assert np.load(tmp_path / "e.npy", allow_pickle=True).item()["ids"].tolist() == expected
+    with pytest.raises(ValueError, match="3 ids for 2 embeddings"):
+        save_embeddings(tmp_path / "f.npy", ids, labels[:2], features[:2])
 
 
 def test_manifest_clips_listed_but_absent_are_named_in_the_summary(tmp_path, capsys):
