@@ -308,10 +308,11 @@ def plain(cfg: DictConfig) -> dict[str, Any]:
 
 
 def results_path(cfg: DictConfig) -> Path:
-    """Where ``evaluate`` writes ``results.json``: ``out=``, else next to the checkpoint."""
+    """Where ``evaluate`` writes ``results.json``: ``out=``, else next to the checkpoint
+    (for a floor, or ``init``, the weights of ``encoder.init``, in ``run_dir/NAME-DATA``)."""
     if cfg.out:
         return Path(cfg.out)
-    if cfg.checkpoint in FLOORS:
+    if cfg.checkpoint in (*FLOORS, "init"):
         return Path(cfg.run_dir) / f"{cfg.checkpoint}-{cfg.data.name}" / "results.json"
     return Path(cfg.checkpoint) / "results.json"
 

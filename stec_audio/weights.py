@@ -133,10 +133,10 @@ def _read_state(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        # weights_only refuses anything but tensors and plain containers
-        first = str(err).strip().splitlines()[0]
+        # weights_only admits tensors and plain containers only
         raise ExportError(
-            f"encoder.init={path}: not a plain state dict of tensors ({first})"
+            f"encoder.init={path}: torch.load(weights_only=True) refused it "
+            f"({_refusal(str(err))}); the file must hold a state dict of tensors"
         ) from err
     except (RuntimeError, OSError, EOFError, ValueError) as err:
         first = str(err).strip().splitlines()[0]
@@ -149,6 +149,13 @@ def _read_state(path: Path) -> dict[str, Any]:
     ):
         raise ExportError(f"encoder.init={path}: expected a state dict (names -> tensors)")
     return state
+
+
+def _refusal(message: str) -> str:
+    """The reason in torch's long ``weights_only`` refusal (what it could not unpickle)."""
+    detail = message.rpartition("WeightsUnpickler error:")[2]
+    lines = [line.strip() for line in detail.splitlines() if line.strip()]
+    return lines[0].split(" Please use")[0] if lines else "not a plain state dict"
 
 
 def _strip_prefixes(

@@ -162,6 +162,27 @@ def test_manifest_clips_listed_but_absent_are_named_in_the_summary(tmp_path, cap
     )
 
 
+def test_encoder_init_is_evaluated_by_checkpoint_init_and_starts_pretraining(tmp_path, capsys):
+    torch.manual_seed(5)
+    init = AudioNTT2020(d=32).state_dict()
+    torch.save(init, tmp_path / "w.pth")
+    demo = ["data.n_per_class=5", "data.prepared=prep", f"encoder.init={tmp_path / 'w.pth'}"]
+    assert main(["evaluate", "checkpoint=init", *demo, *TINY]) == 0
+    results = json.loads((tmp_path / "runs/audio/init-demo/results.json").read_text())
+    assert results["checkpoint"] == "init" and 0 <= results["accuracy_mean"] <= 1
+    # pretraining starts from those weights: a negligible learning rate keeps them
+    budget = ["trainer.lr=1e-12", "trainer.max_steps=1"]
+    assert main(["pretrain", "run_dir=r", *demo, *TINY, *budget]) == 0
+    exported = load_file(str(tmp_path / "r/export/encoder.safetensors"))
+    for key in ("features.0.weight", "features.8.weight", "fc.0.weight", "fc.3.weight"):
+        assert torch.allclose(exported[key], init[key], atol=1e-8), key
+    capsys.readouterr()
+    assert main(["evaluate", "checkpoint=init", "data.n_per_class=2", *TINY]) == 2
+    assert (
+        "checkpoint=init evaluates encoder.init: set encoder.init=FILE" in capsys.readouterr().err
+    )
+
+
 def test_demo_random_floor_and_embed_npy(tmp_path):
     demo = ["data.n_per_class=5", "data.prepared=prep"]
     assert main(["evaluate", "checkpoint=random", *demo, *TINY]) == 0
