@@ -49,6 +49,8 @@ import soundfile as sf
 import torch
 import torchaudio
 
+from stec.errors import UserError
+
 #: Peak absolute amplitude under which a clip counts as silent (-120 dBFS; 16-bit LSB is
 #: 3e-5, so a 16-bit file is silent exactly when all its samples are zero).
 SILENCE_PEAK = 1e-6
@@ -66,7 +68,7 @@ class AudioError(Exception):
         super().__init__(f"{self.path}: {reason}")
 
 
-class TooManyBadFiles(RuntimeError):
+class TooManyBadFiles(UserError, RuntimeError):
     """Raised when the fraction of skipped files shows that a dataset is unusable."""
 
 
