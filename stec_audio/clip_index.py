@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from stec.errors import DataError
 from stec_audio.io import AUDIO_EXTENSIONS, BadFileLog
 
 ESC50_COLUMNS = ("filename", "fold", "target", "category", "esc10", "src_file", "take")
@@ -208,7 +209,7 @@ def _read_csv(path: Path, required: Sequence[str]) -> pd.DataFrame:
     df.columns = [c.strip() for c in df.columns]
     absent = [c for c in required if c not in df.columns]
     if absent:
-        raise ValueError(
+        raise DataError(
             f"{path}: missing column(s) {absent}; found {list(df.columns)}, need {list(required)}"
         )
     return df
@@ -219,7 +220,7 @@ def _int_column(df: pd.DataFrame, column: str, path: Path, allow_empty: bool) ->
     ok = values.str.fullmatch(r"-?\d+") | ((values == "") if allow_empty else False)
     if not ok.all():
         row = int(np.flatnonzero(~ok.to_numpy())[0])
-        raise ValueError(
+        raise DataError(
             f"{path}: column {column!r} row {row + 2} must be an integer, got {values.iloc[row]!r}"
         )
     return np.array([int(v) if v else -1 for v in values], dtype=np.int64)
@@ -244,13 +245,13 @@ def esc50_entries(root: str | os.PathLike, esc10: bool = False) -> ClipIndex:
     if esc10:
         df = df[df["esc10"].str.strip().str.lower().isin(("true", "1"))].reset_index(drop=True)
         if df.empty:
-            raise ValueError(f"{csv}: no row has esc10 = True")
+            raise DataError(f"{csv}: no row has esc10 = True")
     folds = _int_column(df, "fold", csv, allow_empty=False)
     targets = _int_column(df, "target", csv, allow_empty=False)
     names: dict[int, str] = {}
     for t, c in zip(targets.tolist(), df["category"].tolist(), strict=True):
         if names.setdefault(t, c) != c:
-            raise ValueError(f"{csv}: target {t} has two categories, {names[t]!r} and {c!r}")
+            raise DataError(f"{csv}: target {t} has two categories, {names[t]!r} and {c!r}")
     order = sorted(names)
     remap = {t: k for k, t in enumerate(order)}
     if not esc10 and order != list(range(len(order))):
@@ -349,7 +350,7 @@ def folder_entries(
         return ClipIndex.from_entries(entries, [], multilabel=False)
     class_names = sorted({r.parts[0] for r, n in zip(rel, nested, strict=True) if n})
     if not class_names:
-        raise ValueError(f"{root}: labels=True but no class subfolder holds audio")
+        raise DataError(f"{root}: labels=True but no class subfolder holds audio")
     n_top = len(nested) - sum(nested)
     if n_top:
         warnings.warn(

@@ -280,6 +280,23 @@ def test_help_lists_commands_and_groups(capsys):
         assert word in out
 
 
+def test_malformed_dataset_lists_are_one_line_naming_the_file(esc50, tmp_path, capsys):
+    csv = esc50 / "meta" / "esc50.csv"
+    csv.write_text(csv.read_text().replace("target,", "label,", 1))
+    assert main(["pretrain", "data=esc50", f"data.root={esc50}", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert f"{csv}: missing column(s) ['target']" in err and "Traceback" not in err
+    root = tmp_path / "AudioSet"
+    short_wav(root / "audio" / "clip0000000.wav")
+    write_segments(root / "balanced_train_segments.csv", [("clip0000000", 0.0, [0])])
+    write_labels(root / "class_labels_indices.csv")
+    labels = root / "class_labels_indices.csv"
+    labels.write_text(labels.read_text().replace("display_name", "name", 1))
+    assert main(["pretrain", "data=audioset", f"data.root={root}", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert f"{labels}: missing column(s) ['display_name']" in err and "Traceback" not in err
+
+
 def test_a_mostly_broken_dataset_stops_early_with_a_message(tmp_path, capsys):
     files = {f"{1 + i % 5}-{i:03d}-A-{i % 2}.wav": "corrupt" for i in range(24)}
     files.update({f"{1 + i % 5}-{i:03d}-A-{i % 2}.wav": "pcm16_44k" for i in range(24, 30)})
