@@ -37,6 +37,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from stec.errors import DataError
 from stec_audio.datasets import (
     ClipEntry,
     ClipIndex,
@@ -88,7 +89,7 @@ class LogMelStore:
             stored = json.loads(path.read_text())
             if stored != config:
                 diff = sorted(k for k in config if stored.get(k) != config[k])
-                raise ValueError(
+                raise DataError(
                     f"{path}: cache made with a different configuration ({', '.join(diff)}: "
                     f"{[stored.get(k) for k in diff]} vs {[config[k] for k in diff]}); "
                     "use another cache folder"
@@ -104,7 +105,7 @@ class LogMelStore:
     def set_norm(self, norm: NormStats) -> None:
         """Store ``norm`` as the cache's statistics; refuse to change existing ones."""
         if self.norm is not None and self.norm != norm:
-            raise ValueError(
+            raise DataError(
                 f"{self.root / 'stats.json'}: the cache holds items normalised with {self.norm}, "
                 f"not {norm}; use another cache folder or the stored statistics"
             )

@@ -297,6 +297,20 @@ def test_malformed_dataset_lists_are_one_line_naming_the_file(esc50, tmp_path, c
     assert f"{labels}: missing column(s) ['display_name']" in err and "Traceback" not in err
 
 
+def test_prepared_statistics_and_caches_that_do_not_fit_are_one_line(tmp_path, capsys):
+    demo = ["data.n_per_class=2", "data.prepared=prep", "data.cache=true", *TINY]
+    assert main(["prepare", *demo]) == 0
+    assert main(["prepare", *demo, "frontend.f_max=7000"]) == 2
+    err = capsys.readouterr().err
+    assert "prep/cache/config.json: cache made with a different configuration" in err
+    assert "Traceback" not in err
+    (tmp_path / "prep/stats.json").write_text('{"mean": 1.0}')
+    assert main(["pretrain", *demo]) == 2
+    err = capsys.readouterr().err
+    assert "prep/stats.json: not a valid normalisation-statistics file" in err
+    assert "Traceback" not in err
+
+
 def test_a_mostly_broken_dataset_stops_early_with_a_message(tmp_path, capsys):
     files = {f"{1 + i % 5}-{i:03d}-A-{i % 2}.wav": "corrupt" for i in range(24)}
     files.update({f"{1 + i % 5}-{i:03d}-A-{i % 2}.wav": "pcm16_44k" for i in range(24, 30)})
