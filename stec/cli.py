@@ -96,27 +96,31 @@ def _explain(err: Exception, modality: str, overrides: Sequence[str]) -> str:
     return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
-def _valid_keys(modality: str, overrides: Sequence[str]) -> DictConfig:
+def _valid_keys(modality: str, overrides: Sequence[str]) -> dict[str, Any]:
     """The config the user's group choices (``data=esc50``) give, to look keys up in."""
     from hydra.errors import HydraException
 
     groups = set(group_options(modality))
     choices = [o for o in overrides if o.split("=", 1)[0] in groups]
     try:
-        return _compose(modality, choices)
+        cfg = _compose(modality, choices)
     except HydraException:
-        return _compose(modality, [])
+        cfg = _compose(modality, [])
+    return OmegaConf.to_container(cfg, resolve=False)
 
 
-def _unknown_key(key: str, cfg: DictConfig) -> str:
+def _unknown_key(key: str, cfg: dict[str, Any]) -> str:
     parts = key.split(".")
-    node, known = cfg, []
+    node: Any = cfg
+    known: list[str] = []
     for part in parts:
-        if not isinstance(node, DictConfig):
+        if not isinstance(node, dict):
             return f"unknown config key {key!r}: {'.'.join(known)!r} holds a value, not keys"
         if part not in node:
             break
         node, known = node[part], [*known, part]
+    else:
+        return f"config key {key!r} cannot be set this way"
     missing = parts[len(known)]
     close = difflib.get_close_matches(missing, [str(k) for k in node], n=1, cutoff=0.6)
     if close:

@@ -185,7 +185,7 @@ def _strip_prefixes(
 
 
 def _width_hint(encoder: nn.Module, weights: dict[str, torch.Tensor]) -> str:
-    """``; the file has d=2048: set encoder.kwargs.d=2048`` when only ``d`` differs."""
+    """``; the file has d=2048: set encoder.kwargs.d=2048`` when the file's ``d`` differs."""
     d = getattr(encoder, "feature_dim", None)
     last = weights.get("fc.3.weight")
     if getattr(encoder, "name", None) != "audiontt" or last is None or last.shape[0] == d:

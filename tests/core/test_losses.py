@@ -130,3 +130,12 @@ def test_action_loss_ignores_classes_a_target_does_not_have():
         logits, torch.tensor([[0]]), torch.ones(1, 1, dtype=torch.bool), class_mask
     )
     assert torch.allclose(loss, torch.tensor(math.log(2.0)))
+
+
+def test_relic_creates_no_tensor_off_the_inputs_device():
+    # on "meta" any tensor made on another device would fail the arithmetic
+    z_a = torch.randn(4, 8, device="meta", requires_grad=True)
+    gathered = (torch.randn(8, 8, device="meta"), torch.randn(8, 8, device="meta"))
+    loss, logits = relic_loss(z_a, z_a * 2, 0.1, alpha=1.0, offset=4, candidates=gathered)
+    loss.backward()
+    assert loss.device.type == z_a.grad.device.type == "meta" and logits.shape == (8, 16)
