@@ -8,8 +8,10 @@ package ``stec_configs``, so they are found from wheels as well as from the sour
 
 from __future__ import annotations
 
+import difflib
 import logging
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
@@ -21,16 +23,24 @@ from omegaconf.errors import MissingMandatoryValue
 from stec.distributed import is_main
 from stec.engine.checkpoint import CheckpointError
 from stec.engine.trainer import NonFiniteLossError, Trainer, TrainerConfig
+from stec.errors import ConfigError, UserError, user_input
 from stec.methods import SSLMethod, build_method, choose
 
 log = logging.getLogger("stec")
 
-
 FLOORS = ("random", "logmel_stats", "pixels")
 
-
-class ConfigError(ValueError):
-    """A config key or value is invalid; the message names the key and the allowed values."""
+#: Errors the CLIs print as one line (the user can fix them); anything else is a bug and
+#: keeps its traceback. Input errors exit with 2, failed runs (a diverged loss, a broken
+#: checkpoint, a dataset with too many bad files) with 1.
+USER_ERRORS = (
+    UserError,
+    FileNotFoundError,
+    MissingMandatoryValue,
+    CheckpointError,
+    NonFiniteLossError,
+)
+INPUT_ERRORS = (ValueError, FileNotFoundError, MissingMandatoryValue)
 
 
 def config_root() -> Path:
@@ -39,37 +49,85 @@ def config_root() -> Path:
 
 def compose_config(modality: str, overrides: Sequence[str]) -> DictConfig:
     """Compose ``configs/<modality>`` with the shared groups and the user's overrides."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    root = config_root()
-    GlobalHydra.instance().clear()
-    search = f"hydra.searchpath=[file://{root / 'common'}]"
     try:
-        with initialize_config_dir(config_dir=str(root / modality), version_base=None):
-            cfg = compose(config_name=modality, overrides=[*overrides, search])
+        cfg = _compose(modality, overrides)
     except (HydraException, OmegaConfBaseException) as err:
-        raise ConfigError(_explain(err)) from None
+        raise ConfigError(_explain(err, modality, overrides)) from err
     OmegaConf.set_struct(cfg, True)
     return cfg
 
 
-def _explain(err: Exception) -> str:
-    text = str(err).split("Config search path")[0].strip()
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if "Could not find" in text and "Available options" in text:
-        head = lines[0].split("In '")[-1].split("': ", 1)[-1]
-        group = text.split("Available options in '")[1].split("'")[0]
-        options = [
-            line for line in lines if "Available options" not in line and line not in lines[0]
-        ]
-        return f"{head}; allowed values for {group}: {', '.join(options)}"
-    if "not in struct" in text or "Could not override" in text:
-        key = lines[0].split("'")[1] if "'" in lines[0] else lines[0]
-        return f"unknown config key {key!r}: {lines[-1]}. Run with --help to see the valid keys."
-    return " ".join(lines)
+def _compose(modality: str, overrides: Sequence[str]) -> DictConfig:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    root = config_root()
+    GlobalHydra.instance().clear()
+    search = f"hydra.searchpath=[file://{root / 'common'}]"
+    with initialize_config_dir(config_dir=str(root / modality), version_base=None):
+        return compose(config_name=modality, overrides=[*overrides, search])
+
+
+def _explain(err: Exception, modality: str, overrides: Sequence[str]) -> str:
+    """One line for a Hydra composition error: every allowed option of a group, or the
+    closest valid key (instead of Hydra's advice to append an unknown key with ``+``)."""
+    from hydra.errors import MissingConfigException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+    if isinstance(err, MissingConfigException) and err.options:
+        group, _, value = str(err.missing_cfg_file).rpartition("/")
+        options = sorted(err.options)
+        message = (
+            f"{group}={value} does not exist; allowed values for {group}: {', '.join(options)}"
+        )
+        close = difflib.get_close_matches(value, options, n=1)
+        return message + (f"; did you mean {close[0]}?" if close else "")
+    cause = err.__cause__
+    if isinstance(cause, ConfigAttributeError | ConfigKeyError) and cause.full_key:
+        # the failing node can be a parent of the key the user wrote (``trainr.epochs``)
+        key = str(cause.full_key)
+        written = [o.split("=", 1)[0].lstrip("+~") for o in overrides]
+        key = next((w for w in written if w.startswith(key + ".")), key)
+        return _unknown_key(key, _valid_keys(modality, overrides))
+    text = str(err).split("Config search path")[0]
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _valid_keys(modality: str, overrides: Sequence[str]) -> dict[str, Any]:
+    """The config the user's group choices (``data=esc50``) give, to look keys up in."""
+    from hydra.errors import HydraException
+
+    groups = set(group_options(modality))
+    choices = [o for o in overrides if o.split("=", 1)[0] in groups]
+    try:
+        cfg = _compose(modality, choices)
+    except HydraException:
+        cfg = _compose(modality, [])
+    return OmegaConf.to_container(cfg, resolve=False)
+
+
+def _unknown_key(key: str, cfg: dict[str, Any]) -> str:
+    parts = key.split(".")
+    node: Any = cfg
+    known: list[str] = []
+    for part in parts:
+        if not isinstance(node, dict):
+            return f"unknown config key {key!r}: {'.'.join(known)!r} holds a value, not keys"
+        if part not in node:
+            break
+        node, known = node[part], [*known, part]
+    else:
+        return f"config key {key!r} cannot be set this way"
+    missing = parts[len(known)]
+    close = difflib.get_close_matches(missing, [str(k) for k in node], n=1, cutoff=0.6)
+    if close:
+        guess = ".".join([*known, close[0], *parts[len(known) + 1 :]])
+        return f"unknown config key {key!r}; did you mean {guess!r}?"
+    where = f"keys of {'.'.join(known)}" if known else "top-level keys"
+    return f"unknown config key {key!r}; {where}: {', '.join(sorted(str(k) for k in node))}"
 
 
 def group_options(modality: str) -> dict[str, list[str]]:
@@ -84,9 +142,15 @@ def group_options(modality: str) -> dict[str, list[str]]:
 
 
 def print_help(prog: str, modality: str, commands: dict[str, str]) -> None:
-    print(f"usage: {prog} COMMAND [key=value ...] [group=option ...]\n\ncommands:")
+    print(f"usage: {prog} [--debug] COMMAND [key=value ...] [group=option ...]\n\ncommands:")
     for name, text in commands.items():
         print(f"  {name:<10} {text}")
+    print(
+        "\noptions:\n"
+        "  -h, --help  this help\n"
+        "  --debug     debug logging, and the full traceback of every error (without it an\n"
+        "              error in the config, data, a checkpoint or an export is one line)"
+    )
     print("\nconfig groups (choose with group=option):")
     for group, options in group_options(modality).items():
         print(f"  {group:<10} {' | '.join(options)}")
@@ -102,10 +166,15 @@ def run_cli(
     commands: dict[str, tuple[str, Callable[[DictConfig], Any]]],
     user_errors: tuple[type[Exception], ...] = (),
 ) -> int:
-    """Parse ``COMMAND overrides...``, compose the config and run the command. Errors a user
-    can fix (config, data, checkpoints, a diverged run, and ``user_errors``) are printed
-    as one message and exit non-zero instead of a traceback."""
+    """Parse ``[--debug] COMMAND overrides...``, compose the config and run the command.
+
+    Errors a user can fix (:data:`USER_ERRORS` and ``user_errors``) are printed as one line
+    and exit with 2 (bad input) or 1 (a failed run); ``--debug`` adds their traceback. Any
+    other exception is a bug: its traceback is printed and the exit status is 1.
+    """
     args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
     descriptions = {name: text for name, (text, _) in commands.items()}
     if not args or args[0] in ("-h", "--help", "help"):
         print_help(prog, modality, descriptions)
@@ -120,6 +189,7 @@ def run_cli(
         print_help(prog, modality, descriptions)
         return 0
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    log.setLevel(logging.DEBUG if debug else logging.NOTSET)
     try:
         cfg = compose_config(modality, overrides)
         action = commands[command][1]
@@ -127,32 +197,43 @@ def run_cli(
             action(cfg, overrides)
         else:
             action(cfg)
-    except MissingMandatoryValue as err:
-        key = err.full_key
-        print(
-            f"{prog} {command}: error: {key} is required: set it, e.g. {key}=...", file=sys.stderr
-        )
-        return 2
-    except (ConfigError, ValueError, FileNotFoundError) as err:
-        print(f"{prog} {command}: error: {err}", file=sys.stderr)
-        return 2
-    except (CheckpointError, NonFiniteLossError, *user_errors) as err:
-        print(f"{prog} {command}: error: {err}", file=sys.stderr)
-        return 1
+    except Exception as err:
+        if not isinstance(err, (*USER_ERRORS, *user_errors)):
+            traceback.print_exc()
+            print(f"{prog} {command}: internal error: {type(err).__name__}: {err}", file=sys.stderr)
+            return 1
+        if debug:
+            traceback.print_exc()
+        if isinstance(err, MissingMandatoryValue):
+            key = err.full_key
+            message = f"{key} is required: set it, e.g. {key}=..."
+        else:
+            message = str(err)
+        print(f"{prog} {command}: error: {message}", file=sys.stderr)
+        return 2 if isinstance(err, INPUT_ERRORS) else 1
     return 0
+
+
+@user_input("method", "efference")
+def check_pretrain_config(cfg: DictConfig) -> None:
+    """Check the choices of ``trainer``, ``method`` and ``efference`` before any data is
+    read, so that a typo fails in a second, not after the data preparation."""
+    trainer_config(cfg)
+    choose("method.name", cfg.method.name, ("simclr", "byol", "relic"))
+    choose("efference.mode", cfg.efference.mode, ("off", "inverse", "forward", "both"))
+    choose("efference.inverse_output", cfg.efference.inverse_output, ("categorical", "regression"))
+    choose("efference.inverse_input", cfg.efference.inverse_input, ("backbone", "projector_hidden"))
+    choose("method.norm", cfg.method.get("norm", "batch"), ("batch", "layer", "none"))
 
 
 def build_method_from_config(
     cfg: DictConfig, backbone, feature_dim: int, action_space
 ) -> SSLMethod:
     """``cfg.method`` + ``cfg.efference`` -> an :class:`SSLMethod`; errors name the key."""
+    check_pretrain_config(cfg)
     m = OmegaConf.to_container(cfg.method, resolve=True)
     e = OmegaConf.to_container(cfg.efference, resolve=True)
-    name = choose("method.name", m.pop("name"), ("simclr", "byol", "relic"))
-    mode = choose("efference.mode", e["mode"], ("off", "inverse", "forward", "both"))
-    choose("efference.inverse_output", e["inverse_output"], ("categorical", "regression"))
-    choose("efference.inverse_input", e["inverse_input"], ("backbone", "projector_hidden"))
-    choose("method.norm", m.get("norm", "batch"), ("batch", "layer", "none"))
+    name, mode = m.pop("name"), e["mode"]
     if mode != "off" and e.get("components"):
         action_space = action_space.select(list(e["components"]))
     kwargs = dict(
@@ -180,20 +261,25 @@ def pretrain_run(
     export_meta: dict[str, Any],
     collate_fn: Callable | None,
     items: str,
+    data_summary: Callable[[], str] | None = None,
 ) -> Trainer:
-    """Build the method from ``cfg`` around ``encoder`` and train it into ``cfg.run_dir``."""
+    """Build the method from ``cfg`` around ``encoder`` and train it into ``cfg.run_dir``.
+
+    At the end it prints ``data_summary()`` (what the modality reports about its data:
+    absent, skipped and repaired files), else the dataset's own bad-file summary."""
     method = build_method_from_config(cfg, encoder, feature_dim, augmenter.action_space())
-    trainer = Trainer(
-        method,
-        dataset,
-        trainer_config(cfg),
-        cfg.run_dir,
-        augmenter=augmenter,
-        collate_fn=collate_fn,
-        num_classes=n_classes,
-        run_config=plain(cfg),
-        export_meta=export_meta,
-    )
+    with user_input("trainer"):  # checks the budget against the data (batch size, ...)
+        trainer = Trainer(
+            method,
+            dataset,
+            trainer_config(cfg),
+            cfg.run_dir,
+            augmenter=augmenter,
+            collate_fn=collate_fn,
+            num_classes=n_classes,
+            run_config=plain(cfg),
+            export_meta=export_meta,
+        )
     if is_main():
         print(
             f"pretraining {cfg.method.name} (efference={cfg.efference.mode}) on {cfg.data.name}: "
@@ -201,9 +287,10 @@ def pretrain_run(
         )
     last = trainer.fit()
     if is_main():
-        bad_log = getattr(dataset, "bad_log", None)
-        if bad_log is not None and bad_log.n_bad:
-            print(bad_log.summary())
+        if data_summary is not None:
+            summary = data_summary()
+            if summary:
+                print(summary)
         elif getattr(dataset, "bad_files", None):  # image datasets
             print(dataset.summary())
         if not trainer.stopped_early:
@@ -214,6 +301,7 @@ def pretrain_run(
     return trainer
 
 
+@user_input("trainer")
 def trainer_config(cfg: DictConfig) -> TrainerConfig:
     values = OmegaConf.to_container(cfg.trainer, resolve=True)
     trainer = TrainerConfig.from_dict(values)
@@ -234,24 +322,29 @@ def plain(cfg: DictConfig) -> dict[str, Any]:
 
 
 def results_path(cfg: DictConfig) -> Path:
-    """Where ``evaluate`` writes ``results.json``: ``out=``, else next to the checkpoint."""
+    """Where ``evaluate`` writes ``results.json``: ``out=``, else next to the checkpoint
+    (for a floor, or ``init``, the weights of ``encoder.init``, in ``run_dir/NAME-DATA``)."""
     if cfg.out:
         return Path(cfg.out)
-    if cfg.checkpoint in FLOORS:
+    if cfg.checkpoint in (*FLOORS, "init"):
         return Path(cfg.run_dir) / f"{cfg.checkpoint}-{cfg.data.name}" / "results.json"
     return Path(cfg.checkpoint) / "results.json"
 
 
-def save_embeddings(out: str | Path, ids: Sequence[str], labels, features) -> Path:
+def save_embeddings(out: str | Path, ids: Sequence[str | bytes], labels, features) -> Path:
     """Write embeddings with their ids and labels to ``.parquet`` or ``.npy``.
 
-    ``.npy`` holds a dict ``{"ids", "labels", "embeddings"}`` (load with
-    ``np.load(path, allow_pickle=True).item()``).
+    ``ids`` are written as text (bytes are decoded as UTF-8), so users can join on them:
+    the parquet column ``id`` and, in ``.npy``, a unicode array. ``.npy`` holds a dict
+    ``{"ids", "labels", "embeddings"}`` (load with ``np.load(path, allow_pickle=True).item()``).
     """
     import json
 
     import numpy as np
 
+    ids = [i.decode("utf-8") if isinstance(i, bytes) else str(i) for i in ids]
+    if len(ids) != len(features):
+        raise ValueError(f"{len(ids)} ids for {len(features)} embeddings")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".parquet":
@@ -263,7 +356,11 @@ def save_embeddings(out: str | Path, ids: Sequence[str], labels, features) -> Pa
     elif out.suffix == ".npy":
         np.save(
             out,
-            {"ids": np.array(ids), "labels": labels.numpy(), "embeddings": features.numpy()},
+            {
+                "ids": np.array(ids, dtype=str),
+                "labels": labels.numpy(),
+                "embeddings": features.numpy(),
+            },
             allow_pickle=True,
         )
     else:

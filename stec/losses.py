@@ -68,22 +68,29 @@ def relic_loss(
     offset: int = 0,
     candidates: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """ReLIC: InfoNCE plus the KL invariance term between the two views' similarity
-    distributions over the candidates. Shapes as :func:`info_nce`.
+    """ReLIC: InfoNCE plus ``alpha`` times a KL invariance term. Shapes as :func:`info_nce`.
 
-    The invariance term is ``KL(p(.|a) || p(.|b))`` with the candidate distribution of view
-    ``b`` as the reference (stop-gradient), made symmetric over the two views.
+    Each view's anchor has a distribution over the candidates of :func:`info_nce`: every
+    view of the (global) batch except itself, since a view's similarity to itself is the
+    constant ``1 / temperature`` and says nothing about the representation. The two views
+    of a sample are compared candidate by candidate *by role*: view ``a``'s positive
+    (``b_i``) with view ``b``'s positive (``a_i``), and each other sample's view of the
+    other kind (``b_j`` for ``a``, ``a_j`` for ``b``) with each other, as in ReLIC's
+    ``p(j | do(a, b))`` vs ``p(j | do(b, a))``. The term is
+    ``(KL(sg(p_b) || p_a) + KL(sg(p_a) || p_b)) / 2``, averaged over the local anchors,
+    where ``sg`` stops the gradient: each view's distribution moves towards the other's.
     """
     contrastive, logits = info_nce(z_a, z_b, temperature, offset, candidates)
-    all_a, all_b = candidates if candidates is not None else (z_a, z_b)
-    keys = F.normalize(torch.cat([all_a, all_b]), dim=1)
-    # similarity of each view to every *other* sample's views (same key set for both views)
-    sim_a = F.normalize(z_a, dim=1) @ keys.T / temperature
-    sim_b = F.normalize(z_b, dim=1) @ keys.T / temperature
-    log_p_a, log_p_b = F.log_softmax(sim_a, dim=1), F.log_softmax(sim_b, dim=1)
-    kl_ab = F.kl_div(log_p_a, log_p_b.detach(), log_target=True, reduction="batchmean")
-    kl_ba = F.kl_div(log_p_b, log_p_a.detach(), log_target=True, reduction="batchmean")
-    return contrastive + alpha * 0.5 * (kl_ab + kl_ba), logits
+    b, n = z_a.shape[0], logits.shape[1] // 2
+    # b's rows with the halves of their columns swapped: column c then plays the same role
+    # for both views (its self entry, masked with -inf, lands where a's self entry is)
+    logits_a, logits_b = logits[:b], logits[b:].roll(n, dims=1)
+    valid = torch.isfinite(logits_a)  # log p = 0 on the self entry of both: it adds nothing
+    log_p_a = F.log_softmax(logits_a, dim=1).masked_fill(~valid, 0.0)
+    log_p_b = F.log_softmax(logits_b, dim=1).masked_fill(~valid, 0.0)
+    kl_ab = (log_p_b.detach().exp() * (log_p_b.detach() - log_p_a)).sum(dim=1)  # KL(sg(p_b)||p_a)
+    kl_ba = (log_p_a.detach().exp() * (log_p_a.detach() - log_p_b)).sum(dim=1)  # KL(sg(p_a)||p_b)
+    return contrastive + alpha * 0.5 * (kl_ab + kl_ba).mean(), logits
 
 
 def action_loss(

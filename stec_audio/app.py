@@ -15,9 +15,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from stec.cli import ConfigError
 from stec.distributed import barrier, is_main
-from stec.engine.export import load_export
+from stec.errors import ConfigError, user_input
 from stec.methods import choose
 from stec_audio.audioset import audioset_entries
 from stec_audio.cache import prepare_cache
@@ -34,6 +33,7 @@ from stec_audio.datasets import (
 from stec_audio.demo import ensure_demo_dataset
 from stec_audio.encoders import build_encoder
 from stec_audio.frontend import FrontEndConfig, NormStats
+from stec_audio.weights import load_initial_weights, read_audio_export
 
 log = logging.getLogger("stec")
 DATASETS = ("demo", "esc50", "audioset", "manifest", "folder")
@@ -209,12 +209,16 @@ def pipeline_config(cfg: DictConfig, norm: NormStats) -> dict[str, Any]:
     return sections
 
 
-def new_encoder(cfg: DictConfig) -> nn.Module:
+def new_encoder(cfg: DictConfig, init: bool = True) -> nn.Module:
+    """The encoder of ``cfg.encoder``, with the weights of ``encoder.init`` when it names a
+    file (and ``init``): ``pretrain`` starts from them and ``checkpoint=init`` evaluates
+    them; ``checkpoint=random`` passes ``init=False``."""
     kwargs = OmegaConf.to_container(cfg.encoder.kwargs, resolve=True) or {}
-    try:
-        return build_encoder(cfg.encoder.name, n_mels=cfg.frontend.n_mels, **kwargs)
-    except TypeError as err:
-        raise ConfigError(f"encoder.kwargs: {err}") from None
+    with user_input("encoder"):
+        encoder = build_encoder(cfg.encoder.name, n_mels=cfg.frontend.n_mels, **kwargs)
+    if init and cfg.encoder.get("init"):
+        load_initial_weights(encoder, str(cfg.encoder.init))
+    return encoder
 
 
 class LogMelStatistics(nn.Module):
@@ -228,27 +232,28 @@ class LogMelStatistics(nn.Module):
 
 def load_encoder(cfg: DictConfig) -> tuple[nn.Module, NormStats | None, dict[str, Any]]:
     """The encoder named by ``checkpoint=``: an export/run dir, ``random`` (the floor of a
-    randomly initialised encoder) or ``logmel_stats`` (the plain-feature floor)."""
+    randomly initialised encoder), ``init`` (the weights of ``encoder.init``) or
+    ``logmel_stats`` (the plain-feature floor)."""
     if not cfg.checkpoint:
         raise ConfigError(
-            "checkpoint is required: a run dir, an export dir, checkpoint=random or checkpoint=logmel_stats"
+            "checkpoint is required: a run dir, an export dir, checkpoint=random, "
+            "checkpoint=init (with encoder.init=FILE) or checkpoint=logmel_stats"
         )
-    if cfg.checkpoint == "random":
+    if cfg.checkpoint in ("random", "init"):
+        if cfg.checkpoint == "init" and not cfg.encoder.get("init"):
+            raise ConfigError("checkpoint=init evaluates encoder.init: set encoder.init=FILE")
         torch.manual_seed(cfg.seed)
-        return new_encoder(cfg), None, {"checkpoint": "random"}
+        encoder = new_encoder(cfg, init=cfg.checkpoint == "init")
+        return encoder, None, {"checkpoint": str(cfg.checkpoint)}
     if cfg.checkpoint == "logmel_stats":
         return LogMelStatistics(), None, {"checkpoint": "logmel_stats"}
-    state, meta = load_export(cfg.checkpoint)
-    spec = meta["encoder"]
-    encoder = build_encoder(spec["name"], **spec.get("kwargs", {}))
-    encoder.load_state_dict(state)
-    norm = NormStats(**meta["norm"]) if "norm" in meta else None
-    if "frontend" in meta and FrontEndConfig(**meta["frontend"]) != frontend_config(cfg):
+    exported = read_audio_export(cfg.checkpoint)
+    if exported.frontend is not None and exported.frontend != frontend_config(cfg):
         log.warning(
             "the encoder was trained with front end %s; using it instead of the config's",
-            meta["frontend"],
+            exported.meta["frontend"],
         )
-    return encoder, norm, meta
+    return exported.encoder, exported.norm, exported.meta
 
 
 def export_frontend(cfg: DictConfig, meta: dict[str, Any]) -> FrontEndConfig:

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from stec.errors import DataError
 from stec_audio.clip_index import ClipIndex, encode_utf8, scan_audio_files
 from stec_audio.io import AUDIO_EXTENSIONS
 
@@ -56,11 +57,11 @@ def read_class_labels(csv: str | os.PathLike) -> tuple[list[str], list[str]]:
     df.columns = [c.strip() for c in df.columns]
     absent = [c for c in ("index", "mid", "display_name") if c not in df.columns]
     if absent:
-        raise ValueError(f"{csv}: missing column(s) {absent}; need index,mid,display_name")
+        raise DataError(f"{csv}: missing column(s) {absent}; need index,mid,display_name")
     index = pd.to_numeric(df["index"], errors="coerce").to_numpy()
     order = np.argsort(index, kind="stable")
     if not (index[order] == np.arange(len(df))).all():
-        raise ValueError(f"{csv}: column 'index' must hold 0..{len(df) - 1} once each")
+        raise DataError(f"{csv}: column 'index' must hold 0..{len(df) - 1} once each")
     mids = df["mid"].str.strip().to_numpy()[order].tolist()
     return mids, df["display_name"].to_numpy()[order].tolist()
 
@@ -107,7 +108,7 @@ def read_segments(csv: str | os.PathLike, mids: Sequence[str]) -> Segments:
         if not pd.api.types.is_numeric_dtype(df[col]):
             bad = pd.to_numeric(df[col], errors="coerce").isna().to_numpy()
             row = int(np.flatnonzero(bad)[0])
-            raise ValueError(f"{csv}: {col}_seconds of {df['ytid'][row]!r} is {df[col][row]!r}")
+            raise DataError(f"{csv}: {col}_seconds of {df['ytid'][row]!r} is {df[col][row]!r}")
     labels = df["labels"].tolist()
     # One join and split for all rows: far faster than splitting 2M strings one by one.
     counts = np.array([s.count(",") + 1 if s else 0 for s in labels], dtype=np.int64)
@@ -118,7 +119,7 @@ def read_segments(csv: str | os.PathLike, mids: Sequence[str]) -> Segments:
     unknown = (codes < 0) & ~empty
     if unknown.any():
         names = sorted(set(tokens[unknown].tolist()))
-        raise ValueError(
+        raise DataError(
             f"{csv}: {len(names)} label id(s) not in the class label file, e.g. {names[:5]}"
         )
     rows = np.repeat(np.arange(len(df)), counts)[~empty]
@@ -229,7 +230,7 @@ def read_mapping(csv: str | os.PathLike) -> dict[str, str]:
     df = pd.read_csv(csv, dtype=object, keep_default_na=False, skipinitialspace=True)
     cols = {c.strip().lower(): c for c in df.columns}
     if "ytid" not in cols or "path" not in cols:
-        raise ValueError(f"{csv}: need columns YTID,path; found {list(df.columns)}")
+        raise DataError(f"{csv}: need columns YTID,path; found {list(df.columns)}")
     # Whole-column string ops: a Python loop over 2M rows is several times slower.
     ytids = df[cols["ytid"]].str.strip().to_numpy()
     paths = df[cols["path"]].str.strip()

@@ -32,6 +32,7 @@ import numpy as np
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from stec.errors import DataError
 from stec_audio.frontend import FrontEndConfig
 
 CACHE_VERSION = 2
@@ -70,7 +71,7 @@ class LogMelStore:
             stored = json.loads(path.read_text())
             if stored != config:
                 diff = sorted(k for k in config if stored.get(k) != config[k])
-                raise ValueError(
+                raise DataError(
                     f"{path}: cache made with a different configuration ({', '.join(diff)}: "
                     f"{[stored.get(k) for k in diff]} vs {[config[k] for k in diff]}); "
                     "use another cache folder"
@@ -173,7 +174,7 @@ def prepare_cache(dataset, workers: int = 2, progress: bool = True) -> CacheRepo
     """
     store = dataset.store
     if store is None:
-        raise ValueError("prepare_cache needs a dataset made with cache_dir=")
+        raise ValueError("prepare_cache needs a dataset made with cache_dir=")  # a caller's bug
     index = dataset.index
     done = np.array([store.has(index.id(i), index.path(i)) for i in range(len(index))])
     n_reused = int(done.sum())

@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 
 from stec import TwoViews
 from stec.cli import (
+    check_pretrain_config,
     compare_command,
     pretrain_run,
     results_path,
@@ -28,6 +29,7 @@ from stec.cli import (
 )
 from stec.distributed import init_from_env, is_main
 from stec.engine.trainer import resolve_device
+from stec.errors import user_input
 from stec.evaluation import (
     class_distance_ratio,
     cross_validate,
@@ -39,6 +41,7 @@ from stec.evaluation import (
 )
 from stec_audio import app
 from stec_audio.augment import build_audio_pipeline
+from stec_audio.clip_index import data_summary
 from stec_audio.datasets import InMemoryLogMels, collate_skip_bad
 from stec_audio.frontend import LogMelNormalizer, NormStats
 from stec_audio.hear import audio_export_meta
@@ -57,11 +60,14 @@ def prepare(cfg: DictConfig) -> None:
         f"{len(dataset)} usable clips of {len(index)}; normalisation statistics "
         f"mean={stats.mean:.4f} std={stats.std:.4f}; prepared data in {folder}"
     )
-    if dataset.bad_log.n_bad:
-        print(dataset.bad_log.summary())
+    summary = data_summary(index, dataset.bad_log)
+    print(summary or "no missing or bad audio files")
 
 
 def pretrain(cfg: DictConfig) -> None:
+    check_pretrain_config(cfg)
+    with user_input("augment"):  # the augmentations too, before any audio is decoded
+        build_audio_pipeline(app.pipeline_config(cfg, NormStats(0.0, 1.0)))
     init_from_env()
     index = app.build_index(cfg)
     dataset = app.clip_dataset(cfg, index)
@@ -72,7 +78,8 @@ def pretrain(cfg: DictConfig) -> None:
         stats = app.norm_stats(cfg, index, dataset)
     if isinstance(dataset, InMemoryLogMels) and int(cfg.trainer.num_workers):
         cfg.trainer.num_workers = 0  # the clips are in memory: no worker process to feed
-    pipeline = build_audio_pipeline(app.pipeline_config(cfg, stats))
+    with user_input("augment"):
+        pipeline = build_audio_pipeline(app.pipeline_config(cfg, stats))
     augmenter = TwoViews(pipeline, prepare=LogMelNormalizer(stats))
     torch.manual_seed(cfg.seed)
     encoder = app.new_encoder(cfg)
@@ -91,6 +98,7 @@ def pretrain(cfg: DictConfig) -> None:
         export_meta=meta,
         collate_fn=collate_skip_bad,
         items="clips",
+        data_summary=lambda: data_summary(index, getattr(dataset, "bad_log", None)),
     )
 
 
@@ -120,6 +128,9 @@ def _embed_split(cfg: DictConfig, split: str = "train"):
         device=resolve_device(cfg.evaluate.device),
         transform=LogMelNormalizer(norm),
     )
+    summary = data_summary(index, dataset.bad_log)
+    if summary:
+        print(summary if split == "train" else f"{split} split: {summary}")
     # positions refer to the dataset's own index (held in memory: only the usable clips)
     return features, labels, positions, dataset.index, meta
 
@@ -167,7 +178,7 @@ def embed_command(cfg: DictConfig) -> None:
     if not cfg.out:
         raise ValueError("out is required: out=embeddings.npy or out=embeddings.parquet")
     x, y, pos, index, _ = _embed_split(cfg, "train")
-    ids = [str(index.ids[i]) for i in pos.tolist()]
+    ids = [index.id(i) for i in pos.tolist()]
     out = save_embeddings(cfg.out, ids, y, x)
     print(f"{len(ids)} embeddings of size {x.shape[1]} written to {out}")
 

@@ -22,9 +22,8 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from stec_audio.io import (
-    AUDIO_EXTENSIONS,
-)
+from stec.errors import DataError
+from stec_audio.io import AUDIO_EXTENSIONS, BadFileLog
 
 ESC50_COLUMNS = ("filename", "fold", "target", "category", "esc10", "src_file", "take")
 
@@ -183,6 +182,14 @@ class ClipIndex:
             missing=list(self.missing),
         )
 
+    def missing_summary(self, max_ids: int = 5) -> str:
+        """``N listed clip(s) have no audio file: id, ...`` ("" when none is missing)."""
+        if not self.missing:
+            return ""
+        more = len(self.missing) - max_ids
+        ids = ", ".join(self.missing[:max_ids]) + (f", ... ({more} more)" if more > 0 else "")
+        return f"{len(self.missing)} listed clip(s) have no audio file: {ids}"
+
     def split_fold(self, test_fold: int) -> tuple[ClipIndex, ClipIndex]:
         """``(train, test)``: clips of every other fold, and the clips of ``test_fold``."""
         if not (self.folds == test_fold).any():
@@ -202,7 +209,7 @@ def _read_csv(path: Path, required: Sequence[str]) -> pd.DataFrame:
     df.columns = [c.strip() for c in df.columns]
     absent = [c for c in required if c not in df.columns]
     if absent:
-        raise ValueError(
+        raise DataError(
             f"{path}: missing column(s) {absent}; found {list(df.columns)}, need {list(required)}"
         )
     return df
@@ -213,7 +220,7 @@ def _int_column(df: pd.DataFrame, column: str, path: Path, allow_empty: bool) ->
     ok = values.str.fullmatch(r"-?\d+") | ((values == "") if allow_empty else False)
     if not ok.all():
         row = int(np.flatnonzero(~ok.to_numpy())[0])
-        raise ValueError(
+        raise DataError(
             f"{path}: column {column!r} row {row + 2} must be an integer, got {values.iloc[row]!r}"
         )
     return np.array([int(v) if v else -1 for v in values], dtype=np.int64)
@@ -238,13 +245,13 @@ def esc50_entries(root: str | os.PathLike, esc10: bool = False) -> ClipIndex:
     if esc10:
         df = df[df["esc10"].str.strip().str.lower().isin(("true", "1"))].reset_index(drop=True)
         if df.empty:
-            raise ValueError(f"{csv}: no row has esc10 = True")
+            raise DataError(f"{csv}: no row has esc10 = True")
     folds = _int_column(df, "fold", csv, allow_empty=False)
     targets = _int_column(df, "target", csv, allow_empty=False)
     names: dict[int, str] = {}
     for t, c in zip(targets.tolist(), df["category"].tolist(), strict=True):
         if names.setdefault(t, c) != c:
-            raise ValueError(f"{csv}: target {t} has two categories, {names[t]!r} and {c!r}")
+            raise DataError(f"{csv}: target {t} has two categories, {names[t]!r} and {c!r}")
     order = sorted(names)
     remap = {t: k for k, t in enumerate(order)}
     if not esc10 and order != list(range(len(order))):
@@ -343,7 +350,7 @@ def folder_entries(
         return ClipIndex.from_entries(entries, [], multilabel=False)
     class_names = sorted({r.parts[0] for r, n in zip(rel, nested, strict=True) if n})
     if not class_names:
-        raise ValueError(f"{root}: labels=True but no class subfolder holds audio")
+        raise DataError(f"{root}: labels=True but no class subfolder holds audio")
     n_top = len(nested) - sum(nested)
     if n_top:
         warnings.warn(
@@ -356,6 +363,15 @@ def folder_entries(
         if n
     ]
     return ClipIndex.from_entries(entries, class_names, multilabel=False)
+
+
+def data_summary(index: ClipIndex, bad_log: BadFileLog | None = None) -> str:
+    """What a run reports about its data: the listed clips without audio, then the files
+    skipped or repaired (``bad_log``); "" when there is nothing to report."""
+    lines = [index.missing_summary()]
+    if bad_log is not None and (bad_log.n_bad or bad_log.n_repaired):
+        lines.append(bad_log.summary())
+    return "\n".join(line for line in lines if line)
 
 
 def clip_target(index: ClipIndex, i: int) -> int | Tensor:

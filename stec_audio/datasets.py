@@ -115,7 +115,7 @@ class LogMelClipDataset(IndexedClips):
     def load(self, i: int) -> Tensor:
         """Raw log-mel ``[1, n_mels, T]`` (float32) of clip ``i``, decoded; raises AudioError."""
         path = self.index.path(i)
-        wave = load_audio(path, self.frontend.sample_rate, self.channel)
+        wave = load_audio(path, self.frontend.sample_rate, self.channel, log=self.bad_log)
         problem = clip_problem(wave, self.frontend.sample_rate, self.min_seconds, self.skip_silent)
         if problem is not None:
             raise AudioError(path, problem)

@@ -12,6 +12,8 @@ import torch
 import torchaudio
 from torch import Tensor, nn
 
+from stec.errors import DataError
+
 
 @dataclass(frozen=True)
 class FrontEndConfig:
@@ -84,9 +86,9 @@ class NormStats:
             data = json.loads(path.read_text())
             stats = cls(float(data["mean"]), float(data["std"]))
         except (OSError, ValueError, KeyError, TypeError) as err:
-            raise ValueError(f"{path}: not a valid normalisation-statistics file ({err})") from err
+            raise DataError(f"{path}: not a valid normalisation-statistics file ({err})") from err
         if not stats.std > 0:
-            raise ValueError(f"{path}: std must be positive, got {stats.std}")
+            raise DataError(f"{path}: std must be positive, got {stats.std}")
         return stats
 
 

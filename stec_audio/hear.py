@@ -41,9 +41,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from stec.engine.export import load_export
-from stec_audio.encoders import AudioNTT2020, build_encoder, encoder_spec, pool_frames
+from stec_audio.encoders import AudioNTT2020, encoder_spec, pool_frames
 from stec_audio.frontend import FrontEndConfig, LogMel, NormStats
+from stec_audio.weights import read_audio_export
 
 
 class HearModel(nn.Module):
@@ -220,36 +220,15 @@ def load_model(model_file_path: str = "", **options: Any) -> HearModel:
         return HearModel(
             AudioNTT2020(n_mels=frontend.n_mels, d=512), frontend, NormStats(0.0, 1.0), **options
         )
-    state, meta = load_export(_export_folder(model_file_path))
-    where = f"{model_file_path}: encoder.json"
-    spec = meta.get("encoder")
-    if not isinstance(spec, dict) or "name" not in spec:
-        raise ValueError(f"{where} has no 'encoder': {{'name', 'kwargs'}} entry")
-    encoder = build_encoder(spec["name"], **(spec.get("kwargs") or {}))
-    try:
-        encoder.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise ValueError(
-            f"{model_file_path}: the weights do not match encoder {spec['name']!r}: {err}"
-        ) from err
-    frontend_fields = {f.name for f in dataclasses.fields(FrontEndConfig)}
-    front = meta.get("frontend") or {}
-    unknown = sorted(set(front) - frontend_fields)
-    if unknown:
-        raise ValueError(
-            f"{where}: unknown frontend key(s) {unknown}; allowed: {sorted(frontend_fields)}"
-        )
-    norm = meta.get("norm")
+    exported = read_audio_export(_export_folder(model_file_path))
+    norm = exported.norm
     if norm is None:
-        warnings.warn(f"{where} has no 'norm' statistics; using mean 0, std 1", stacklevel=2)
-        norm = {"mean": 0.0, "std": 1.0}
-    try:
-        stats = NormStats(float(norm["mean"]), float(norm["std"]))
-    except (KeyError, TypeError, ValueError) as err:
-        raise ValueError(
-            f"{where}: 'norm' must be {{'mean': float, 'std': float}}, got {norm!r}"
-        ) from err
-    return HearModel(encoder, FrontEndConfig(**front), stats, **options)
+        warnings.warn(
+            f"{model_file_path}: encoder.json has no 'norm' statistics; using mean 0, std 1",
+            stacklevel=2,
+        )
+        norm = NormStats(0.0, 1.0)
+    return HearModel(exported.encoder, exported.frontend or FrontEndConfig(), norm, **options)
 
 
 def get_scene_embeddings(audio: Tensor, model: HearModel) -> Tensor:

@@ -11,8 +11,9 @@ Decisions (they apply to every dataset in :mod:`stec_audio`):
   is built once per rate pair). A rate never raises an error. Per-clip torch work runs
   on one thread (:func:`single_torch_thread`).
 - **Non-finite samples** (NaN/inf): when at most ``max_nonfinite_fraction`` (default 1%) of
-  the samples are non-finite they are replaced by 0 (isolated glitches); above that, or
-  when every sample is non-finite, the file raises :class:`AudioError`.
+  the samples are non-finite they are replaced by 0 (isolated glitches) and the file is
+  recorded as repaired in the :class:`BadFileLog` given (so run summaries name it); above
+  that, or when every sample is non-finite, the file raises :class:`AudioError`.
 - **Empty, truncated-to-header and undecodable files** raise :class:`AudioError` naming
   the file and the reason.
 - **Silent files** (peak below :data:`SILENCE_PEAK`, about -120 dBFS, i.e. all-zero for
@@ -24,7 +25,7 @@ Decisions (they apply to every dataset in :mod:`stec_audio`):
   :func:`clip_problem`; longer clips that are shorter than the training length are
   zero-padded by :func:`fit_length`.
 - **Bad-file policy** (:class:`BadFileLog`): skipped files are counted per reason and
-  named; once at least ``min_files`` files (or the whole dataset, when it is smaller) have
+  named (repaired files too, apart); once at least ``min_files`` files (or the whole dataset, when it is smaller) have
   been tried, a skipped fraction above ``max_bad_fraction`` (default 0.5) stops the run
   with :class:`TooManyBadFiles`, because it means a wrong path, format or codec rather than
   a few broken downloads. So 1 bad file among 3 never stops a tiny run, while a folder of
@@ -48,6 +49,8 @@ import soundfile as sf
 import torch
 import torchaudio
 
+from stec.errors import UserError
+
 #: Peak absolute amplitude under which a clip counts as silent (-120 dBFS; 16-bit LSB is
 #: 3e-5, so a 16-bit file is silent exactly when all its samples are zero).
 SILENCE_PEAK = 1e-6
@@ -65,7 +68,7 @@ class AudioError(Exception):
         super().__init__(f"{self.path}: {reason}")
 
 
-class TooManyBadFiles(RuntimeError):
+class TooManyBadFiles(UserError, RuntimeError):
     """Raised when the fraction of skipped files shows that a dataset is unusable."""
 
 
@@ -108,6 +111,7 @@ def load_audio(
     sample_rate: int = 16000,
     channel: int | None = None,
     max_nonfinite_fraction: float = 0.01,
+    log: BadFileLog | None = None,
 ) -> np.ndarray:
     """Decode ``path`` into a float32 mono waveform ``[samples]`` at ``sample_rate``.
 
@@ -118,6 +122,7 @@ def load_audio(
         channel: keep only this channel (0-based) instead of averaging all channels.
         max_nonfinite_fraction: NaN/inf samples up to this fraction are set to 0; more
             raise :class:`AudioError`.
+        log: where a file whose NaN/inf samples were set to 0 is recorded as repaired.
 
     Raises:
         AudioError: missing, empty, undecodable or header-only file; a ``channel`` the
@@ -153,6 +158,8 @@ def load_audio(
                 f"{bad:.1%} of samples are NaN/inf (more than {max_nonfinite_fraction:.1%})",
             )
         data = np.where(finite, data, np.float32(0.0))
+        if log is not None:
+            log.repaired(path, f"{bad:.2%} of samples were NaN/inf")
     wave = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32)
     wave = np.ascontiguousarray(wave, dtype=np.float32)
     return resample(wave, rate, sample_rate)
@@ -193,16 +200,18 @@ def fit_length(wave: np.ndarray, n_samples: int, mode: str = "center") -> np.nda
 class BadFileLog:
     """Counts skipped files with their reasons and stops runs where too many are bad.
 
-    ``ok()`` and ``bad(path, reason)`` record one try each; ``bad`` raises
+    ``ok()`` and ``bad(path, reason)`` record one try each; ``repaired(path, what)`` notes a
+    used file that needed repair (it is not a bad file). ``bad`` raises
     :class:`TooManyBadFiles` once at least ``min(min_files, total)`` files have been tried
     and more than ``max_bad_fraction`` of them were skipped. Each bad file is counted once
     even when it is met again in a later epoch.
 
     Thread-safe (a lock) and shared across processes (DataLoader workers hold copies):
-    every bad file is appended as one ``reason<TAB>path`` line to ``log_path`` (by default
-    a temporary file removed with the log), ``O_APPEND`` writes of one short line do not
-    interleave, and :attr:`n_bad`, :meth:`reasons` and :meth:`summary` read that file, so
-    the main process sees what every worker skipped. The stop threshold is checked per
+    every bad or repaired file is appended as one ``bad|repaired<TAB>reason<TAB>path`` line
+    to ``log_path`` (by default a temporary file removed with the log), ``O_APPEND`` writes
+    of one short line do not interleave, and :attr:`n_bad`, :meth:`reasons`,
+    :meth:`repairs` and :meth:`summary` read that file, so the main process sees what every
+    worker skipped or repaired. The stop threshold is checked per
     process, on the files that process tried.
     """
 
@@ -226,6 +235,7 @@ class BadFileLog:
         self.log_path = Path(log_path)
         self.n_ok = 0
         self._bad: dict[str, str] = {}
+        self._repaired: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict:
@@ -242,6 +252,11 @@ class BadFileLog:
         """Bad files recorded by every process sharing the log."""
         return len(self.reasons())
 
+    @property
+    def n_repaired(self) -> int:
+        """Repaired files recorded by every process sharing the log."""
+        return len(self.repairs())
+
     def ok(self) -> None:
         """Record a file that was used."""
         with self._lock:
@@ -254,10 +269,21 @@ class BadFileLog:
             if path in self._bad:
                 return
             self._bad[path] = reason
-            line = f"{reason.replace(chr(9), ' ')}\t{path}\n"
-            with open(self.log_path, "a", encoding="utf-8") as f:
-                f.write(line)
+            self._append("bad", reason, path)
             self._check()
+
+    def repaired(self, path: str | os.PathLike, what: str) -> None:
+        """Record a file that is used after a repair (``what`` says which)."""
+        path = str(path)
+        with self._lock:
+            if path in self._repaired:
+                return
+            self._repaired[path] = what
+            self._append("repaired", what, path)
+
+    def _append(self, kind: str, reason: str, path: str) -> None:
+        with open(self.log_path, "a", encoding="utf-8") as f:
+            f.write(f"{kind}\t{reason.replace(chr(9), ' ')}\t{path}\n")
 
     def _check(self) -> None:
         n_bad = len(self._bad)
@@ -272,29 +298,42 @@ class BadFileLog:
 
     def reasons(self) -> dict[str, str]:
         """``{path: reason}`` for every skipped file, from every process."""
-        merged = dict(self._bad)
+        return self._read("bad", self._bad)
+
+    def repairs(self) -> dict[str, str]:
+        """``{path: what was repaired}`` for every repaired file, from every process."""
+        return self._read("repaired", self._repaired)
+
+    def _read(self, kind: str, own: dict[str, str]) -> dict[str, str]:
+        merged = dict(own)
         if self.log_path.exists():
             for line in self.log_path.read_text(encoding="utf-8").splitlines():
-                reason, _, path = line.partition("\t")
-                if path:
-                    merged.setdefault(path, reason)
+                fields = line.split("\t", 2)
+                if len(fields) == 3 and fields[0] == kind:
+                    merged.setdefault(fields[2], fields[1])
         return merged
 
     def summary(self, max_names: int = 5) -> str:
-        """One line per reason: ``count x reason: first file names``."""
-        bad = self.reasons()
-        if not bad:
+        """One line per reason: ``count x reason: first file names``; then the repaired
+        files."""
+        bad, repaired = self.reasons(), self.repairs()
+        if not bad and not repaired:
             return "no bad audio files"
-        by_reason: dict[str, list[str]] = {}
-        for path, reason in bad.items():
-            # Group by the reason's kind, not its details (e.g. the decoder's message).
-            by_reason.setdefault(_reason_kind(reason), []).append(path)
-        counts = Counter({k: len(v) for k, v in by_reason.items()})
-        lines = [f"{len(bad)} bad audio file(s) skipped:"]
-        for kind, n in counts.most_common():
-            names = ", ".join(Path(p).name for p in by_reason[kind][:max_names])
-            more = f", ... ({n - max_names} more)" if n > max_names else ""
-            lines.append(f"  {n} x {kind}: {names}{more}")
+        lines = []
+        if bad:
+            by_reason: dict[str, list[str]] = {}
+            for path, reason in bad.items():
+                # Group by the reason's kind, not its details (e.g. the decoder's message).
+                by_reason.setdefault(_reason_kind(reason), []).append(path)
+            counts = Counter({k: len(v) for k, v in by_reason.items()})
+            lines.append(f"{len(bad)} bad audio file(s) skipped:")
+            for kind, n in counts.most_common():
+                lines.append(f"  {n} x {kind}: {file_names(by_reason[kind], max_names)}")
+        if repaired:
+            lines.append(
+                f"{len(repaired)} audio file(s) repaired (NaN/inf samples set to 0): "
+                f"{file_names(list(repaired), max_names)}"
+            )
         return "\n".join(lines)
 
     def write(self, path: str | os.PathLike) -> None:
@@ -311,6 +350,13 @@ def _remove_owned(path: str, owner_pid: int) -> None:
     if os.getpid() == owner_pid:
         with contextlib.suppress(OSError):
             os.remove(path)
+
+
+def file_names(paths: list[str], max_names: int) -> str:
+    """The first ``max_names`` file names, and how many more there are."""
+    names = ", ".join(Path(p).name for p in paths[:max_names])
+    more = len(paths) - max_names
+    return names + (f", ... ({more} more)" if more > 0 else "")
 
 
 def _reason_kind(reason: str) -> str:

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from stec.cli import (
+    check_pretrain_config,
     compare_command,
     pretrain_run,
     results_path,
@@ -28,6 +29,7 @@ from stec.cli import (
 )
 from stec.distributed import init_from_env
 from stec.engine.trainer import resolve_device
+from stec.errors import ConfigError, DataError, user_input
 from stec.evaluation import (
     class_distance_ratio,
     embed,
@@ -53,14 +55,15 @@ def _loading(cfg: DictConfig, train: bool) -> dict[str, int]:
     Resize + CenterCrop (``data.eval_resize``) for evaluation and embedding."""
     canvas, resize = int(cfg.data.get("canvas", 0)), int(cfg.data.get("eval_resize", 0))
     if canvas < 0:
-        raise ValueError(f"data.canvas={canvas} must be 0 (off) or a canvas side in pixels")
+        raise ConfigError(f"data.canvas={canvas} must be 0 (off) or a canvas side in pixels")
     if resize and resize < int(cfg.data.size):
-        raise ValueError(
+        raise ConfigError(
             f"data.eval_resize={resize} must be 0 (off) or at least data.size={cfg.data.size}"
         )
     return {"canvas": canvas} if train else {"resize": resize}
 
 
+@user_input("data", error=DataError)
 def dataset(cfg: DictConfig, split: str, train: bool = False):
     """``split`` may join several with ``+`` (STL-10's ``train+unlabeled``); ``train``
     loads whole-image canvases where ``data.canvas`` is set."""
@@ -87,11 +90,13 @@ def encoder_from_config(cfg: DictConfig) -> tuple[torch.nn.Module, int]:
 
 
 def pretrain(cfg: DictConfig) -> None:
+    check_pretrain_config(cfg)
     init_from_env()
     train = dataset(cfg, cfg.data.get("pretrain_split", cfg.data.train_split), train=True)
     overrides = OmegaConf.to_container(cfg.augment, resolve=True) or None
     canvas = _loading(cfg, train=True)["canvas"] > 0
-    augmenter = build_two_views(cfg.data.preset, int(cfg.data.size), overrides, canvas=canvas)
+    with user_input("augment", "data.preset"):
+        augmenter = build_two_views(cfg.data.preset, int(cfg.data.size), overrides, canvas=canvas)
     torch.manual_seed(cfg.seed)
     e = cfg.encoder
     encoder, dim = encoder_from_config(cfg)

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.models import resnet18, resnet50
 
-from stec.engine.export import load_export
+from stec.engine.export import load_exported_encoder
 
 ENCODERS = ("resnet18", "resnet50", "small")
 
@@ -99,13 +99,13 @@ def load_vision_encoder(
 
     ``path`` is a run folder, an export folder or its ``encoder.safetensors``.
     """
-    state, meta = load_export(path)
-    spec = meta.get("encoder") or {}
-    name = spec.get("name")
-    if name not in ENCODERS:
-        raise ValueError(
-            f"{path}: exported encoder {name!r} is not a vision encoder; allowed values: {', '.join(ENCODERS)}"
-        )
-    model, _ = build_vision_encoder(name, **spec.get("kwargs", {}))
-    model.load_state_dict(state)
+
+    def build(name: str, kwargs: dict[str, Any]) -> nn.Module:
+        if name not in ENCODERS:
+            raise ValueError(
+                f"exported encoder {name!r} is not a vision encoder; allowed values: {', '.join(ENCODERS)}"
+            )
+        return build_vision_encoder(name, **kwargs)[0]
+
+    model, meta = load_exported_encoder(path, build)
     return model.to(map_location).eval(), meta

@@ -1,10 +1,17 @@
-"""AudioNTT2020 (BYOL-A key layout) and AudioResNet: shapes, any length, registry."""
+"""AudioNTT2020 (BYOL-A key layout) and AudioResNet: shapes, any length, registry, and
+loading BYOL-A-layout weights (``encoder.init``)."""
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 import torch
+from safetensors.torch import save_file
 
+from stec.cli import compose_config
+from stec.errors import ExportError
+from stec_audio.app import new_encoder
 from stec_audio.encoders import (
     ENCODERS,
     AudioNTT2020,
@@ -13,6 +20,7 @@ from stec_audio.encoders import (
     encoder_spec,
     pool_frames,
 )
+from stec_audio.weights import load_initial_weights
 
 BYOLA_KEYS = (
     [f"features.{i}.{p}" for i in (0, 4, 8) for p in ("weight", "bias")]
@@ -94,3 +102,73 @@ def test_training_step_updates_all_parameters():
     model = AudioResNet(widths=(4, 8), blocks=(1, 1), d=8)
     model(torch.randn(4, 1, 64, 24)).sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def _byola_encoder(d: int) -> AudioNTT2020:
+    """An AudioNTT2020 with random weights and non-trivial batch-norm statistics."""
+    torch.manual_seed(d)
+    model = AudioNTT2020(n_mels=64, d=d)
+    for module in model.features:
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+@pytest.mark.parametrize(
+    "layout",
+    ["plain", "prefixed in a state_dict wrapper, with a projector", "safetensors"],
+)
+def test_byola_weights_round_trip_through_encoder_init(layout, tmp_path):
+    saved = _byola_encoder(32)
+    state = saved.state_dict()
+    assert sorted(state) == sorted(BYOLA_KEYS)  # BYOL-A's AudioNTT2020Task6 key layout
+    path = tmp_path / "AudioNTT2020-BYOLA-64x96d32.pth"
+    if layout == "plain":
+        torch.save(state, path)
+    elif layout == "safetensors":
+        path = path.with_suffix(".safetensors")
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    else:
+        wrapped = {f"model.backbone.{k}": v for k, v in state.items()}
+        wrapped["model.projector.0.weight"] = torch.randn(8, 32)  # not the encoder's
+        torch.save({"state_dict": wrapped, "epoch": 100}, path)
+    cfg = compose_config("audio", ["encoder.kwargs.d=32", f"encoder.init={path}"])
+    loaded = new_encoder(cfg).eval()
+    x = torch.randn(2, 1, 64, 96)
+    assert torch.equal(loaded(x), saved(x))
+    assert torch.equal(loaded.features[1].running_var, saved.features[1].running_var)
+    torch.manual_seed(0)
+    assert not torch.equal(new_encoder(cfg, init=False).eval()(x), saved(x))
+
+
+def test_encoder_init_errors_name_the_file_and_the_fix(tmp_path):
+    torch.save(_byola_encoder(64).state_dict(), tmp_path / "d64.pth")
+    with pytest.raises(ExportError) as info:
+        load_initial_weights(AudioNTT2020(d=32), tmp_path / "d64.pth")
+    message = str(info.value)
+    assert message.startswith(f"encoder.init={tmp_path / 'd64.pth'}: the weights do not match")
+    assert "wrong shape fc.0.bias (64,) (needs (32,))" in message
+    assert message.endswith("the file has d=64: set encoder.kwargs.d=64")
+
+    torch.save({"state_dict": {}, "hparams": argparse.Namespace(lr=0.1)}, tmp_path / "ns.pth")
+    with pytest.raises(ExportError, match=r"refused it \(Unsupported global: GLOBAL argparse"):
+        load_initial_weights(AudioNTT2020(d=32), tmp_path / "ns.pth")
+
+    state = _byola_encoder(32).state_dict()
+    two = {
+        **{f"online.{k}": v for k, v in state.items()},
+        **{f"target.{k}": v for k, v in state.items()},
+    }
+    torch.save(two, tmp_path / "two.pth")
+    with pytest.raises(
+        ExportError, match=r"several encoders \(key prefixes \['online.', 'target.'\]\)"
+    ):
+        load_initial_weights(AudioNTT2020(d=32), tmp_path / "two.pth")
+
+    (tmp_path / "text.pth").write_text("not a torch file")
+    with pytest.raises(ExportError, match="encoder.init=.*text.pth: "):
+        load_initial_weights(AudioNTT2020(d=32), tmp_path / "text.pth")
+    with pytest.raises(FileNotFoundError, match="nowhere.pth"):
+        load_initial_weights(AudioNTT2020(d=32), tmp_path / "nowhere.pth")

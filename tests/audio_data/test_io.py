@@ -74,6 +74,42 @@ def test_nonfinite_policy(tmp_path):
     assert np.isfinite(load_audio(tmp_path / "many.wav", max_nonfinite_fraction=0.05)).all()
 
 
+def test_repaired_files_are_named_in_the_summary_but_not_counted_as_bad(tmp_path):
+    x = tone(440, 16000)
+    x[::400] = np.nan
+    sf.write(tmp_path / "glitch.wav", x, 16000, subtype="FLOAT")
+    sf.write(tmp_path / "clean.wav", tone(440, 16000), 16000, subtype="FLOAT")
+    log = BadFileLog(log_path=tmp_path / "log.tsv")
+    for _ in range(2):  # a second epoch does not count it twice
+        load_audio(tmp_path / "glitch.wav", log=log)
+    load_audio(tmp_path / "clean.wav", log=log)
+    log.bad("/data/broken.wav", "cannot decode audio (No data chunk)")
+    assert log.n_bad == 1 and log.n_repaired == 1
+    assert log.repairs() == {str(tmp_path / "glitch.wav"): "0.25% of samples were NaN/inf"}
+    assert log.summary().splitlines() == [
+        "1 bad audio file(s) skipped:",
+        "  1 x cannot decode audio: broken.wav",
+        "1 audio file(s) repaired (NaN/inf samples set to 0): glitch.wav",
+    ]
+    # a worker process's copy records into the same file
+    import pickle
+
+    other = pickle.loads(pickle.dumps(log))
+    other.repaired("/data/w.wav", "1.00% of samples were NaN/inf")
+    assert log.n_repaired == 2 and "glitch.wav, w.wav" in log.summary()
+    log.write(tmp_path / "bad_files.tsv")  # the list of skipped files holds only those
+    assert (tmp_path / "bad_files.tsv").read_text() == (
+        "cannot decode audio (No data chunk)\t/data/broken.wav\n"
+    )
+
+
+def test_a_log_with_only_repairs_summarises_them():
+    log = BadFileLog()
+    log.repaired("/a/b.wav", "0.10% of samples were NaN/inf")
+    assert log.n_bad == 0
+    assert log.summary() == "1 audio file(s) repaired (NaN/inf samples set to 0): b.wav"
+
+
 def test_channel_selection_and_resampling(tmp_path):
     stereo = np.stack([tone(300, 44100), tone(2000, 44100)], 1)
     sf.write(tmp_path / "st.wav", stereo, 44100, subtype="PCM_16")
@@ -142,7 +178,7 @@ def test_default_log_file_is_temporary():
     log = BadFileLog()
     log.bad("x.wav", "silent")
     path = log.log_path
-    assert path.read_text() == "silent\tx.wav\n"
+    assert path.read_text() == "bad\tsilent\tx.wav\n"
     del log
     gc.collect()
     assert not path.exists()

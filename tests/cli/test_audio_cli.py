@@ -4,20 +4,29 @@ AudioSet with missing clips, the demo set), plus config errors and HEAR on the e
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
+import soundfile as sf
 import torch
+from safetensors.torch import load_file, save_file
 
+from stec.cli import save_embeddings
 from stec.engine.checkpoint import load_checkpoint
+from stec.engine.export import export_backbone
+from stec.errors import ExportError
 from stec_audio import hear
 from stec_audio.cli import main
-from stec_audio.frontend import NormStats
-from tests.audio_data.conftest import ABSENT, BAD, GOOD, make_esc50
+from stec_audio.encoders import AudioNTT2020
+from stec_audio.frontend import FrontEndConfig, NormStats
+from stec_audio.hear import audio_export_meta
+from tests.audio_data.conftest import ABSENT, BAD, GOOD, make_esc50, tone
 from tests.audio_data.test_audioset import short_wav, write_labels, write_segments
 
+REPAIRED = next(name for name, kind in GOOD.items() if kind == "float_some_nan")
 TINY = [
     "encoder.kwargs.d=32", "method.proj_hidden=32", "method.proj_dim=16",
     "efference.inverse_hidden=32", "efference.action_embed_dim=8", "augment.mixup.n_memory=16",
@@ -49,13 +58,17 @@ def test_esc50_prepare_pretrain_resume_evaluate_embed(esc50, tmp_path, capsys):
     prepared = list((tmp_path / "prep").glob("esc50-*"))
     assert len(prepared) == 1 and len(list(prepared[0].glob("stats-*.json"))) == 1
     assert len(list((prepared[0] / "cache" / "items").rglob("*.npy"))) == 10
+    assert f"1 listed clip(s) have no audio file: {ABSENT}" in out
+    assert f"1 audio file(s) repaired (NaN/inf samples set to 0): {REPAIRED}" in out
     run = ["run_dir=run", "method=simclr", "efference=both"]
     assert main(["pretrain", *data, *run, *TINY]) == 0
     assert load_checkpoint(tmp_path / "run/checkpoints/last.pt")["step"] == 3
     # resume=auto continues from the checkpoint up to the new budget
     assert main(["pretrain", *data, *run, *TINY, "trainer.max_steps=5", "trainer.resume=auto"]) == 0
     assert load_checkpoint(tmp_path / "run/checkpoints/last.pt")["step"] == 5
+    capsys.readouterr()
     assert main(["evaluate", *data, "checkpoint=run", *TINY]) == 0
+    assert f"1 listed clip(s) have no audio file: {ABSENT}" in capsys.readouterr().out
     results = json.loads((tmp_path / "run/results.json").read_text())
     assert {"accuracy_mean", "accuracy_std", "per_fold"} <= set(results)
     assert len(results["per_fold"]) == 5 and results["n_clips"] == 10
@@ -73,6 +86,8 @@ def test_esc50_pretrain_without_prepare_reads_audio_and_reports_bad_files(esc50,
     assert main(["pretrain", *data, "run_dir=r", "efference=inverse", *TINY]) == 0
     out = capsys.readouterr().out
     assert "1-011-A-0.wav" in out  # a corrupt file is named in the summary
+    assert f"1 listed clip(s) have no audio file: {ABSENT}" in out
+    assert f"1 audio file(s) repaired (NaN/inf samples set to 0): {REPAIRED}" in out
     (stored,) = (tmp_path / "prep2").glob("esc50-*/stats-*.json")  # computed once, stored
     assert NormStats.load(tmp_path / "r/stats.json") == NormStats.load(stored)
     provenance = json.loads(stored.read_text())
@@ -106,6 +121,74 @@ def test_audioset_pretrain_and_map_evaluation_with_missing_clips(tmp_path, capsy
     assert results["n_train"] == 12 and results["n_eval"] == 6
 
 
+def test_embedding_ids_are_the_esc50_file_names_in_parquet_and_npy(esc50, tmp_path):
+    data = ["data=esc50", f"data.root={esc50}", "data.prepared=prep"]
+    for out in ("e.parquet", "e.npy"):
+        assert main(["embed", "checkpoint=random", *data, f"out={out}", *TINY]) == 0
+    meta = pd.read_csv(esc50 / "meta" / "esc50.csv")
+    frame = pd.read_parquet(tmp_path / "e.parquet")
+    joined = frame.merge(meta, left_on="id", right_on="filename", validate="one_to_one")
+    assert len(joined) == len(frame) == len(GOOD)  # every usable clip finds its row
+    assert sorted(joined["filename"]) == sorted(GOOD)
+    assert (joined["label"].map(json.loads) == joined["target"]).all()
+    stored = np.load(tmp_path / "e.npy", allow_pickle=True).item()
+    assert stored["ids"].dtype.kind == "U" and stored["ids"].tolist() == frame["id"].tolist()
+    by_name = meta.set_index("filename").loc[stored["ids"]]
+    assert (by_name["target"].to_numpy() == stored["labels"]).all()
+
+
+def test_save_embeddings_writes_text_ids_whatever_their_type(tmp_path):
+    ids = [b"1-100001-A-0.wav", np.bytes_(b"2-2-A-1.wav"), "clips/x.wav"]
+    labels, features = torch.tensor([0, 1, 2]), torch.randn(3, 4)
+    save_embeddings(tmp_path / "e.parquet", ids, labels, features)
+    save_embeddings(tmp_path / "e.npy", ids, labels, features)
+    expected = ["1-100001-A-0.wav", "2-2-A-1.wav", "clips/x.wav"]
+    assert pd.read_parquet(tmp_path / "e.parquet")["id"].tolist() == expected
+    assert np.load(tmp_path / "e.npy", allow_pickle=True).item()["ids"].tolist() == expected
+    with pytest.raises(ValueError, match="3 ids for 2 embeddings"):
+        save_embeddings(tmp_path / "f.npy", ids, labels[:2], features[:2])
+
+
+def test_manifest_clips_listed_but_absent_are_named_in_the_summary(tmp_path, capsys):
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    rows = ["path,label,fold"]
+    for i in range(10):
+        sf.write(folder / f"c{i}.wav", tone(300.0 + 900 * (i % 2), 16000), 16000)
+        rows.append(f"clips/c{i}.wav,{i % 2},{1 + i % 5}")
+    rows += ["clips/gone_a.wav,0,1", "clips/gone_b.wav,1,2"]
+    (tmp_path / "list.csv").write_text("\n".join(rows) + "\n")
+    data = ["data=manifest", f"data.root={tmp_path / 'list.csv'}", "data.prepared=prep"]
+    assert main(["evaluate", "checkpoint=random", *data, *TINY]) == 0
+    out = capsys.readouterr().out
+    assert "2 listed clip(s) have no audio file: clips/gone_a.wav, clips/gone_b.wav" in out
+    assert (
+        json.loads((tmp_path / "runs/audio/random-manifest/results.json").read_text())["n_clips"]
+        == 10
+    )
+
+
+def test_encoder_init_is_evaluated_by_checkpoint_init_and_starts_pretraining(tmp_path, capsys):
+    torch.manual_seed(5)
+    init = AudioNTT2020(d=32).state_dict()
+    torch.save(init, tmp_path / "w.pth")
+    demo = ["data.n_per_class=5", "data.prepared=prep", f"encoder.init={tmp_path / 'w.pth'}"]
+    assert main(["evaluate", "checkpoint=init", *demo, *TINY]) == 0
+    results = json.loads((tmp_path / "runs/audio/init-demo/results.json").read_text())
+    assert results["checkpoint"] == "init" and 0 <= results["accuracy_mean"] <= 1
+    # pretraining starts from those weights: a negligible learning rate keeps them
+    budget = ["trainer.lr=1e-12", "trainer.max_steps=1"]
+    assert main(["pretrain", "run_dir=r", *demo, *TINY, *budget]) == 0
+    exported = load_file(str(tmp_path / "r/export/encoder.safetensors"))
+    for key in ("features.0.weight", "features.8.weight", "fc.0.weight", "fc.3.weight"):
+        assert torch.allclose(exported[key], init[key], atol=1e-8), key
+    capsys.readouterr()
+    assert main(["evaluate", "checkpoint=init", "data.n_per_class=2", *TINY]) == 2
+    assert (
+        "checkpoint=init evaluates encoder.init: set encoder.init=FILE" in capsys.readouterr().err
+    )
+
+
 def test_demo_random_floor_and_embed_npy(tmp_path):
     demo = ["data.n_per_class=5", "data.prepared=prep"]
     assert main(["evaluate", "checkpoint=random", *demo, *TINY]) == 0
@@ -121,6 +204,17 @@ def test_demo_random_floor_and_embed_npy(tmp_path):
     [
         (["pretrain", "trainer.epochz=3"], "trainer.epochz"),
         (["pretrain", "method=moco"], "allowed values for method: byol, relic, simclr"),
+        (["pretrain", "method=simclrr"], "allowed values for method: byol, relic, simclr"),
+        (["pretrain", "method=simclrr"], "did you mean simclr?"),
+        (
+            ["pretrain", "efference=inversee"],
+            "allowed values for efference: both, forward, inverse, off",
+        ),
+        (["pretrain", "encoder=resnett"], "allowed values for encoder: audiontt, resnet"),
+        (["pretrain", "trainer.epoch=3"], "unknown config key 'trainer.epoch'"),
+        (["pretrain", "trainer.epoch=3"], "did you mean 'trainer.epochs'?"),
+        (["pretrain", "augment.rrc.freq_scal=[1,1]"], "did you mean 'augment.rrc.freq_scale'?"),
+        (["pretrain", "data=esc50", "data.rot=x"], "did you mean 'data.root'?"),
         (
             ["pretrain", "efference=sideways"],
             "allowed values for efference: both, forward, inverse, off",
@@ -134,19 +228,51 @@ def test_demo_random_floor_and_embed_npy(tmp_path):
             "efference.inverse_input='head' is not valid",
         ),
         (["pretrain", "augment.rrc.bogus=1"], "bogus"),
+        (["pretrain", "augment.rrc.freq_scale=[2,1]"], "augment.rrc: RandomResizeCrop: freq"),
+        (["pretrain", "trainer.batch_size=64"], "trainer.batch_size=64 is larger than the"),
         (["frobnicate"], "unknown command 'frobnicate'"),
         (["evaluate"], "checkpoint is required"),
     ],
 )
 def test_config_errors_name_the_key(args, message, capsys):
-    assert main([*args, "data.n_per_class=2"]) == 2
-    assert message in capsys.readouterr().err
+    assert main([*args, "data.n_per_class=2", "trainer.progress=false"]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "+" not in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_unknown_key_without_a_close_match_lists_the_keys_of_its_section(capsys):
+    assert main(["pretrain", "augment.fader.zzz=1"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config key 'augment.fader.zzz'" in err
+    assert "keys of augment.fader: enabled, max_gain, p" in err
+
+
+def test_user_errors_are_one_line_and_debug_shows_their_traceback(capsys):
+    assert main(["evaluate", "data.n_per_class=2"]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint is required" in err and "Traceback" not in err
+    assert main(["--debug", "evaluate", "data.n_per_class=2"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.strip().splitlines()[-1].endswith("checkpoint=logmel_stats")
+
+
+def test_an_internal_error_keeps_its_traceback(monkeypatch, capsys):
+    def broken(*args, **kwargs):
+        raise ValueError("operands could not be broadcast together")
+
+    monkeypatch.setattr("stec_audio.cli.app.build_index", broken)
+    assert main(["pretrain", "data.n_per_class=2"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "in broken" in err
+    assert "internal error: ValueError: operands could not be broadcast together" in err
 
 
 def test_help_lists_commands_and_groups(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
     for word in (
+        "--debug",
         "pretrain",
         "evaluate",
         "embed",
@@ -158,6 +284,42 @@ def test_help_lists_commands_and_groups(capsys):
         "audioset",
     ):
         assert word in out
+
+
+def test_malformed_dataset_lists_are_one_line_naming_the_file(esc50, tmp_path, capsys):
+    csv = esc50 / "meta" / "esc50.csv"
+    csv.write_text(csv.read_text().replace("target,", "label,", 1))
+    assert main(["pretrain", "data=esc50", f"data.root={esc50}", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert f"{csv}: missing column(s) ['target']" in err and "Traceback" not in err
+    root = tmp_path / "AudioSet"
+    short_wav(root / "audio" / "clip0000000.wav")
+    write_segments(root / "balanced_train_segments.csv", [("clip0000000", 0.0, [0])])
+    write_labels(root / "class_labels_indices.csv")
+    labels = root / "class_labels_indices.csv"
+    labels.write_text(labels.read_text().replace("display_name", "name", 1))
+    assert main(["pretrain", "data=audioset", f"data.root={root}", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert f"{labels}: missing column(s) ['display_name']" in err and "Traceback" not in err
+
+
+def test_prepared_statistics_and_caches_that_do_not_fit_are_one_line(tmp_path, capsys):
+    demo = ["data.n_per_class=2", "data.prepared=prep", "data.cache=true", *TINY]
+    assert main(["prepare", *demo]) == 0
+    (folder,) = (tmp_path / "prep").glob("demo-*")
+    config = json.loads((folder / "cache/config.json").read_text())
+    (folder / "cache/config.json").write_text(json.dumps({**config, "pad_mode": "right"}))
+    assert main(["prepare", *demo]) == 2
+    err = capsys.readouterr().err
+    assert "cache/config.json: cache made with a different configuration (pad_mode" in err
+    assert "Traceback" not in err
+    (folder / "cache/config.json").write_text(json.dumps(config))
+    (stats,) = folder.glob("stats-*.json")
+    stats.write_text('{"mean": 1.0}')
+    assert main(["pretrain", *demo]) == 2
+    err = capsys.readouterr().err
+    assert f"{stats.name}: not a valid normalisation-statistics file" in err
+    assert "Traceback" not in err
 
 
 def test_a_mostly_broken_dataset_stops_early_with_a_message(tmp_path, capsys):
@@ -245,3 +407,89 @@ def test_audioset_random_floor_is_evaluated_on_the_eval_list(tmp_path):
     ]
     results = _random_floor(tmp_path, "as", *data)
     assert results["n_train"] == 14 and results["n_eval"] == 6
+
+
+def _tiny_export(folder):
+    encoder = AudioNTT2020(d=32)
+    meta = audio_export_meta(encoder, FrontEndConfig(), NormStats(0.5, 2.0))
+    return export_backbone(encoder, folder, meta), encoder, meta
+
+
+def _rewrite_meta(folder, change):
+    meta = json.loads((folder / "encoder.json").read_text())
+    change(meta)
+    (folder / "encoder.json").write_text(json.dumps(meta))
+
+
+def _drop_weight(folder, key):
+    state = load_file(str(folder / "encoder.safetensors"))
+    del state[key]
+    save_file(state, str(folder / "encoder.safetensors"))
+
+
+MALFORMED_EXPORTS = {
+    "bad JSON": (
+        lambda f: (f / "encoder.json").write_text('{"format": "stec-encoder",'),
+        "encoder.json: not valid JSON",
+    ),
+    "no encoder entry": (
+        lambda f: _rewrite_meta(f, lambda m: m.pop("encoder")),
+        'encoder.json: "encoder" must be',
+    ),
+    "encoder without a name": (
+        lambda f: _rewrite_meta(f, lambda m: m["encoder"].pop("name")),
+        'encoder.json: "encoder" must be',
+    ),
+    "unknown encoder": (
+        lambda f: _rewrite_meta(f, lambda m: m["encoder"].update(name="conformer")),
+        "unknown audio encoder 'conformer'",
+    ),
+    "other format": (
+        lambda f: _rewrite_meta(f, lambda m: m.update(format="onnx")),
+        "encoder.json: format is 'onnx', expected 'stec-encoder'",
+    ),
+    "wrong shapes": (
+        lambda f: _rewrite_meta(f, lambda m: m["encoder"]["kwargs"].update(d=64)),
+        "encoder.safetensors: the weights do not match encoder 'audiontt'",
+    ),
+    "missing weight": (
+        lambda f: _drop_weight(f, "fc.3.bias"),
+        "missing fc.3.bias",
+    ),
+    "truncated weights": (
+        lambda f: (f / "encoder.safetensors").write_bytes(
+            (f / "encoder.safetensors").read_bytes()[:100]
+        ),
+        "encoder.safetensors: cannot read the weights",
+    ),
+    "bad norm": (
+        lambda f: _rewrite_meta(f, lambda m: m.update(norm={"mean": 0.0})),
+        'encoder.json: "norm" must be',
+    ),
+    "unknown front-end key": (
+        lambda f: _rewrite_meta(f, lambda m: m["frontend"].update(fmax=8000)),
+        "encoder.json: unknown frontend key(s) ['fmax']",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED_EXPORTS))
+def test_a_malformed_export_is_one_line_naming_file_and_problem(case, tmp_path, capsys):
+    folder, _, _ = _tiny_export(tmp_path / "exp")
+    corrupt, message = MALFORMED_EXPORTS[case]
+    corrupt(folder)
+    for command in (["evaluate"], ["embed", "out=e.npy"]):
+        assert main([*command, f"checkpoint={folder}", "data.n_per_class=2", *TINY]) == 2
+        err = capsys.readouterr().err
+        assert message in err, err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(ExportError, match=re.escape(message)):
+        hear.load_model(str(folder))
+
+
+def test_a_well_formed_export_loads_with_its_norm_and_front_end(tmp_path):
+    folder, encoder, _ = _tiny_export(tmp_path / "exp")
+    model = hear.load_model(str(folder))
+    assert model.norm == NormStats(0.5, 2.0) and model.frontend == FrontEndConfig()
+    x = torch.randn(2, 1, 64, 96)
+    assert torch.equal(model.encoder.eval()(x), encoder.eval()(x))

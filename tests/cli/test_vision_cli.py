@@ -12,8 +12,9 @@ import torch
 from PIL import Image
 
 from stec.engine.checkpoint import load_checkpoint
+from stec.engine.export import export_backbone
 from stec_vision.cli import main
-from stec_vision.encoders import load_vision_encoder
+from stec_vision.encoders import build_vision_encoder, encoder_meta, load_vision_encoder
 
 TINY = [
     "encoder=small", "encoder.width=8", "method.proj_hidden=32", "method.proj_dim=16",
@@ -99,8 +100,69 @@ def test_demo_random_floor(tmp_path):
             "trainer.amp='fp8' is not valid; allowed values: off, bf16, fp16",
         ),
         (["pretrain", "data=cifar10"], "data.root"),
+        (["pretrain", "method=simclrr"], "allowed values for method: byol, relic, simclr"),
+        (
+            ["pretrain", "efference=inversee"],
+            "allowed values for efference: both, forward, inverse, off",
+        ),
+        (["pretrain", "trainer.epoch=3"], "did you mean 'trainer.epochs'?"),
+        (["pretrain", "encoder.widht=8"], "did you mean 'encoder.width'?"),
     ],
 )
 def test_config_errors_name_the_key(args, message, capsys):
     assert main(args) == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_internal_error_keeps_its_traceback_and_debug_is_in_the_help(monkeypatch, capsys):
+    def broken(*args, **kwargs):
+        raise KeyError("label_names")
+
+    monkeypatch.setattr("stec_vision.cli.dataset", broken)
+    assert main(["pretrain", *TINY]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "internal error: KeyError: 'label_names'" in err
+    assert main(["--help"]) == 0
+    assert "--debug" in capsys.readouterr().out
+
+
+def _small_export(folder, width=8):
+    model, dim = build_vision_encoder("small", width=width)
+    meta = {"modality": "vision", "encoder": encoder_meta("small", width=width)}
+    return export_backbone(model, folder, {**meta, "feature_dim": dim, "normalize": "none"})
+
+
+def _edit_meta(folder, change):
+    meta = json.loads((folder / "encoder.json").read_text())
+    change(meta)
+    (folder / "encoder.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize(
+    "corrupt, message",
+    [
+        (lambda f: (f / "encoder.json").write_text("{"), "encoder.json: not valid JSON"),
+        (lambda f: _edit_meta(f, lambda m: m.pop("encoder")), '"encoder" must be'),
+        (
+            lambda f: _edit_meta(f, lambda m: m["encoder"]["kwargs"].update(width=16)),
+            "encoder.safetensors: the weights do not match encoder 'small'",
+        ),
+        (
+            lambda f: _edit_meta(f, lambda m: m["encoder"]["kwargs"].update(depth=3)),
+            "encoder.json: ",
+        ),
+        (
+            lambda f: (f / "encoder.safetensors").write_bytes(b"\0" * 16),
+            "encoder.safetensors: cannot read the weights",
+        ),
+    ],
+)
+def test_a_malformed_export_is_one_line_naming_file_and_problem(corrupt, message, tmp_path, capsys):
+    folder = _small_export(tmp_path / "exp")
+    corrupt(folder)
+    for command in (["evaluate"], ["embed", "out=e.npy"]):
+        assert main([*command, f"checkpoint={folder}", *TINY]) == 2
+        err = capsys.readouterr().err
+        assert message in err and str(folder) in err, err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
