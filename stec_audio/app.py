@@ -201,6 +201,10 @@ def pipeline_config(cfg: DictConfig, norm: NormStats) -> dict[str, Any]:
         section = sections.get(name)
         if section is not None and section.get("norm_std") is None:
             section["norm_std"] = float(norm.std)
+    pitch = sections.get("pitch")
+    if pitch is not None:  # the pitch shift warps the front end's own mel axis
+        front = frontend_config(cfg)
+        pitch.update(n_mels=front.n_mels, f_min=front.f_min, f_max=front.f_max)
     crop = sections.get("time_crop")
     if crop is not None and crop.get("action_range") is None:
         clip = frontend_config(cfg).frames(float(cfg.data.clip_seconds))

@@ -6,9 +6,11 @@ the training segment. Every augmenter samples its parameters per example on the 
 device with the global torch RNG, applies them as batched tensor ops, and records them
 under the names of the action components it declares (see :mod:`stec.augment`).
 
-The pipeline order is fixed (:data:`PIPELINE_ORDER`): crop the segment, mix in a
-background clip, then the geometric maps, the level ramp, and the masks last (a mask is
-the only step that destroys information).
+The pipeline order is fixed (:data:`PIPELINE_ORDER`): crop the segment, shift its pitch
+(on the front end's own mel axis, where the shift is exact, and before a background is
+mixed in, so that the background keeps its pitch), mix in a background clip, then the
+geometric maps, the level ramp, and the masks last (a mask is the only step that destroys
+information).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 from stec.augment import Augmenter, Compose
 from stec_audio.augment_mix import NATS_PER_DB, LinearFader, Mixup
+from stec_audio.augment_pitch import PitchShift
 from stec_audio.augment_spectral import (
     RRC_LINEAR_RANGE,
     RRC_TRANSLATION_RANGE,
@@ -30,6 +33,7 @@ from stec_audio.augment_time import TimeCrop, TimeStretch
 
 AUGMENTERS: dict[str, type[Augmenter]] = {
     "time_crop": TimeCrop,
+    "pitch": PitchShift,
     "mixup": Mixup,
     "rrc": RandomResizeCrop,
     "freq_shift": FrequencyShift,
@@ -50,6 +54,7 @@ DEFAULT_AUDIO_PIPELINE: dict[str, dict[str, Any]] = {
         "energy_weighted": True,
         "uniform_mix": 0.1,
     },
+    "pitch": {"enabled": False, "p": 1.0, "max_semitones": 4.0},
     "mixup": {"enabled": True, "p": 1.0, "ratio": (0.0, 0.4), "source": "bank", "n_memory": 2048},
     "rrc": {
         "enabled": True,
@@ -159,6 +164,7 @@ __all__ = [
     "FrequencyShift",
     "LinearFader",
     "Mixup",
+    "PitchShift",
     "RandomResizeCrop",
     "SpecAugmentMask",
     "TimeCrop",
