@@ -20,6 +20,7 @@ from stec.errors import ConfigError, user_input
 from stec.methods import choose
 from stec_audio.audioset import audioset_entries
 from stec_audio.cache import prepare_cache
+from stec_audio.clip_index import add_label_columns
 from stec_audio.datasets import (
     ClipIndex,
     IndexedClips,
@@ -58,10 +59,20 @@ def build_index(cfg: DictConfig, split: str = "train") -> ClipIndex:
     """The clip index of ``cfg.data``; ``split="eval"`` is AudioSet's evaluation list."""
     name = choose("data.name", cfg.data.name, DATASETS)
     root = data_root(cfg)
+    labels = list(cfg.data.get("labels") or [])
     if name in ("demo", "esc50"):
         index = esc50_entries(root, esc10=bool(cfg.data.get("esc10", False)))
+        if labels:
+            add_label_columns(index, root / "meta" / "esc50.csv", "filename", labels)
     elif name == "manifest":
         index = manifest_entries(root)
+        if labels:
+            add_label_columns(index, root, "path", labels)
+    elif labels:
+        raise ConfigError(
+            f"data.labels={labels}: further label sets are read from the metadata of "
+            "data=demo, esc50 or manifest"
+        )
     elif name == "folder":
         index = folder_entries(root)
     else:

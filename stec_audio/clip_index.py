@@ -60,6 +60,8 @@ class ClipIndex:
         class_names: the C class names, in class-index order.
         multilabel: whether labels are sets (AudioSet) rather than one class per clip.
         missing: ids of clips listed by the source whose audio file was not found.
+        tasks: further label sets of the same clips, by name: ``[N]`` int64 each, -1
+            where the task does not apply to a clip (see :func:`add_label_columns`).
     """
 
     ids: np.ndarray
@@ -70,6 +72,7 @@ class ClipIndex:
     class_names: list[str]
     multilabel: bool = False
     missing: list[str] = field(default_factory=list)
+    tasks: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.ids)
@@ -180,6 +183,7 @@ class ClipIndex:
             class_names=list(self.class_names),
             multilabel=self.multilabel,
             missing=list(self.missing),
+            tasks={name: labels[pos] for name, labels in self.tasks.items()},
         )
 
     def missing_summary(self, max_ids: int = 5) -> str:
@@ -372,6 +376,37 @@ def data_summary(index: ClipIndex, bad_log: BadFileLog | None = None) -> str:
     if bad_log is not None and (bad_log.n_bad or bad_log.n_repaired):
         lines.append(bad_log.summary())
     return "\n".join(line for line in lines if line)
+
+
+def add_label_columns(
+    index: ClipIndex, csv: str | os.PathLike, id_column: str, columns: Sequence[str]
+) -> ClipIndex:
+    """Attach further label sets of the same clips, read from ``columns`` of ``csv`` (the
+    corpus's own metadata, e.g. ESC-50's ``meta/esc50.csv``), to ``index.tasks``.
+
+    Rows are matched to clips by ``id_column`` (the clip ids: ESC-50 file names, manifest
+    paths). Values are non-negative integers or names (numbered in sorted order); an empty
+    cell means the task does not apply to that clip (label -1). Returns ``index``.
+    """
+    csv = Path(csv)
+    df = _read_csv(csv, (id_column, *columns))
+    rows = pd.Series(np.arange(len(df)), index=df[id_column].str.strip())
+    if rows.index.has_duplicates:
+        dup = rows.index[rows.index.duplicated()][0]
+        raise ValueError(f"{csv}: {id_column} {dup!r} is listed twice")
+    ids = [index.id(i) for i in range(len(index))]
+    where = rows.reindex(ids)
+    if where.isna().any():
+        raise ValueError(f"{csv}: no row for clip {ids[int(np.flatnonzero(where.isna())[0])]!r}")
+    for column in columns:
+        values = df[column].str.strip().to_numpy()[where.to_numpy(dtype=np.int64)]
+        names = sorted({v for v in values if v})
+        if all(re.fullmatch(r"\d+", v) for v in names):
+            lookup = {v: int(v) for v in names}
+        else:
+            lookup = {v: k for k, v in enumerate(names)}
+        index.tasks[column] = np.array([lookup[v] if v else -1 for v in values], dtype=np.int64)
+    return index
 
 
 def clip_target(index: ClipIndex, i: int) -> int | Tensor:

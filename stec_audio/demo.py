@@ -15,6 +15,12 @@ Decisions:
 - Every clip draws its pitch, timing, duration, level and background (noise colour and
   signal-to-noise ratio) from its own generator seeded by ``(SEED, class, clip)``, so the
   files are byte-identical across runs and independent of generation order.
+- Beyond the class, the metadata holds two label sets of the same clips that the
+  generator knows and that an augmentation changes: ``pitch_register`` (bands of 6
+  semitones above 110 Hz for the sounds with one pitch: harmonic tone, AM and FM tones,
+  knock, beep; empty for the others) and ``loudness_band`` (the sound's peak level in
+  bands of 3 dB). They are what an encoder that became invariant to pitch shifts or gains
+  loses, and what the efference copy should keep (``data.labels``).
 - Each class is spread evenly over the 5 folds (clip ``k`` goes to fold ``k % 5 + 1``);
   the first five classes are marked ``esc10 = True``, which makes a 5-class subset.
 - The set is written to a temporary folder and renamed into place, so an interrupted or
@@ -27,13 +33,18 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
 SEED = 20221128
-VERSION = 1
+#: ESC-50's columns, then the demo's further label sets of the same clips (empty = the
+#: clip's sound has no single pitch).
+LABEL_COLUMNS = ("pitch_register", "loudness_band")
+HEADER = "filename,fold,target,category,esc10,src_file,take," + ",".join(LABEL_COLUMNS) + "\n"
+VERSION = 2  # 2: the metadata gained pitch_register and loudness_band
 SAMPLE_RATE = 16000
 CLIP_SECONDS = 5.0
 N_FOLDS = 5
@@ -83,14 +94,14 @@ def _harmonic_tone(rng: np.random.Generator) -> np.ndarray:
     h = h[h[:, 0] * f0 < SAMPLE_RATE / 2 - 500]
     amps = h ** -rng.uniform(0.5, 2.0)
     tone = (amps * np.sin(2 * np.pi * f0 * h * _T + rng.uniform(0, 2 * np.pi, h.shape))).sum(0)
-    return tone * _gate(rng, 2.5, 5.0)
+    return tone * _gate(rng, 2.5, 5.0), f0
 
 
 def _chirp(rng: np.random.Generator, up: bool) -> np.ndarray:
     f0, ratio = _log_uniform(rng, 200, 800), rng.uniform(2, 8)
     if not up:
         f0, ratio = f0 * ratio, 1 / ratio
-    return _sweep(f0, ratio, *_span(rng, 1.5, 4.0), fade_s=0.02)
+    return _sweep(f0, ratio, *_span(rng, 1.5, 4.0), fade_s=0.02), None  # no single pitch
 
 
 def _noise_bursts(rng: np.random.Generator) -> np.ndarray:
@@ -98,7 +109,7 @@ def _noise_bursts(rng: np.random.Generator) -> np.ndarray:
     for _ in range(rng.integers(2, 6)):
         band = _band_noise(rng, _log_uniform(rng, 300, 5000), rng.uniform(0.5, 1.5))
         out += band / (band.std() + 1e-9) * _gate(rng, 0.1, 0.6, 0.01)
-    return out
+    return out, None
 
 
 def _click_train(rng: np.random.Generator) -> np.ndarray:
@@ -111,19 +122,19 @@ def _click_train(rng: np.random.Generator) -> np.ndarray:
     impulses[idx] = 1.0
     n_click = int(0.003 * SAMPLE_RATE)
     click = rng.standard_normal(n_click) * np.exp(-np.arange(n_click) / (0.0006 * SAMPLE_RATE))
-    return np.convolve(impulses, click)[:_N] * span
+    return np.convolve(impulses, click)[:_N] * span, None
 
 
 def _am_tone(rng: np.random.Generator) -> np.ndarray:
     fc, fm, depth = _log_uniform(rng, 200, 2000), rng.uniform(2, 12), rng.uniform(0.6, 1.0)
     env = 1 - depth * 0.5 * (1 + np.cos(2 * np.pi * fm * _T + rng.uniform(0, 2 * np.pi)))
-    return np.sin(2 * np.pi * fc * _T) * env * _gate(rng, 2.0, 5.0)
+    return np.sin(2 * np.pi * fc * _T) * env * _gate(rng, 2.0, 5.0), fc
 
 
 def _fm_tone(rng: np.random.Generator) -> np.ndarray:
     fc, fm, depth = _log_uniform(rng, 300, 2000), rng.uniform(3, 10), rng.uniform(0.03, 0.15)
     phase = 2 * np.pi * fc * _T + depth * fc / fm * np.sin(2 * np.pi * fm * _T)
-    return np.sin(phase) * _gate(rng, 2.0, 5.0)
+    return np.sin(phase) * _gate(rng, 2.0, 5.0), fc
 
 
 def _knock(rng: np.random.Generator) -> np.ndarray:
@@ -136,21 +147,23 @@ def _knock(rng: np.random.Generator) -> np.ndarray:
         on = t >= 0
         decay = np.exp(-np.where(on, t, 0) / tau) * on
         out += decay * (np.sin(2 * np.pi * f1 * t) + 0.5 * np.sin(2 * np.pi * 2.3 * f1 * t))
-    return out
+    return out, f1
 
 
 def _chirp_event(rng: np.random.Generator) -> np.ndarray:
     f0, ratio = _log_uniform(rng, 1000, 2500), rng.uniform(1.5, 3)
-    return _sweep(f0, ratio, *_span(rng, 0.2, 0.4), fade_s=0.01)
+    return _sweep(f0, ratio, *_span(rng, 0.2, 0.4), fade_s=0.01), None
 
 
 def _beep_event(rng: np.random.Generator) -> np.ndarray:
     f = _log_uniform(rng, 500, 3000)
-    return np.sin(2 * np.pi * f * _T) * _gate(rng, 0.15, 0.4, 0.005)
+    return np.sin(2 * np.pi * f * _T) * _gate(rng, 0.15, 0.4, 0.005), f
 
 
 #: (category, generator, is a short event). The category order defines the targets.
-CLASSES: list[tuple[str, Callable[[np.random.Generator], np.ndarray], bool]] = [
+CLASSES: list[
+    tuple[str, Callable[[np.random.Generator], tuple[np.ndarray, float | None]], bool]
+] = [
     ("harmonic_tone", _harmonic_tone, False),
     ("chirp_up", lambda rng: _chirp(rng, True), False),
     ("chirp_down", lambda rng: _chirp(rng, False), False),
@@ -172,21 +185,55 @@ def _background(rng: np.random.Generator) -> np.ndarray:
     return noise / noise.std()
 
 
-def make_clip(target: int, k: int, background: bool = True) -> np.ndarray:
-    """Clip ``k`` of class ``target``: float32 ``[80000]`` (5 s at 16 kHz), in [-1, 1].
+@dataclass(frozen=True)
+class ClipFacts:
+    """What the generator knows about a clip beyond its class.
 
-    ``background=False`` leaves out the noise (same signal, for inspection and tests).
+    Attributes:
+        pitch_hz: the fundamental (harmonic tone), carrier (AM/FM tones), tone (beep) or
+            first resonance (knock) in Hz; None for sounds without one pitch (sweeps,
+            noise, clicks).
+        level_db: the sound's peak level in dBFS before the background is added (the
+            background follows it at the drawn signal-to-noise ratio, so the whole clip
+            is that much louder or quieter).
     """
+
+    pitch_hz: float | None
+    level_db: float
+
+    @property
+    def pitch_register(self) -> int:
+        """Band of 6 semitones above 110 Hz (0 = 110-156 Hz, ..., 9 = 2.5-3.5 kHz); -1 when
+        the sound has no single pitch."""
+        if self.pitch_hz is None:
+            return -1
+        return int(np.clip(np.floor(12 * np.log2(self.pitch_hz / 110.0) / 6), 0, 9))
+
+    @property
+    def loudness_band(self) -> int:
+        """Band of 3 dB of the peak level: 0 = -18 to -15 dBFS, ..., 4 = -6 to -3 dBFS."""
+        return int(np.clip(np.floor((self.level_db + 18.0) / 3.0), 0, 4))
+
+
+def generate_clip(target: int, k: int, background: bool = True) -> tuple[np.ndarray, ClipFacts]:
+    """Clip ``k`` of class ``target``: float32 ``[80000]`` (5 s at 16 kHz) in [-1, 1], and
+    its :class:`ClipFacts`. ``background=False`` leaves out the noise (same signal)."""
     rng = np.random.default_rng([SEED, target, k])
     _, generate, event = CLASSES[target]
-    sig = generate(rng)
-    sig = sig / (np.abs(sig).max() + 1e-12) * 10 ** (rng.uniform(-18, -3) / 20)
+    sig, pitch = generate(rng)
+    level_db = rng.uniform(-18, -3)
+    sig = sig / (np.abs(sig).max() + 1e-12) * 10 ** (level_db / 20)
     # SNR against the signal's RMS over its active part, so short events stay audible.
     active = np.abs(sig) > 1e-3 * np.abs(sig).max()
     rms = np.sqrt(np.mean(sig[active] ** 2))
     snr_db = rng.uniform(8, 25) if event else rng.uniform(10, 35)
     wave = sig + _background(rng) * rms * 10 ** (-snr_db / 20) if background else sig
-    return np.clip(wave, -1.0, 1.0).astype(np.float32)
+    return np.clip(wave, -1.0, 1.0).astype(np.float32), ClipFacts(pitch, float(level_db))
+
+
+def make_clip(target: int, k: int, background: bool = True) -> np.ndarray:
+    """Clip ``k`` of class ``target`` (see :func:`generate_clip`)."""
+    return generate_clip(target, k, background)[0]
 
 
 def default_cache_dir() -> Path:
@@ -205,10 +252,14 @@ def write_demo_dataset(root: str | os.PathLike, n_per_class: int = 40) -> None:
         for k in range(n_per_class):
             fold, src = k % N_FOLDS + 1, 100000 + target * 1000 + k
             name = f"{fold}-{src}-A-{target}.wav"
-            sf.write(root / "audio" / name, make_clip(target, k), SAMPLE_RATE, subtype="PCM_16")
-            rows.append(f"{name},{fold},{target},{category},{target < 5},{src},A\n")
-    header = "filename,fold,target,category,esc10,src_file,take\n"
-    (root / "meta" / "esc50.csv").write_text(header + "".join(sorted(rows)), encoding="utf-8")
+            wave, facts = generate_clip(target, k)
+            sf.write(root / "audio" / name, wave, SAMPLE_RATE, subtype="PCM_16")
+            register = "" if facts.pitch_register < 0 else facts.pitch_register
+            rows.append(
+                f"{name},{fold},{target},{category},{target < 5},{src},A,"
+                f"{register},{facts.loudness_band}\n"
+            )
+    (root / "meta" / "esc50.csv").write_text(HEADER + "".join(sorted(rows)), encoding="utf-8")
 
 
 def ensure_demo_dataset(cache_dir: str | os.PathLike | None = None, n_per_class: int = 40) -> Path:

@@ -233,3 +233,28 @@ def test_clip_index_subset_keeps_multilabels():
     assert [e.label for e in sub] == [entries[5].label, entries[1].label, entries[3].label]
     assert np.array_equal(sub.targets(), index.targets()[[5, 1, 3]])
     assert len(index.subset([])) == 0
+
+
+def test_label_columns_become_tasks_and_name_their_problems(tmp_path):
+    from stec_audio.clip_index import add_label_columns
+
+    (tmp_path / "clips").mkdir()
+    for name in ("a", "b", "c"):
+        write_kind(tmp_path / "clips" / f"{name}.wav", "pcm16_22k", 440.0)
+    (tmp_path / "m.csv").write_text(
+        "path,label,pitch,mood\nclips/a.wav,dog,3,calm\nclips/b.wav,cat,,tense\nclips/c.wav,dog,0,calm\n"
+    )
+    index = add_label_columns(
+        manifest_entries(tmp_path / "m.csv"), tmp_path / "m.csv", "path", ["pitch", "mood"]
+    )
+    assert index.tasks["pitch"].tolist() == [3, -1, 0]
+    assert index.tasks["mood"].tolist() == [0, 1, 0]  # names numbered in sorted order
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['tempo'\]"):
+        add_label_columns(
+            manifest_entries(tmp_path / "m.csv"), tmp_path / "m.csv", "path", ["tempo"]
+        )
+    (tmp_path / "short.csv").write_text("path,pitch\nclips/a.wav,1\n")
+    with pytest.raises(ValueError, match="no row for clip 'clips/b.wav'"):
+        add_label_columns(
+            manifest_entries(tmp_path / "m.csv"), tmp_path / "short.csv", "path", ["pitch"]
+        )

@@ -27,7 +27,9 @@ def test_demo_set_is_byte_identical_and_in_esc50_layout(tmp_path):
     for c in range(len(CLASSES)):  # every class spread evenly over the 5 folds
         assert sorted(folds[targets == c].tolist()) == [1, 2, 3, 4, 5]
     header = (a / "meta" / "esc50.csv").read_text().splitlines()[0]
-    assert header == "filename,fold,target,category,esc10,src_file,take"
+    assert (
+        header == "filename,fold,target,category,esc10,src_file,take,pitch_register,loudness_band"
+    )
     for e in index.entries[:3]:
         fold, _, take, target = e.path.stem.split("-")
         assert (int(fold), int(target), take) == (e.fold, e.label, "A")
@@ -67,3 +69,32 @@ def test_short_event_classes_are_short_and_clips_vary():
             assert (extent < 0.12) if event else (extent > 0.2), (name, k, extent)
     assert not np.array_equal(make_clip(0, 0), make_clip(0, 1))
     assert np.array_equal(make_clip(3, 2), make_clip(3, 2))
+
+
+def test_demo_metadata_holds_the_pitch_register_and_loudness_band_it_generated(tmp_path):
+    from stec_audio.clip_index import add_label_columns
+    from stec_audio.datasets import esc50_entries
+    from stec_audio.demo import LABEL_COLUMNS, generate_clip
+
+    root = ensure_demo_dataset(tmp_path, n_per_class=4)
+    index = add_label_columns(
+        esc50_entries(root), root / "meta" / "esc50.csv", "filename", LABEL_COLUMNS
+    )
+    assert set(index.tasks) == {"pitch_register", "loudness_band"}
+    for i in range(len(index)):
+        target, k = index.label(i), int(index.id(i).split("-")[1]) % 1000
+        _, facts = generate_clip(target, k, background=False)
+        assert index.tasks["pitch_register"][i] == facts.pitch_register
+        assert index.tasks["loudness_band"][i] == facts.loudness_band
+    names = [c[0] for c in CLASSES]
+    pitched = {
+        names[index.label(i)] for i in range(len(index)) if index.tasks["pitch_register"][i] >= 0
+    }
+    assert pitched == {"harmonic_tone", "am_tone", "fm_tone", "knock_event", "beep_event"}
+    # a harmonic tone at 110 Hz is in register 0, at 880 Hz (3 octaves up) in register 6
+    from stec_audio.demo import ClipFacts
+
+    assert ClipFacts(110.0, -10).pitch_register == 0 and ClipFacts(880.0, -10).pitch_register == 6
+    assert ClipFacts(None, -3.5).pitch_register == -1 and ClipFacts(None, -3.5).loudness_band == 4
+    sub = index.subset([0, 5])
+    assert sub.tasks["loudness_band"].tolist() == index.tasks["loudness_band"][[0, 5]].tolist()
