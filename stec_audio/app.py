@@ -32,12 +32,15 @@ from stec_audio.datasets import (
     manifest_entries,
 )
 from stec_audio.demo import ensure_demo_dataset
+from stec_audio.demo_notes import ensure_notes_dataset
 from stec_audio.encoders import build_encoder
 from stec_audio.frontend import FrontEndConfig, NormStats
 from stec_audio.weights import load_initial_weights, read_audio_export
 
 log = logging.getLogger("stec")
-DATASETS = ("demo", "esc50", "audioset", "manifest", "folder")
+DATASETS = ("demo", "notes", "esc50", "audioset", "manifest", "folder")
+#: the built-in sets, generated on first use (ESC-50 layout)
+GENERATED = {"demo": ensure_demo_dataset, "notes": ensure_notes_dataset}
 STATS_FILE = "stats.json"  # the statistics a run trained with, kept in its run directory
 
 
@@ -47,8 +50,8 @@ def frontend_config(cfg: DictConfig) -> FrontEndConfig:
 
 def data_root(cfg: DictConfig) -> Path:
     data = cfg.data
-    if data.name == "demo":
-        return ensure_demo_dataset(data.root or None, n_per_class=data.n_per_class)
+    if data.name in GENERATED:
+        return GENERATED[data.name](data.root or None, n_per_class=data.n_per_class)
     root = Path(str(data.root)).expanduser()
     if not root.exists():
         raise FileNotFoundError(f"data.root={str(root)!r} does not exist")
@@ -60,7 +63,7 @@ def build_index(cfg: DictConfig, split: str = "train") -> ClipIndex:
     name = choose("data.name", cfg.data.name, DATASETS)
     root = data_root(cfg)
     labels = list(cfg.data.get("labels") or [])
-    if name in ("demo", "esc50"):
+    if name in ("demo", "notes", "esc50"):
         index = esc50_entries(root, esc10=bool(cfg.data.get("esc10", False)))
         if labels:
             add_label_columns(index, root / "meta" / "esc50.csv", "filename", labels)
@@ -71,7 +74,7 @@ def build_index(cfg: DictConfig, split: str = "train") -> ClipIndex:
     elif labels:
         raise ConfigError(
             f"data.labels={labels}: further label sets are read from the metadata of "
-            "data=demo, esc50 or manifest"
+            "data=demo, notes, esc50 or manifest"
         )
     elif name == "folder":
         index = folder_entries(root)

@@ -273,12 +273,19 @@ def ensure_demo_dataset(cache_dir: str | os.PathLike | None = None, n_per_class:
         raise ValueError(f"n_per_class must be at least 1, got {n_per_class}")
     base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     root = base / f"esc_demo_v{VERSION}_n{n_per_class}"
+    return write_atomically(root, lambda folder: write_demo_dataset(folder, n_per_class))
+
+
+def write_atomically(root: Path, write: Callable[[Path], None]) -> Path:
+    """``root`` once it holds ``meta/esc50.csv``: made by ``write(folder)`` in a temporary
+    folder that is then renamed into place, so an interrupted or concurrent first use
+    never leaves a half-written set behind."""
     if (root / "meta" / "esc50.csv").is_file():
         return root
-    base.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-demo-", dir=base))
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root.parent))
     try:
-        write_demo_dataset(tmp, n_per_class)
+        write(tmp)
         try:
             os.rename(tmp, root)
         except OSError:
