@@ -35,6 +35,7 @@ from stec.evaluation import (
     format_table,
     knn_accuracy,
     linear_probe,
+    probe_options,
     write_results,
 )
 from stec_audio import app
@@ -118,13 +119,7 @@ def _embed_split(cfg: DictConfig, split: str = "train"):
 
 def evaluate(cfg: DictConfig) -> None:
     """ESC-50 protocol (leave-one-fold-out linear probe) or AudioSet mAP; writes results.json."""
-    probe = dict(
-        epochs=cfg.evaluate.epochs,
-        lr=cfg.evaluate.lr,
-        batch_size=cfg.evaluate.batch_size,
-        patience=cfg.evaluate.patience,
-        seed=cfg.seed,
-    )
+    probe = probe_options(cfg.evaluate, seed=cfg.seed)
     x, y, pos, index, meta = _embed_split(cfg, "train")
     if index.multilabel:
         test_x, test_y, _, _, _ = _embed_split(cfg, "eval")
