@@ -80,9 +80,7 @@ def logistic_score_gradient(
     if multilabel:
         residual = scores.sigmoid() - y.T.to(scores.dtype)
     else:
-        residual = scores.softmax(1)
-        index = y.view(1, 1, -1).expand(scores.shape[0], 1, -1)
-        residual.scatter_add_(1, index, torch.full_like(index, -1, dtype=scores.dtype))
+        residual = scores.softmax(1) - F.one_hot(y, scores.shape[1]).T.to(scores.dtype)
     return residual * row_weight.unsqueeze(1)
 
 

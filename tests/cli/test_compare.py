@@ -34,9 +34,10 @@ def test_mean_ci_uses_student_t():
 
 
 def test_vision_compare_writes_csv_json_report_and_resumes(tmp_path, capsys):
+    # evaluate.cs=[1.0]: one C, no inner cross-validation (the runner is tested, not the probe)
     args = ["compare", *TINY, "compare.methods=[simclr]", "compare.efference=[off,inverse]",
             "compare.seeds=[0,1]", "compare.ablate=[crop]", "compare.floors=[random,pixels]",
-            "compare.out=cmp"]  # fmt: skip
+            "compare.out=cmp", "evaluate.cs=[1.0]"]  # fmt: skip
     assert main(args) == 0
     out = tmp_path / "cmp"
     summary = json.loads((out / "comparison.json").read_text())
