@@ -125,6 +125,7 @@ def evaluate(cfg: DictConfig) -> None:
         test_x, test_y, _, _, _ = _embed_split(cfg, "eval")
         scores = linear_probe(x, y, test_x, test_y, multilabel=True, **probe)
         results = {"metric": "map", "map": scores["map"], "n_train": len(x), "n_eval": len(test_x)}
+        results["protocol"] = scores["protocol"]
     else:
         folds = torch.as_tensor(index.folds[pos.numpy()].astype(np.int64))
         if (folds < 0).any():

@@ -123,6 +123,7 @@ def evaluate(cfg: DictConfig) -> None:
     )
     results = {
         "accuracy": probe["accuracy"],
+        "protocol": probe["protocol"],
         "knn_accuracy": knn_accuracy(train_x, train_y, test_x, test_y, k=cfg.evaluate.knn_k),
         "class_distance_ratio": class_distance_ratio(test_x, test_y)["ratio"],
         "checkpoint": str(cfg.checkpoint),
