@@ -354,6 +354,7 @@ def action_probe_table(summary: dict[str, Any]) -> str:
                 cells.append("")
                 continue
             majority = _f(entry["majority"]) or "n/a"
-            cells.append(f"{entry['mean']:.4f} ± {_f(entry['std']) or 'n/a'} (majority {majority})")
+            std = _f(entry["std"]) or "n/a"
+            cells.append(f"{entry['mean']:.4f} ± {std} (majority {majority})")
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(rows)

@@ -212,6 +212,12 @@ def _validation_scores(
     return sum(metrics) / len(metrics), sum(losses) / len(losses)
 
 
+def _neighbour_mean(values: list[float]) -> list[float]:
+    """The mean of each value and its neighbours in the list (two at the ends)."""
+    windows = [values[max(0, i - 1) : i + 2] for i in range(len(values))]
+    return [sum(w) / len(w) for w in windows]
+
+
 def select_c(
     x: Tensor,
     y: Tensor,
@@ -229,8 +235,9 @@ def select_c(
     from the smallest (strongest regularisation) to the largest, each warm-started from the
     previous solution. Each candidate is scored by its mean held-out metric (accuracy, or
     mAP for multi-label data) averaged with its neighbours' in the sorted ``cs``; the best
-    wins, ties going to the lower mean held-out loss. The smoothing matters on small data:
-    a held-out score is noisy and picking its raw maximum often lands on an outlier.
+    wins, ties going to the lower mean held-out loss. The smoothing steadies the choice
+    where the held-out curve is flat and noisy (a held-out score is noisy, its trend over
+    ``C`` much less so).
 
     Args:
         x: ``[N, D]`` standardised features; y: ``[N]`` int or ``[N, C]`` multi-hot;
@@ -256,11 +263,7 @@ def select_c(
         metric, loss = _validation_scores(scores, y, folds, fold_values, multilabel)
         selection.scores[c] = {"metric": metric, "loss": loss}
         fits.append(fit)
-    metrics = [selection.scores[c]["metric"] for c in cs]
-    # the mean over each candidate and its neighbours: a held-out score is noisy, its trend
-    # over C is not
-    smoothed = [sum(metrics[max(0, i - 1) : i + 2]) / len(metrics[max(0, i - 1) : i + 2])
-                for i in range(len(cs))]  # fmt: skip
+    smoothed = _neighbour_mean([selection.scores[c]["metric"] for c in cs])
     best = max(range(len(cs)), key=lambda i: (smoothed[i], -selection.scores[cs[i]]["loss"]))
     selection.c, selection.fit = cs[best], fits[best]
     return selection
@@ -272,9 +275,9 @@ def row_space(x: Tensor) -> tuple[Tensor, Tensor]:
 
     An L2-penalised linear model's weights lie in the span of its training rows (every
     gradient does, and so does the optimum), so fitting on ``z`` and mapping the weights
-    ``w [C, r]`` back with ``w @ basis`` gives the same model, and the same L-BFGS iterates, as fitting
-    on ``x``: in ``r <= N`` dimensions instead of ``D``. This holds for every subset of the
-    rows too (the inner folds).
+    ``w [C, r]`` back with ``w @ basis`` gives the same model as fitting on ``x`` (and the
+    same L-BFGS iterates, up to rounding), in ``r <= N`` dimensions instead of ``D``. This
+    holds for every subset of the rows too (the inner folds).
     """
     u, s, vh = torch.linalg.svd(x, full_matrices=False)
     keep = s > s[0] * max(x.shape) * torch.finfo(x.dtype).eps if s.numel() else s > 0
@@ -316,6 +319,10 @@ def fit_logreg(
     data. The final fit starts from the mean of the inner solutions at the chosen ``C``.
     A single candidate is used as it is, without inner cross-validation.
 
+    With fewer samples than dimensions and several candidates, every fit runs in the
+    coordinates of the row space of ``x`` (:func:`row_space`): the same solutions, in fewer
+    dimensions (a single fit does not repay the SVD).
+
     Args:
         x: ``[N, D]`` standardised features; y: ``[N]`` int or ``[N, C]`` multi-hot;
         groups: ``[N]`` int inner fold of each row, or None.
@@ -325,7 +332,7 @@ def fit_logreg(
     c, scores, init = cs[0], {}, None
     x, y_dev = x.to(device), y.to(device)
     basis = None
-    if n < dim:
+    if n < dim and len(cs) > 1:  # one fit alone does not repay the SVD
         x, basis = row_space(x)
     if len(cs) > 1:
         if groups is not None and torch.as_tensor(groups).unique().numel() >= 2:

@@ -104,9 +104,9 @@ def _aligned(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
     def line(cells: tuple[str, ...]) -> str:
-        return "  ".join(
-            f"{c:<{w}}" if i == 0 else f"{c:>{w}}" for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        )
+        padded = [c.rjust(w) for c, w in zip(cells, widths, strict=True)]
+        padded[0] = cells[0].ljust(widths[0])
+        return "  ".join(padded)
 
     return "\n".join([line(header), "  ".join("-" * w for w in widths), *map(line, rows)])
 

@@ -4,8 +4,9 @@ The meta device holds no data, so a function that ends in numbers cannot finish 
 :class:`DeviceRecorder` wraps a real module: on every call it records the devices of its
 tensor inputs and of its own parameters and buffers, runs the wrapped module (which
 raises on a mixed-device operation), and, as the last module of a computation, hands a
-meta result back as CPU zeros of the same shape, so that the caller can go on. A function that leaves the module on the CPU while
-it sends the data to ``device="meta"`` is caught by the record (or by the wrapped module).
+meta result back as CPU zeros of the same shape, so that the caller can go on. A function
+that leaves the module on the CPU while it sends the data to ``device="meta"`` is caught
+by the record (or by the wrapped module).
 """
 
 from __future__ import annotations

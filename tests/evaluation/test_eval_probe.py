@@ -133,7 +133,10 @@ def test_fits_in_the_row_space_are_the_fits_in_the_full_space():
     reduced = fit_logistic(z, y, row_weight, penalty, 3, multilabel=False, tol=1e-7)
     torch.testing.assert_close(reduced.weight[0] @ basis, full.weight[0], atol=1e-4, rtol=0)
     torch.testing.assert_close(reduced.bias, full.bias, atol=1e-4, rtol=0)
-    probe = fit_linear_probe(x, y, cs=[1 / (0.1 * 30)], tol=1e-7)  # C = 1 / (penalty · N)
+    # the probe (two candidates: it fits in the row space) ends at the full-space optimum
+    probe = fit_linear_probe(x, y, cs=[0.1, 1 / (0.1 * 30)], tol=1e-7)
+    full = fit_logistic(x, y, row_weight, torch.tensor([1 / (probe.c * 30)]), 3,
+                        multilabel=False, tol=1e-7)  # fmt: skip
     torch.testing.assert_close(probe.layer.weight, full.weight[0], atol=1e-4, rtol=0)
 
 
