@@ -127,35 +127,45 @@ def mean_ci(values: Sequence[float]) -> tuple[float, float, float]:
     return mean, std, T95.get(n - 1, 1.96) * std / math.sqrt(n)
 
 
-def summarise(plan: Plan, out_dir: Path, metric: str) -> dict[str, Any]:
-    arms: dict[str, Any] = {}
+def _load_results(plan: Plan, out_dir: Path) -> dict[str, dict[int, dict[str, Any]]]:
+    """``{arm: {seed: results.json}}`` for the runs that have finished."""
+    found: dict[str, dict[int, dict[str, Any]]] = {}
     for arm in plan.arms:
-        per_seed = {}
         for seed in plan.seeds:
             path = out_dir / arm.name / f"seed{seed}" / "results.json"
             if path.exists():
-                per_seed[seed] = json.loads(path.read_text())
-        values = [r[metric] for r in per_seed.values() if r.get(metric) is not None]
-        if not values:
-            continue
-        mean, std, ci = mean_ci(values)
-        ratios = [
-            r["class_distance_ratio"]
-            for r in per_seed.values()
-            if r.get("class_distance_ratio") is not None
-        ]
-        arms[arm.name] = {
-            "kind": arm.kind,
-            "mean": mean,
-            "std": std,
-            "ci95": ci,
-            "n_seeds": len(values),
-            "per_seed": {
-                str(s): r[metric] for s, r in per_seed.items() if r.get(metric) is not None
-            },
-            "class_distance_ratio": statistics.fmean(ratios) if ratios else None,
-            "baseline": arm.baseline,
+                found.setdefault(arm.name, {})[seed] = json.loads(path.read_text())
+    return found
+
+
+def _stats(per_seed: dict[str, float]) -> dict[str, Any]:
+    mean, std, ci = mean_ci(list(per_seed.values()))
+    return {"mean": mean, "std": std, "ci95": ci, "n_seeds": len(per_seed), "per_seed": per_seed}
+
+
+def summarise_values(
+    plan: Plan,
+    results: dict[str, dict[int, dict[str, Any]]],
+    value_of: Callable[[dict[str, Any]], float | None],
+) -> dict[str, Any]:
+    """Per arm the mean, std, 95% CI and per-seed values of ``value_of(results.json)``, the
+    difference to the arm's baseline paired by seed (with its CI), and whether each
+    pretrained arm beats the best floor.
+
+    Returns:
+        ``{"arms": {name: {"kind", "mean", "std", "ci95", "n_seeds", "per_seed",
+        "baseline", ["paired_diff"], ["beats_floors"]}}, "best_floor"}``; arms without a
+        value are left out.
+    """
+    arms: dict[str, Any] = {}
+    for arm in plan.arms:
+        per_seed = {
+            str(seed): float(value)
+            for seed, r in results.get(arm.name, {}).items()
+            if (value := value_of(r)) is not None
         }
+        if per_seed:
+            arms[arm.name] = {"kind": arm.kind, **_stats(per_seed), "baseline": arm.baseline}
     for arm in arms.values():
         base = arms.get(arm["baseline"]) if arm["baseline"] else None
         if base is None:
@@ -176,32 +186,116 @@ def summarise(plan: Plan, out_dir: Path, metric: str) -> dict[str, Any]:
     for arm in arms.values():
         if arm["kind"] == "pretrain" and best_floor is not None:
             arm["beats_floors"] = arm["mean"] > best_floor
-    return {"metric": metric, "seeds": plan.seeds, "arms": arms, "best_floor": best_floor}
+    return {"arms": arms, "best_floor": best_floor}
+
+
+def _task_value(name: str) -> Callable[[dict[str, Any]], float | None]:
+    def value_of(results: dict[str, Any]) -> float | None:
+        task = (results.get("tasks") or {}).get(name)
+        if not isinstance(task, dict):
+            return None
+        return task.get(f"{task.get('metric', 'accuracy')}_mean")
+
+    return value_of
+
+
+def _summarise_tasks(plan: Plan, results: dict[str, dict[int, dict[str, Any]]]) -> dict[str, Any]:
+    """Per task (in order of first appearance): its metric and :func:`summarise_values`."""
+    metrics: dict[str, str] = {}
+    for per_seed in results.values():
+        for r in per_seed.values():
+            for name, task in (r.get("tasks") or {}).items():
+                metrics.setdefault(name, task.get("metric", "accuracy"))
+    return {
+        name: {"metric": metric, **summarise_values(plan, results, _task_value(name))}
+        for name, metric in metrics.items()
+    }
+
+
+def _summarise_action_probe(
+    plan: Plan, results: dict[str, dict[int, dict[str, Any]]]
+) -> dict[str, Any]:
+    """Per arm and action component: the probe's held-out accuracy over seeds (mean, std,
+    CI, per seed) and the mean majority-class rate, from ``results.json["action_probe"]``."""
+    summary: dict[str, Any] = {}
+    for arm in plan.arms:
+        acc: dict[str, dict[str, float]] = {}
+        majority: dict[str, list[float]] = {}
+        for seed, r in results.get(arm.name, {}).items():
+            probe = r.get("action_probe")
+            if not isinstance(probe, dict):
+                continue
+            for key, value in probe.items():
+                if not key.startswith("action_acc/") or value is None:
+                    continue
+                component = key.split("/", 1)[1]
+                acc.setdefault(component, {})[str(seed)] = float(value)
+                if probe.get(f"majority_acc/{component}") is not None:
+                    majority.setdefault(component, []).append(probe[f"majority_acc/{component}"])
+        if acc:
+            summary[arm.name] = {
+                component: {
+                    **_stats(per_seed),
+                    "majority": statistics.fmean(majority[component])
+                    if majority.get(component)
+                    else None,
+                }
+                for component, per_seed in acc.items()
+            }
+    return summary
+
+
+def summarise(plan: Plan, out_dir: Path, metric: str) -> dict[str, Any]:
+    """The comparison summary of the finished runs under ``out_dir``.
+
+    The primary ``metric`` (a top-level key of ``results.json``) gives ``arms`` and
+    ``best_floor`` (:func:`summarise_values`), each arm with its mean within/between-class
+    distance ratio. When runs hold ``tasks`` (see
+    :func:`stec.evaluation.cross_validate_tasks`), ``tasks`` holds the same per task; when
+    they hold an ``action_probe`` mapping (as :func:`stec.evaluation.probe_actions`
+    returns), ``action_probe`` holds the per-component accuracies per arm.
+    """
+    results = _load_results(plan, out_dir)
+    primary = summarise_values(plan, results, lambda r: r.get(metric))
+    for name, arm in primary["arms"].items():
+        ratios = [
+            r["class_distance_ratio"]
+            for r in results[name].values()
+            if r.get("class_distance_ratio") is not None
+        ]
+        arm["class_distance_ratio"] = statistics.fmean(ratios) if ratios else None
+    summary = {"metric": metric, "seeds": plan.seeds, **primary}
+    tasks = _summarise_tasks(plan, results)
+    if tasks:
+        summary["tasks"] = tasks
+    action_probe = _summarise_action_probe(plan, results)
+    if action_probe:
+        summary["action_probe"] = action_probe
+    return summary
+
+
+def _csv_row(name: str, arm: dict[str, Any]) -> list[str]:
+    diff = arm.get("paired_diff", {})
+    values = (arm["mean"], arm["std"], arm["ci95"])
+    return [name, arm["kind"], *map(_f, values), str(arm["n_seeds"]),
+            _f(diff.get("mean")), _f(diff.get("ci95"))]  # fmt: skip
 
 
 def write_summary(summary: dict[str, Any], out_dir: Path) -> None:
+    """``comparison.json``, ``comparison.csv`` (the primary metric) and, when there are
+    tasks, ``comparison_tasks.csv`` (one row per task and arm)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "comparison.json").write_text(json.dumps(summary, indent=2))
     lines = ["arm,kind,mean,std,ci95,n_seeds,diff_vs_baseline,diff_ci95,class_distance_ratio"]
     for name, arm in summary["arms"].items():
-        diff = arm.get("paired_diff", {})
-        lines.append(
-            ",".join(
-                str(v)
-                for v in (
-                    name,
-                    arm["kind"],
-                    _f(arm["mean"]),
-                    _f(arm["std"]),
-                    _f(arm["ci95"]),
-                    arm["n_seeds"],
-                    _f(diff.get("mean")),
-                    _f(diff.get("ci95")),
-                    _f(arm["class_distance_ratio"]),
-                )
-            )
-        )
+        lines.append(",".join([*_csv_row(name, arm), _f(arm["class_distance_ratio"])]))
     (out_dir / "comparison.csv").write_text("\n".join(lines) + "\n")
+    if summary.get("tasks"):
+        lines = ["task,metric,arm,kind,mean,std,ci95,n_seeds,diff_vs_baseline,diff_ci95"]
+        for task, section in summary["tasks"].items():
+            for name, arm in section["arms"].items():
+                lines.append(",".join([task, section["metric"], *_csv_row(name, arm)]))
+        (out_dir / "comparison_tasks.csv").write_text("\n".join(lines) + "\n")
 
 
 def _f(value) -> str:
@@ -211,19 +305,27 @@ def _f(value) -> str:
 
 
 def markdown_table(summary: dict[str, Any]) -> str:
+    """The arms table of a summary (or of one of its ``tasks``): mean ± std, 95% CI, the
+    paired difference to the baseline, the distance ratio when known, and a warning for
+    every pretrained arm that does not beat the best floor."""
     metric = summary["metric"]
+    with_ratio = any(
+        arm.get("class_distance_ratio") is not None for arm in summary["arms"].values()
+    )
+    ratio_head = " within/between ratio |" if with_ratio else ""
     rows = [
-        f"| arm | {metric} (mean ± std) | 95% CI | S-TEC − baseline (95% CI) | within/between ratio |",
-        "|---|---|---|---|---|",
+        f"| arm | {metric} (mean ± std) | 95% CI | S-TEC − baseline (95% CI) |{ratio_head}",
+        "|---|---|---|---|" + ("---|" if with_ratio else ""),
     ]
     for name, arm in summary["arms"].items():
         diff = arm.get("paired_diff")
         diff_text = (
             f"{diff['mean']:+.4f} ± {_f(diff['ci95']) or 'n/a'} vs {diff['vs']}" if diff else ""
         )
+        ratio = f" {_f(arm.get('class_distance_ratio'))} |" if with_ratio else ""
         rows.append(
             f"| {name} | {arm['mean']:.4f} ± {_f(arm['std']) or 'n/a'} | ± {_f(arm['ci95']) or 'n/a'} "
-            f"| {diff_text} | {_f(arm['class_distance_ratio'])} |"
+            f"| {diff_text} |{ratio}"
         )
     notes = []
     for name, arm in summary["arms"].items():
@@ -233,3 +335,26 @@ def markdown_table(summary: dict[str, Any]) -> str:
                 f"{summary['best_floor']:.4f}): this pretraining learned nothing useful here."
             )
     return "\n".join(rows + ([""] + notes if notes else []))
+
+
+def action_probe_table(summary: dict[str, Any]) -> str:
+    """One row per arm, one column per action component: the frozen-feature probe's
+    held-out accuracy (mean ± std over seeds) and, in brackets, the majority-class rate."""
+    probe = summary.get("action_probe") or {}
+    components = list(dict.fromkeys(c for per_arm in probe.values() for c in per_arm))
+    rows = [
+        "| arm | " + " | ".join(components) + " |",
+        "|---|" + "---|" * len(components),
+    ]
+    for name, per_arm in probe.items():
+        cells = []
+        for component in components:
+            entry = per_arm.get(component)
+            if entry is None:
+                cells.append("")
+                continue
+            majority = _f(entry["majority"]) or "n/a"
+            std = _f(entry["std"]) or "n/a"
+            cells.append(f"{entry['mean']:.4f} ± {std} (majority {majority})")
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from stec.compare import markdown_table
+from stec.compare import action_probe_table, markdown_table
 from stec.engine.logging import read_metrics
 
 
@@ -107,6 +107,8 @@ def plot_all(summary: dict[str, Any], out_dir: Path, seed: int) -> list[tuple[st
                 "distance_ratio.png",
             )
         )
+    figures += _plot_tasks(summary, out_dir, plt)
+    figures += _plot_action_probe(summary, out_dir, plt)
     # 2-D maps of the embeddings
     maps = {n: out_dir / n / f"seed{seed}" / "embeddings.npy" for n in summary["arms"]}
     maps = {n: p for n, p in maps.items() if p.exists()}
@@ -133,6 +135,65 @@ def plot_all(summary: dict[str, Any], out_dir: Path, seed: int) -> list[tuple[st
     return figures
 
 
+def _grouped_bars(ax, groups: list[str], series: dict[str, dict[str, dict[str, Any]]]) -> list:
+    """One bar per series in every group, at ``series[name][group]["mean"]`` with its std as
+    an error bar; returns the bars' x positions per series (``[series][group]``)."""
+    width = 0.8 / max(1, len(series))
+    positions = []
+    for i, (name, values) in enumerate(series.items()):
+        xs = np.arange(len(groups)) + i * width
+        means = [values[g]["mean"] if g in values else np.nan for g in groups]
+        errors = [values[g]["std"] if g in values else np.nan for g in groups]
+        ax.bar(xs, means, width, yerr=np.nan_to_num(errors), capsize=2, label=name)
+        positions.append(xs)
+    ax.set_xticks(np.arange(len(groups)) + 0.4 - width / 2, groups, rotation=20)
+    ax.legend(fontsize=7)
+    return positions
+
+
+def _plot_tasks(summary: dict[str, Any], out_dir: Path, plt) -> list[tuple[str, str]]:
+    """``tasks.png``: every arm's score on every task (mean ± std over seeds)."""
+    tasks = summary.get("tasks")
+    if not tasks:
+        return []
+    arm_names = list(dict.fromkeys(a for section in tasks.values() for a in section["arms"]))
+    groups = [f"{name} ({section['metric']})" for name, section in tasks.items()]
+    series = {
+        arm: {g: section["arms"][arm] for g, section in zip(groups, tasks.values(), strict=True)
+              if arm in section["arms"]}
+        for arm in arm_names
+    }  # fmt: skip
+    fig, ax = plt.subplots(figsize=(max(6, 1.5 * len(groups) * max(1, len(arm_names)) / 3), 4))
+    _grouped_bars(ax, groups, series)
+    ax.set_ylabel("score (mean ± std over seeds)")
+    fig.tight_layout()
+    fig.savefig(out_dir / "tasks.png", dpi=90)
+    plt.close(fig)
+    return [("Score per task and arm (mean ± std over seeds)", "tasks.png")]
+
+
+def _plot_action_probe(summary: dict[str, Any], out_dir: Path, plt) -> list[tuple[str, str]]:
+    """``action_probe.png``: the frozen-feature action probe's accuracy per component and
+    arm, with each arm's majority-class rate as a black tick on its bar."""
+    probe = summary.get("action_probe")
+    if not probe:
+        return []
+    components = list(dict.fromkeys(c for per_arm in probe.values() for c in per_arm))
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(components) * max(1, len(probe)) / 3), 4))
+    positions = _grouped_bars(ax, components, probe)
+    width = 0.8 / max(1, len(probe))
+    for xs, per_arm in zip(positions, probe.values(), strict=True):
+        for x, component in zip(xs, components, strict=True):
+            majority = (per_arm.get(component) or {}).get("majority")
+            if majority is not None:
+                ax.hlines(majority, x - width / 2, x + width / 2, colors="black", linewidth=2)
+    ax.set_ylabel("held-out accuracy (black: majority class)")
+    fig.tight_layout()
+    fig.savefig(out_dir / "action_probe.png", dpi=90)
+    plt.close(fig)
+    return [("Action probe on frozen features: accuracy per component", "action_probe.png")]
+
+
 def write_report(summary: dict[str, Any], out_dir: str | Path, title: str, command: str) -> Path:
     out_dir = Path(out_dir)
     figures = plot_all(summary, out_dir, summary["seeds"][0])
@@ -147,6 +208,19 @@ def write_report(summary: dict[str, Any], out_dir: str | Path, title: str, comma
         markdown_table(summary),
         "",
     ]
+    for task, section in (summary.get("tasks") or {}).items():
+        lines += [f"## Task `{task}` ({section['metric']})", "", markdown_table(section), ""]
+    if summary.get("action_probe"):
+        lines += [
+            "## Action probe on frozen features",
+            "",
+            "Held-out accuracy of an inverse model trained on each arm's frozen features "
+            "(mean ± std over seeds); in brackets, the rate of always guessing the most "
+            "frequent class.",
+            "",
+            action_probe_table(summary),
+            "",
+        ]
     for caption, name in figures:
         lines += [f"## {caption}", "", f"![{caption}]({name})", ""]
     path = out_dir / "report.md"

@@ -37,6 +37,7 @@ from stec.evaluation import (
     format_table,
     knn_accuracy,
     linear_probe,
+    probe_options,
     write_results,
 )
 from stec_audio import app
@@ -137,18 +138,13 @@ def _embed_split(cfg: DictConfig, split: str = "train"):
 
 def evaluate(cfg: DictConfig) -> None:
     """ESC-50 protocol (leave-one-fold-out linear probe) or AudioSet mAP; writes results.json."""
-    probe = dict(
-        epochs=cfg.evaluate.epochs,
-        lr=cfg.evaluate.lr,
-        batch_size=cfg.evaluate.batch_size,
-        patience=cfg.evaluate.patience,
-        seed=cfg.seed,
-    )
+    probe = probe_options(cfg.evaluate, seed=cfg.seed)
     x, y, pos, index, meta = _embed_split(cfg, "train")
     if index.multilabel:
         test_x, test_y, _, _, _ = _embed_split(cfg, "eval")
         scores = linear_probe(x, y, test_x, test_y, multilabel=True, **probe)
         results = {"metric": "map", "map": scores["map"], "n_train": len(x), "n_eval": len(test_x)}
+        results["protocol"] = scores["protocol"]
     else:
         folds = torch.as_tensor(index.folds[pos.numpy()].astype(np.int64))
         if (folds < 0).any():

@@ -36,6 +36,7 @@ from stec.evaluation import (
     format_table,
     knn_accuracy,
     linear_probe,
+    probe_options,
     write_results,
 )
 from stec_vision.augment_presets import build_normalize, build_two_views, preset_config
@@ -155,18 +156,11 @@ def evaluate(cfg: DictConfig) -> None:
     train_x, train_y, _ = _features(cfg, encoder, normalize, cfg.data.train_split)
     test_x, test_y, _ = _features(cfg, encoder, normalize, cfg.data.test_split)
     probe = linear_probe(
-        train_x,
-        train_y,
-        test_x,
-        test_y,
-        epochs=cfg.evaluate.epochs,
-        lr=cfg.evaluate.lr,
-        batch_size=cfg.evaluate.batch_size,
-        patience=cfg.evaluate.patience,
-        seed=cfg.seed,
+        train_x, train_y, test_x, test_y, **probe_options(cfg.evaluate, seed=cfg.seed)
     )
     results = {
         "accuracy": probe["accuracy"],
+        "protocol": probe["protocol"],
         "knn_accuracy": knn_accuracy(train_x, train_y, test_x, test_y, k=cfg.evaluate.knn_k),
         "class_distance_ratio": class_distance_ratio(test_x, test_y)["ratio"],
         "checkpoint": str(cfg.checkpoint),

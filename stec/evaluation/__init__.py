@@ -1,16 +1,20 @@
 """Modality-agnostic evaluation of frozen representations.
 
 - :func:`embed`: features of a dataset from a frozen encoder;
-- :func:`linear_probe` / :func:`fit_linear_probe`: the linear evaluation protocol
-  (standardise, Adam, early stopping on 10% of the training data);
+- :func:`linear_probe` / :func:`fit_linear_probe`: linear evaluation, by default an
+  L2-regularised logistic regression (L-BFGS, ``C`` by inner cross-validation), or the
+  EVAR protocol (Adam, early stopping on 10% of the training data);
 - :func:`cross_validate`: leave-one-fold-out linear evaluation (ESC-50);
+- :func:`cross_validate_tasks`: the same on several label sets of the same clips;
+- :func:`probe_options`: the probe keyword arguments of an ``evaluate:`` config section;
 - :func:`mean_average_precision`, :func:`knn_accuracy`, :func:`class_distance_ratio`;
 - :func:`action_prediction_accuracy`, :func:`probe_actions`: how readable the action is;
 - :func:`write_results`, :func:`format_table`: atomic JSON and a text table.
 """
 
-from stec.evaluation.action_probe import action_prediction_accuracy, probe_actions
-from stec.evaluation.embed import embed, features_of, frozen_eval
+from stec.evaluation.action_probe import action_prediction_accuracy, embed_pairs, probe_actions
+from stec.evaluation.embed import embed, features_of, frozen_eval, placed_on
+from stec.evaluation.logreg import DEFAULT_CS
 from stec.evaluation.metrics import (
     average_precision_per_class,
     class_distance_ratio,
@@ -18,22 +22,29 @@ from stec.evaluation.metrics import (
     mean_average_precision,
 )
 from stec.evaluation.probe import (
+    PROTOCOLS,
     LinearProbe,
     cross_validate,
     fit_linear_probe,
     linear_probe,
-    validation_split,
+    probe_options,
 )
+from stec.evaluation.probe_evar import validation_split
 from stec.evaluation.results import check_results, format_table, write_results
+from stec.evaluation.tasks import cross_validate_tasks
 
 __all__ = [
+    "DEFAULT_CS",
+    "PROTOCOLS",
     "LinearProbe",
     "action_prediction_accuracy",
     "average_precision_per_class",
     "check_results",
     "class_distance_ratio",
     "cross_validate",
+    "cross_validate_tasks",
     "embed",
+    "embed_pairs",
     "features_of",
     "fit_linear_probe",
     "format_table",
@@ -41,7 +52,9 @@ __all__ = [
     "knn_accuracy",
     "linear_probe",
     "mean_average_precision",
+    "placed_on",
     "probe_actions",
+    "probe_options",
     "validation_split",
     "write_results",
 ]

@@ -5,6 +5,11 @@
 - :func:`probe_actions`: a fresh inverse model trained on the *frozen* features of any
   encoder (a random-init floor, a method trained with ``efference=off``, ...) and scored
   on held-out pairs: which actions are learnable from the representation?
+- :func:`embed_pairs`: the frozen features of both views of every pair, with the
+  relative-action targets (what :func:`probe_actions` learns from).
+
+The module being evaluated runs on ``device`` for the call and is left where it was found
+(:func:`stec.evaluation.embed.placed_on`).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from torch import Tensor, nn
 
 from stec.actions import ActionSpace, ActionTargets, ViewParams
 from stec.efference import InverseModel
-from stec.evaluation.embed import features_of, frozen_eval
+from stec.evaluation.embed import features_of, frozen_eval, placed_on
 
 PairBatch = tuple[Tensor, Tensor, ViewParams, ViewParams]
 
@@ -42,10 +47,11 @@ def action_prediction_accuracy(
     """Mean of the ``action_acc/*`` (or ``action_r2/*``) metrics a trained method reports.
 
     The method (an :class:`stec.methods.SSLMethod` with an inverse model, i.e.
-    ``efference`` ``inverse`` or ``both``) runs in eval mode under ``no_grad`` on every
-    ``(view_a, view_b, params_a, params_b)`` batch; its train/eval mode is restored
-    afterwards and ``None`` batches are skipped. Each component's value is the mean of the
-    per-batch values weighted by batch size, over the batches where it is defined (not NaN).
+    ``efference`` ``inverse`` or ``both``) runs on ``device``, in eval mode under
+    ``no_grad``, on every ``(view_a, view_b, params_a, params_b)`` batch; its placement and
+    train/eval mode are restored afterwards and ``None`` batches are skipped. Each
+    component's value is the mean of the per-batch values weighted by batch size, over the
+    batches where it is defined (not NaN).
 
     Returns:
         ``{"action_acc/<component>": float, ...}`` (``action_r2/...`` for a regression
@@ -58,7 +64,7 @@ def action_prediction_accuracy(
         )
     sums: dict[str, float] = {}
     weights: dict[str, float] = {}
-    with frozen_eval(method), torch.no_grad():
+    with frozen_eval(method), placed_on(device, method), torch.no_grad():
         for batch_no, batch in enumerate(batches):
             if batch is None:
                 continue
@@ -79,15 +85,26 @@ def action_prediction_accuracy(
     return {name: sums[name] / weights[name] for name in sums}
 
 
-def _collect(
+def embed_pairs(
     encoder: nn.Module,
     batches: Iterable[PairBatch | None],
-    space: ActionSpace,
-    device: str | torch.device,
-    transform: Callable[[Tensor], Tensor] | None,
+    action_space: ActionSpace,
+    *,
+    device: str | torch.device = "cpu",
+    transform: Callable[[Tensor], Tensor] | None = None,
 ) -> tuple[Tensor, Tensor, ActionTargets]:
+    """Frozen features of both views of every pair, and the relative-action targets.
+
+    Both views of a batch go through the encoder together, on ``device`` (encoder and
+    ``transform`` are placed there for the call, in eval mode under ``no_grad``, and put
+    back afterwards); ``None`` batches are skipped. The targets are computed on the CPU
+    from the view parameters.
+
+    Returns:
+        ``(h_a [N, D], h_b [N, D], targets)``, all on the CPU.
+    """
     feats_a, feats_b, classes, values, masks = [], [], [], [], []
-    with frozen_eval(encoder), torch.no_grad():
+    with frozen_eval(encoder), placed_on(device, encoder, transform), torch.no_grad():
         for batch_no, batch in enumerate(batches):
             if batch is None:
                 continue
@@ -99,12 +116,12 @@ def _collect(
             b = view_a.shape[0]
             feats_a.append(h[:b].cpu())
             feats_b.append(h[b:].cpu())
-            t = space.targets(_to(params_a, device), _to(params_b, device))
-            classes.append(t.classes.cpu())
-            values.append(t.values.cpu())
-            masks.append(t.mask.cpu())
+            t = action_space.targets(_to(params_a, "cpu"), _to(params_b, "cpu"))
+            classes.append(t.classes)
+            values.append(t.values)
+            masks.append(t.mask)
     if not feats_a:
-        raise ValueError("probe_actions: no (non-None) batches")
+        raise ValueError("embed_pairs: no (non-None) batches")
     targets = ActionTargets(torch.cat(classes), torch.cat(values), torch.cat(masks))
     return torch.cat(feats_a), torch.cat(feats_b), targets
 
@@ -130,11 +147,11 @@ def probe_actions(
 ) -> dict[str, float]:
     """Train a fresh :class:`~stec.efference.InverseModel` on frozen features and score it.
 
-    Both views of every batch are embedded once by the frozen ``encoder`` (eval mode,
-    ``no_grad``; its mode is restored afterwards, ``None`` batches are skipped). The view
-    pairs are split at random into train and held-out (``test_fraction``); the inverse
-    model (``hidden`` units, batch norm) is trained with Adam on the train pairs for
-    ``epochs`` epochs, and scored on all held-out pairs at once. Initialisation and batch
+    Both views of every batch are embedded once by the frozen ``encoder`` on ``device``
+    (:func:`embed_pairs`; ``None`` batches are skipped). The view pairs are split at random
+    into train and held-out (``test_fraction``); the inverse model (``hidden`` units, batch
+    norm) is trained with Adam on ``device`` on the train pairs for ``epochs`` epochs, and
+    scored on all held-out pairs at once. Initialisation and batch
     order depend only on ``seed``; the global RNG state is restored afterwards.
 
     Alongside, ``majority_acc/<component>`` gives the accuracy of always predicting each
@@ -151,7 +168,9 @@ def probe_actions(
     """
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
-    h_a, h_b, targets = _collect(encoder, batches, action_space, device, transform)
+    h_a, h_b, targets = embed_pairs(
+        encoder, batches, action_space, device=device, transform=transform
+    )
     n = h_a.shape[0]
     n_test = int(round(n * test_fraction))
     if n_test < 1 or n - n_test < 2:

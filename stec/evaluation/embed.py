@@ -1,4 +1,4 @@
-"""Embedding a dataset with a frozen encoder."""
+"""Embedding a dataset with a frozen encoder, on the device the caller asks for."""
 
 from __future__ import annotations
 
@@ -21,6 +21,46 @@ def frozen_eval(module: nn.Module) -> Iterator[nn.Module]:
     finally:
         for m, training in modes:
             m.training = training
+
+
+@contextlib.contextmanager
+def placed_on(device: str | torch.device, *modules: object) -> Iterator[None]:
+    """Run the block with every parameter and buffer of ``modules`` on ``device``.
+
+    Afterwards each parameter (with its gradient) and buffer is again the very tensor it
+    was before the block: nothing is copied back, values changed on ``device`` are
+    dropped, and a module spread over several devices returns to that placement. Entries
+    of ``modules`` that are not ``nn.Module`` (plain callables, ``None``) are left alone;
+    modules already on ``device`` are not touched. Functions that run a caller's encoder
+    place it with this, so that model and data always meet on the same device.
+    """
+    target = torch.empty(0, device=device).device  # "cuda" -> "cuda:<current>"
+    params: list[tuple[dict, str, nn.Parameter, Tensor, Tensor | None]] = []
+    buffers: list[tuple[dict, str, Tensor]] = []
+    roots = [m for m in modules if isinstance(m, nn.Module)]
+    for sub in {id(s): s for root in roots for s in root.modules()}.values():
+        for name, p in sub._parameters.items():
+            if p is not None:
+                params.append((sub._parameters, name, p, p.data, p.grad))
+        for name, b in sub._buffers.items():
+            if b is not None:
+                buffers.append((sub._buffers, name, b))
+    tensors = [p for _, _, p, _, _ in params] + [b for _, _, b in buffers]
+    if all(t.device == target for t in tensors):
+        yield
+        return
+    for root in roots:
+        root.to(target)
+    try:
+        yield
+    finally:
+        for store, name, param, data, grad in params:
+            store[name] = param  # ``to`` may have put a new Parameter there
+            param.grad = None
+            param.data = data
+            param.grad = grad
+        for store, name, buffer in buffers:
+            store[name] = buffer
 
 
 def features_of(encoder: nn.Module, x: Tensor) -> Tensor:
@@ -48,15 +88,17 @@ def embed(
 
     The encoder runs in eval mode under ``torch.no_grad()`` (not inference mode, so the
     returned tensors can feed a probe that is trained with autograd); its train/eval mode
-    is restored afterwards, submodule by submodule. ``None`` batches (a collate function's
-    way of dropping unreadable files) are skipped.
+    is restored afterwards, submodule by submodule. The encoder and ``transform`` (when it
+    is an ``nn.Module``, e.g. a normaliser with buffers) run on ``device`` for the call
+    and are left where they were found (:func:`placed_on`). ``None`` batches (a collate
+    function's way of dropping unreadable files) are skipped.
 
     Args:
         encoder: maps ``[B, ...]`` inputs to ``[B, D, ...]`` features (flattened to ``[B, D]``).
         loader: yields ``(x, label, index)`` with ``x`` ``[B, ...]``, ``label`` ``[B]`` int
             or ``[B, C]`` multi-hot float, ``index`` ``[B]`` int dataset indices. A 2-tuple
             ``(x, label)`` is accepted too; its indices count the samples seen so far.
-        device: where the encoder runs (it must already live there).
+        device: where the encoder, the transform and the batches meet.
         transform: optional ``x -> x`` applied on ``device`` before the encoder
             (e.g. a normaliser).
     Returns:
@@ -66,7 +108,7 @@ def embed(
     labels: list[Tensor] = []
     indices: list[Tensor] = []
     seen = 0
-    with frozen_eval(encoder), torch.no_grad():
+    with frozen_eval(encoder), placed_on(device, encoder, transform), torch.no_grad():
         for batch_no, batch in enumerate(loader):
             if batch is None:
                 continue

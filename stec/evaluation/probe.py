@@ -1,24 +1,36 @@
-"""Linear evaluation of frozen features (the EVAR-style protocol) and fold-wise
-cross-validation (the ESC-50 protocol).
+"""Linear evaluation of frozen features and fold-wise cross-validation (the ESC-50 protocol).
 
-The probe: standardise the features with the training statistics, train one linear layer
-with Adam on mini-batches, hold out ``val_fraction`` of the training data (stratified by
-class for single-label data) for early stopping, and keep the weights of the best
-validation epoch. Single-label data uses cross-entropy and reports accuracy; multi-label
-data (``[N, C]`` multi-hot) uses binary cross-entropy and reports macro mAP.
+Both protocols standardise the features with the training statistics and fit one linear
+layer; single-label data (``[N]`` int labels) is scored by accuracy, multi-label data
+(``[N, C]`` multi-hot) by macro mAP.
+
+- ``protocol="logreg"`` (the default): L2-regularised logistic regression, full-batch
+  L-BFGS, ``C`` chosen by inner cross-validation on the training data
+  (:mod:`stec.evaluation.logreg`). It scores as scikit-learn's ``LogisticRegression`` does.
+- ``protocol="evar"``: Adam on mini-batches with early stopping on 10% of the training
+  data, as in EVAR (:mod:`stec.evaluation.probe_evar`), for comparison with EVAR tables.
 """
 
 from __future__ import annotations
 
-import copy
-import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stec.evaluation.metrics import mean_average_precision
+from stec.evaluation.logreg import fit_logreg
+from stec.evaluation.probe_evar import fit_evar, metric
+
+PROTOCOLS = ("logreg", "evar")
+# the keyword options of each protocol (see fit_logreg and fit_evar)
+PROTOCOL_OPTIONS = {
+    "logreg": ("cs", "inner_folds", "max_iter", "tol"),
+    "evar": (
+        "epochs", "lr", "weight_decay", "batch_size", "val_fraction", "patience", "restore_best"
+    ),
+}  # fmt: skip
 
 
 def _check_xy(name: str, x: Tensor, y: Tensor, multilabel: bool) -> None:
@@ -40,48 +52,42 @@ def _check_xy(name: str, x: Tensor, y: Tensor, multilabel: bool) -> None:
             raise ValueError(f"{name}_y has a negative class label {int(y.min())}")
 
 
-def validation_split(
-    labels: Tensor, fraction: float, generator: torch.Generator, multilabel: bool = False
-) -> tuple[Tensor, Tensor]:
-    """Split sample indices into ``(train, val)`` with ``floor(N · fraction)`` in val.
-
-    Single-label data is stratified by systematic sampling: the samples are shuffled, put
-    in class order, and every ``1/fraction``-th one goes to val, so each class gives
-    ``floor`` or ``ceil`` of its share. Multi-label data is split at random.
-
-    Args:
-        labels: ``[N]`` int or ``[N, C]`` multi-hot.
-    Returns:
-        ``(train_index [N - V], val_index [V])``, int64, each sorted.
-    """
-    if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"val_fraction must lie in [0, 1), got {fraction}")
-    n = labels.shape[0]
-    order = torch.randperm(n, generator=generator)
-    if not multilabel:
-        order = order[labels[order].argsort(stable=True)]
-    pos = torch.arange(n, dtype=torch.float64)
-    is_val = ((pos + 1) * fraction).floor() > (pos * fraction).floor()
-    return order[~is_val].sort().values, order[is_val].sort().values
+def _check_protocol(protocol: str, options: Mapping[str, Any]) -> None:
+    if protocol not in PROTOCOLS:
+        raise ValueError(
+            f"protocol={protocol!r} is not valid; allowed values: {', '.join(PROTOCOLS)}"
+        )
+    unknown = sorted(set(options) - set(PROTOCOL_OPTIONS[protocol]))
+    if unknown:
+        raise ValueError(
+            f"the {protocol} probe has no option(s) {unknown}; its options: "
+            f"{', '.join(PROTOCOL_OPTIONS[protocol])}"
+        )
 
 
 @dataclass
 class LinearProbe:
-    """A trained linear probe: standardisation statistics and the best-validation layer.
+    """A trained linear probe: standardisation statistics and the fitted layer.
 
     Attributes:
         layer: ``nn.Linear(D, C)``.
         mean, std: ``[D]`` training-feature statistics applied before the layer.
-        multilabel: whether the layer is scored with BCE/mAP instead of CE/accuracy.
-        history: per epoch ``{"epoch", "train_loss", "val_loss", "val_metric"}``.
-        best_epoch: the epoch whose weights were kept (the last one without a val split).
-        train_index, val_index: the rows of the training data used for each role.
+        multilabel: whether the layer is scored with mAP instead of accuracy.
+        protocol: ``logreg`` or ``evar``.
+        c, c_scores, iterations (logreg): the chosen ``C``, the mean inner-CV
+            ``{"metric", "loss"}`` of every candidate, and the final fit's L-BFGS iterations.
+        history, best_epoch, train_index, val_index (evar): see
+            :class:`stec.evaluation.probe_evar.EvarFit`.
     """
 
     layer: nn.Linear
     mean: Tensor
     std: Tensor
     multilabel: bool
+    protocol: str = "logreg"
+    c: float | None = None
+    c_scores: dict[float, dict[str, float]] = field(default_factory=dict)
+    iterations: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = -1
     train_index: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
@@ -91,6 +97,15 @@ class LinearProbe:
     def metric_name(self) -> str:
         return "map" if self.multilabel else "accuracy"
 
+    @property
+    def val_metric(self) -> float:
+        """The held-out score the probe was selected on (NaN when there was none)."""
+        if self.protocol == "logreg":
+            return self.c_scores.get(self.c, {}).get("metric", float("nan"))
+        if not self.history:
+            return float("nan")
+        return float(self.history[self.best_epoch].get("val_metric", float("nan")))
+
     @torch.no_grad()
     def scores(self, x: Tensor) -> Tensor:
         """``[N, D]`` features -> ``[N, C]`` logits (on CPU)."""
@@ -99,113 +114,67 @@ class LinearProbe:
 
     def evaluate(self, x: Tensor, y: Tensor) -> float:
         """Accuracy (single-label) or macro mAP (multi-label) on ``(x [N, D], y)``."""
-        return _metric(self.scores(x), y.cpu(), self.multilabel)
-
-
-def _metric(logits: Tensor, y: Tensor, multilabel: bool) -> float:
-    if multilabel:
-        return mean_average_precision(logits, y)
-    return float((logits.argmax(1) == y).float().mean()) if y.numel() else float("nan")
-
-
-def _loss(logits: Tensor, y: Tensor, multilabel: bool) -> Tensor:
-    if multilabel:
-        return F.binary_cross_entropy_with_logits(logits, y)
-    return F.cross_entropy(logits, y)
+        return metric(self.scores(x), y.cpu(), self.multilabel)
 
 
 def fit_linear_probe(
     train_x: Tensor,
     train_y: Tensor,
     *,
+    protocol: str = "logreg",
     multilabel: bool = False,
     n_classes: int | None = None,
-    epochs: int = 200,
-    lr: float = 1e-3,
-    weight_decay: float = 0.0,
-    batch_size: int = 256,
-    val_fraction: float = 0.1,
-    patience: int = 20,
+    groups: Tensor | None = None,
     seed: int = 0,
     device: str | torch.device = "cpu",
-    restore_best: bool = True,
+    **options: Any,
 ) -> LinearProbe:
-    """Train a linear probe with early stopping; see the module docstring.
+    """Standardise the features and fit a linear probe with ``protocol``.
 
-    The layer starts at zero (the problem is convex, so this loses nothing and makes the
-    result depend on ``seed`` only through the split and the batch order); the global RNG
-    is left untouched. An epoch improves on the best when its validation metric is higher,
-    or equal with a lower validation loss; training stops after ``patience`` epochs without
-    improvement and the best epoch's weights are restored. With no validation samples
-    (``val_fraction=0`` or too little data) all ``epochs`` run and the last weights stay;
-    ``restore_best=False`` keeps the last weights in any case (``best_epoch`` still names
-    the best validation epoch).
+    Everything is computed on ``device``; the result depends only on the inputs and
+    ``seed`` (the inner folds of ``logreg``, the split and batch order of ``evar``).
 
     Args:
         train_x: ``[N, D]`` features; train_y: ``[N]`` int labels or ``[N, C]`` multi-hot.
         n_classes: output size for single-label data (default ``max(train_y) + 1``).
+        groups: ``[N]`` int (logreg): the inner folds for choosing ``C``, e.g. the
+            predefined folds of the training data; None draws ``inner_folds`` folds.
+        options: the protocol's own (``PROTOCOL_OPTIONS``). logreg: ``cs`` (candidate
+            values of scikit-learn's ``C``; one value skips the inner cross-validation),
+            ``inner_folds``, ``max_iter``, ``tol`` (see
+            :func:`stec.evaluation.logreg.fit_logreg`). evar: ``epochs``, ``lr``,
+            ``weight_decay``, ``batch_size``, ``val_fraction``, ``patience``,
+            ``restore_best`` (see :func:`stec.evaluation.probe_evar.fit_evar`).
     Returns:
         The trained :class:`LinearProbe`.
     """
+    _check_protocol(protocol, options)
     _check_xy("train", train_x, train_y, multilabel)
     if train_x.shape[0] < 1:
         raise ValueError("linear probe: the training set is empty")
-    if epochs < 1 or batch_size < 1 or patience < 1:
-        raise ValueError(
-            f"linear probe: epochs, batch_size and patience must be >= 1, got "
-            f"{epochs}, {batch_size}, {patience}"
-        )
+    if groups is not None and protocol != "logreg":
+        raise ValueError("groups (inner folds) apply to the logreg probe only")
     x = train_x.float().cpu()
     y = train_y.float().cpu() if multilabel else train_y.long().cpu()
     out_dim = y.shape[1] if multilabel else max(int(y.max()) + 1, n_classes or 0)
     mean = x.mean(0)
     std = x.std(0, unbiased=False).clamp_min(1e-6)  # constant features stay finite
     x = (x - mean) / std
-    generator = torch.Generator().manual_seed(seed)
-    train_index, val_index = validation_split(y, val_fraction, generator, multilabel)
-    x_tr, y_tr = x[train_index].to(device), y[train_index].to(device)
-    x_val, y_val = x[val_index].to(device), y[val_index]
-    layer = nn.Linear(x.shape[1], out_dim).to(device)
-    nn.init.zeros_(layer.weight)
-    nn.init.zeros_(layer.bias)
-    optimiser = torch.optim.Adam(layer.parameters(), lr=lr, weight_decay=weight_decay)
-
-    probe = LinearProbe(layer, mean.to(device), std.to(device), multilabel)
-    probe.train_index, probe.val_index = train_index, val_index
-    best_state, best_key, stale = None, (-math.inf, math.inf), 0
-    n_train = x_tr.shape[0]
-    for epoch in range(epochs):
-        order = torch.randperm(n_train, generator=generator).to(device)
-        total = 0.0
-        for start in range(0, n_train, batch_size):
-            idx = order[start : start + batch_size]
-            loss = _loss(layer(x_tr[idx]), y_tr[idx], multilabel)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            total += loss.item() * idx.numel()
-        record = {"epoch": epoch, "train_loss": total / n_train}
-        if val_index.numel():
-            with torch.no_grad():
-                logits = layer(x_val).cpu()
-            val_loss = float(_loss(logits, y_val, multilabel))
-            val_metric = _metric(logits, y_val, multilabel)
-            record.update(val_loss=val_loss, val_metric=val_metric)
-            key = (-math.inf if math.isnan(val_metric) else val_metric, val_loss)
-            if key[0] > best_key[0] or (key[0] == best_key[0] and key[1] < best_key[1]):
-                best_key, stale, probe.best_epoch = key, 0, epoch
-                best_state = copy.deepcopy(layer.state_dict())
-            else:
-                stale += 1
-        probe.history.append(record)
-        if stale >= patience:
-            break
-    if best_state is not None:
-        if restore_best:
-            layer.load_state_dict(best_state)
-    else:
-        probe.best_epoch = len(probe.history) - 1
-    return probe
+    if protocol == "logreg":
+        fit = fit_logreg(
+            x, y, out_dim, multilabel=multilabel, groups=groups, seed=seed, device=device,
+            **options,
+        )  # fmt: skip
+        return LinearProbe(
+            fit.layer, mean.to(device), std.to(device), multilabel, protocol,
+            c=fit.c, c_scores=fit.c_scores, iterations=fit.iterations,
+        )  # fmt: skip
+    fit = fit_evar(x, y, out_dim, multilabel=multilabel, seed=seed, device=device, **options)
+    return LinearProbe(
+        fit.layer, mean.to(device), std.to(device), multilabel, protocol,
+        history=fit.history, best_epoch=fit.best_epoch,
+        train_index=fit.train_index, val_index=fit.val_index,
+    )  # fmt: skip
 
 
 def linear_probe(
@@ -215,26 +184,21 @@ def linear_probe(
     test_y: Tensor,
     *,
     multilabel: bool = False,
-    epochs: int = 200,
-    lr: float = 1e-3,
-    weight_decay: float = 0.0,
-    batch_size: int = 256,
-    val_fraction: float = 0.1,
-    patience: int = 20,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-) -> dict[str, float]:
-    """Train a linear probe on ``(train_x, train_y)`` and score it on ``(test_x, test_y)``.
+    **probe_kwargs: Any,
+) -> dict[str, Any]:
+    """Fit a linear probe on ``(train_x, train_y)`` and score it on ``(test_x, test_y)``.
 
     Args:
         train_x: ``[N, D]``; train_y: ``[N]`` int or ``[N, C]`` multi-hot (``multilabel``).
         test_x: ``[M, D]``; test_y: ``[M]`` or ``[M, C]``.
-        epochs, lr, weight_decay, batch_size, val_fraction, patience, seed, device: see
-            :func:`fit_linear_probe`.
+        probe_kwargs: ``protocol``, ``groups``, ``seed``, ``device`` and the protocol's
+            options, see :func:`fit_linear_probe`.
     Returns:
-        Single-label: ``{"accuracy", "val_accuracy", "best_epoch", "epochs_run", "n_train",
-        "n_val", "n_test"}``; multi-label: the same with ``"map"``/``"val_map"`` (macro mAP
-        over classes with at least one positive) in place of the accuracies.
+        ``{"<metric>", "val_<metric>", "protocol", "n_train", "n_test"}`` with ``<metric>``
+        ``accuracy`` (or ``map``: macro mAP over classes with a positive), plus ``"C"`` and
+        ``"iterations"`` (logreg; ``val_`` is the inner-CV score at that ``C``) or
+        ``"best_epoch"``, ``"epochs_run"``, ``"n_val"`` (evar; ``n_train`` excludes the
+        validation rows).
     """
     _check_xy("test", test_x, test_y, multilabel)
     if test_x.shape[1] != train_x.shape[1]:
@@ -245,46 +209,45 @@ def linear_probe(
     if not multilabel and test_y.numel():
         n_classes = int(test_y.max()) + 1
     probe = fit_linear_probe(
-        train_x,
-        train_y,
-        multilabel=multilabel,
-        n_classes=n_classes,
-        epochs=epochs,
-        lr=lr,
-        weight_decay=weight_decay,
-        batch_size=batch_size,
-        val_fraction=val_fraction,
-        patience=patience,
-        seed=seed,
-        device=device,
+        train_x, train_y, multilabel=multilabel, n_classes=n_classes, **probe_kwargs
     )
     name = probe.metric_name
-    best = probe.history[probe.best_epoch]
-    return {
+    result: dict[str, Any] = {
         name: probe.evaluate(test_x, test_y),
-        f"val_{name}": float(best.get("val_metric", float("nan"))),
-        "best_epoch": probe.best_epoch,
-        "epochs_run": len(probe.history),
-        "n_train": int(probe.train_index.numel()),
-        "n_val": int(probe.val_index.numel()),
+        f"val_{name}": probe.val_metric,
+        "protocol": probe.protocol,
+        "n_train": int(train_x.shape[0]),
         "n_test": int(test_x.shape[0]),
     }
+    if probe.protocol == "logreg":
+        result.update(C=probe.c, iterations=probe.iterations)
+    else:
+        result.update(
+            best_epoch=probe.best_epoch,
+            epochs_run=len(probe.history),
+            n_train=int(probe.train_index.numel()),
+            n_val=int(probe.val_index.numel()),
+        )
+    return result
 
 
-def cross_validate(features: Tensor, labels: Tensor, folds: Tensor, **probe_kwargs) -> dict:
+def cross_validate(features: Tensor, labels: Tensor, folds: Tensor, **probe_kwargs: Any) -> dict:
     """Leave-one-fold-out linear evaluation (the ESC-50 protocol).
 
     For each distinct value ``f`` of ``folds`` (in ascending order) a probe is trained on
-    the samples of all other folds and tested on fold ``f``. The standard deviation is the
-    population one (``ddof=0``) over folds, as numpy reports it.
+    the samples of all other folds and tested on fold ``f``; the logreg probe chooses its
+    ``C`` by leaving out each of those training folds in turn (nested cross-validation, so
+    clips that share a fold stay together). The standard deviation is the population one
+    (``ddof=0``) over folds, as numpy reports it.
 
     Args:
         features: ``[N, D]``; labels: ``[N]`` int or ``[N, C]`` multi-hot;
         folds: ``[N]`` int fold of each sample (at least two distinct values).
-        probe_kwargs: passed to :func:`linear_probe` (``multilabel``, ``epochs``, ...).
+        probe_kwargs: passed to :func:`linear_probe` (``multilabel``, ``protocol``, ...).
     Returns:
         ``{"metric", "<metric>_mean", "<metric>_std", "per_fold": {fold: score},
-        "n_folds"}`` with ``<metric>`` ``accuracy`` (or ``map`` when ``multilabel``).
+        "n_folds", "protocol"}`` with ``<metric>`` ``accuracy`` (or ``map`` when
+        ``multilabel``).
     """
     folds = torch.as_tensor(folds).cpu()
     if folds.dim() != 1 or folds.shape[0] != features.shape[0] or folds.is_floating_point():
@@ -296,19 +259,55 @@ def cross_validate(features: Tensor, labels: Tensor, folds: Tensor, **probe_kwar
     if len(fold_ids) < 2:
         raise ValueError(f"cross_validate needs at least two distinct folds, got {fold_ids}")
     multilabel = bool(probe_kwargs.get("multilabel", False))
-    metric = "map" if multilabel else "accuracy"
+    protocol = probe_kwargs.get("protocol", "logreg")
+    metric_name = "map" if multilabel else "accuracy"
     per_fold: dict[int, float] = {}
     for fold in fold_ids:
         test = folds == fold
+        if protocol == "logreg":
+            probe_kwargs = {**probe_kwargs, "groups": folds[~test]}
         result = linear_probe(
             features[~test], labels[~test], features[test], labels[test], **probe_kwargs
         )
-        per_fold[fold] = float(result[metric])
+        per_fold[fold] = float(result[metric_name])
     scores = torch.tensor(list(per_fold.values()), dtype=torch.float64)
     return {
-        "metric": metric,
-        f"{metric}_mean": float(scores.mean()),
-        f"{metric}_std": float(scores.std(unbiased=False)),
+        "metric": metric_name,
+        f"{metric_name}_mean": float(scores.mean()),
+        f"{metric_name}_std": float(scores.std(unbiased=False)),
         "per_fold": per_fold,
         "n_folds": len(fold_ids),
+        "protocol": protocol,
     }
+
+
+def probe_options(evaluate: Mapping[str, Any], seed: int = 0) -> dict[str, Any]:
+    """The probe keyword arguments of an ``evaluate:`` config section.
+
+    Reads ``protocol`` (default ``logreg``), the chosen protocol's options that the
+    section sets (other keys, e.g. ``knn_k`` or the other protocol's options, are left
+    out) and ``device`` (``auto`` = the GPU when there is one). The result goes to
+    :func:`linear_probe` / :func:`cross_validate` as ``**kwargs``.
+    """
+    from stec.engine.trainer import resolve_device  # the engine is heavier than this module
+
+    protocol = str(evaluate.get("protocol", "logreg"))
+    if protocol not in PROTOCOLS:
+        raise ValueError(
+            f"evaluate.protocol={protocol!r} is not valid; allowed values: {', '.join(PROTOCOLS)}"
+        )
+    options = {k: evaluate[k] for k in PROTOCOL_OPTIONS[protocol] if k in evaluate}
+    if "cs" in options:
+        cs = options["cs"]
+        if isinstance(cs, (int, float)):
+            cs = [cs]
+        try:
+            options["cs"] = [float(c) for c in cs]
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"evaluate.cs must be a list of positive numbers, got {cs!r}"
+            ) from None
+        if not options["cs"] or any(not c > 0 for c in options["cs"]):
+            raise ValueError(f"evaluate.cs must be a list of positive numbers, got {cs!r}")
+    device = resolve_device(str(evaluate.get("device", "cpu")))
+    return {"protocol": protocol, **options, "seed": int(seed), "device": device}

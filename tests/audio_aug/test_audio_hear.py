@@ -138,3 +138,14 @@ def test_bad_exports_and_inputs_are_reported(tmp_path):
     )
     with pytest.raises(ValueError, match=r"\[n_sounds, n_samples\]"):
         hear.get_scene_embeddings(torch.zeros(SR), hear.load_model(""))
+
+
+def test_the_model_runs_wherever_it_is_moved():
+    # a kit moves the model (model.to(device)) and may pass audio from anywhere: every
+    # tensor made inside follows the model (meta here, which raises on any CPU tensor)
+    model = hear.HearModel(tiny_resnet(), chunk_seconds=0.3).to("meta")
+    audio = torch.randn(2, SR)
+    scene = hear.get_scene_embeddings(audio, model)
+    emb, ts = hear.get_timestamp_embeddings(audio, model)
+    assert scene.device.type == emb.device.type == ts.device.type == "meta"
+    assert scene.shape == (2, 16) and emb.shape[0] == 2 and ts.shape == emb.shape[:2]

@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from stec.compare import build_plan, mean_ci
+from stec.compare import build_plan, mean_ci, summarise, write_summary
+from stec.report import write_report
 from stec_vision.cli import main
 from tests.cli.test_vision_cli import TINY
 
@@ -33,9 +34,10 @@ def test_mean_ci_uses_student_t():
 
 
 def test_vision_compare_writes_csv_json_report_and_resumes(tmp_path, capsys):
+    # evaluate.cs=[1.0]: one C, no inner cross-validation (the runner is tested, not the probe)
     args = ["compare", *TINY, "compare.methods=[simclr]", "compare.efference=[off,inverse]",
             "compare.seeds=[0,1]", "compare.ablate=[crop]", "compare.floors=[random,pixels]",
-            "compare.out=cmp"]  # fmt: skip
+            "compare.out=cmp", "evaluate.cs=[1.0]"]  # fmt: skip
     assert main(args) == 0
     out = tmp_path / "cmp"
     summary = json.loads((out / "comparison.json").read_text())
@@ -58,3 +60,94 @@ def test_vision_compare_writes_csv_json_report_and_resumes(tmp_path, capsys):
     capsys.readouterr()
     assert main(args) == 0  # everything is done: every arm is skipped
     assert capsys.readouterr().out.count("[skip]") == 10
+
+
+def _write_runs(out, runs: dict[str, list[dict]]) -> None:
+    for arm, per_seed in runs.items():
+        for seed, results in enumerate(per_seed):
+            path = out / arm / f"seed{seed}" / "results.json"
+            path.parent.mkdir(parents=True)
+            path.write_text(json.dumps(results))
+
+
+def _run(acc: float, pitch: float | None = None, action: dict | None = None) -> dict:
+    results = {"metric": "accuracy", "accuracy_mean": acc, "class_distance_ratio": 0.5}
+    if pitch is not None:
+        results["tasks"] = {
+            "class": {"metric": "accuracy", "accuracy_mean": acc, "accuracy_std": 0.0,
+                      "per_fold": {"1": acc}, "n_clips": 10},
+            "pitch": {"metric": "accuracy", "accuracy_mean": pitch, "accuracy_std": 0.0,
+                      "per_fold": {"1": pitch}, "n_clips": 8},
+        }  # fmt: skip
+    if action is not None:
+        results["action_probe"] = action
+    return results
+
+
+def _probe(gain: float, crop: float) -> dict:
+    return {"action_acc/gain": gain, "majority_acc/gain": 0.25,
+            "action_acc/crop": crop, "majority_acc/crop": 0.5}  # fmt: skip
+
+
+def test_summary_has_every_task_and_the_action_probe(tmp_path):
+    plan = build_plan(["simclr"], ["off", "inverse"], [0, 1, 2], floors=["random"])
+    _write_runs(tmp_path, {
+        "simclr-off": [_run(0.70, 0.50), _run(0.72, 0.52), _run(0.74, 0.54)],
+        "simclr-inverse": [_run(0.71, 0.60, _probe(0.7, 0.9)), _run(0.73, 0.61, _probe(0.8, 0.8)),
+                           _run(0.75, 0.65, _probe(0.75, 1.0))],
+        "floor-random": [_run(0.60, 0.55), _run(0.60, 0.55), _run(0.60)],  # an older run: no tasks
+    })  # fmt: skip
+    summary = summarise(plan, tmp_path, "accuracy_mean")
+    # the primary metric is summarised as before
+    assert summary["arms"]["simclr-inverse"]["mean"] == pytest.approx(0.73)
+    assert summary["arms"]["simclr-inverse"]["paired_diff"]["mean"] == pytest.approx(0.01)
+    assert summary["arms"]["simclr-inverse"]["class_distance_ratio"] == pytest.approx(0.5)
+    # every task, every arm: mean, std, CI, per seed, paired difference, floors
+    assert list(summary["tasks"]) == ["class", "pitch"]
+    pitch = summary["tasks"]["pitch"]
+    assert pitch["metric"] == "accuracy" and pitch["best_floor"] == pytest.approx(0.55)
+    inverse = pitch["arms"]["simclr-inverse"]
+    assert inverse["per_seed"] == {"0": 0.60, "1": 0.61, "2": 0.65}
+    mean, std, ci = mean_ci([0.60, 0.61, 0.65])
+    assert (inverse["mean"], inverse["std"], inverse["ci95"]) == pytest.approx((mean, std, ci))
+    diff = inverse["paired_diff"]
+    assert diff["vs"] == "simclr-off" and diff["n"] == 3
+    assert (diff["mean"], diff["ci95"]) == pytest.approx((0.10, 4.303 * 0.01 / 3**0.5))
+    assert inverse["beats_floors"] is True and pitch["arms"]["simclr-off"]["beats_floors"] is False
+    assert pitch["arms"]["floor-random"]["n_seeds"] == 2
+    assert "paired_diff" not in pitch["arms"]["simclr-off"]
+    # the action probe: per arm and component, accuracy over seeds and the majority rate
+    assert list(summary["action_probe"]) == ["simclr-inverse"]
+    gain = summary["action_probe"]["simclr-inverse"]["gain"]
+    assert (gain["mean"], gain["std"], gain["majority"]) == pytest.approx((0.75, 0.05, 0.25))
+    assert gain["per_seed"] == {"0": 0.7, "1": 0.8, "2": 0.75}
+
+    write_summary(summary, tmp_path)
+    rows = (tmp_path / "comparison_tasks.csv").read_text().splitlines()
+    assert rows[0].startswith("task,metric,arm,kind,mean")
+    assert "pitch,accuracy,simclr-inverse,pretrain,0.6200," in "\n".join(rows)
+    report = write_report(summary, tmp_path, "title", "cmd").read_text()
+    assert "## Task `pitch` (accuracy)" in report and "## Task `class` (accuracy)" in report
+    pitch_table = report.split("## Task `pitch` (accuracy)")[1]
+    assert (
+        "| simclr-inverse | 0.6200 ± 0.0265 | ± 0.0657 | +0.1000 ± 0.0248 vs simclr-off |"
+        in pitch_table
+    )
+    assert "**simclr-off does not beat the best floor** (0.5200 vs 0.5500)" in pitch_table
+    assert "| arm | gain | crop |" in report
+    gain_cell, crop_cell = "0.7500 ± 0.0500 (majority 0.2500)", "0.9000 ± 0.1000 (majority 0.5000)"
+    assert f"| simclr-inverse | {gain_cell} | {crop_cell} |" in report
+    for png in ("tasks.png", "action_probe.png"):
+        assert f"({png})" in report and (tmp_path / png).stat().st_size > 1000, png
+
+
+def test_old_results_still_summarise_without_tasks(tmp_path):
+    plan = build_plan(["simclr"], ["off"], [0, 1], floors=[])
+    _write_runs(tmp_path, {"simclr-off": [_run(0.7), _run(0.8)]})
+    summary = summarise(plan, tmp_path, "accuracy_mean")
+    assert set(summary) == {"metric", "seeds", "arms", "best_floor"}
+    assert summary["arms"]["simclr-off"]["mean"] == pytest.approx(0.75)
+    write_summary(summary, tmp_path)
+    assert not (tmp_path / "comparison_tasks.csv").exists()
+    report = write_report(summary, tmp_path, "title", "cmd").read_text()
+    assert "## Task" not in report and "Action probe" not in report

@@ -4,7 +4,8 @@ from torch import nn
 
 import stec
 from stec import ActionSpace, Binary, Continuous
-from stec.evaluation import action_prediction_accuracy, probe_actions
+from stec.evaluation import action_prediction_accuracy, embed_pairs, probe_actions
+from tests.evaluation.devices import DeviceRecorder, assert_unchanged, snapshot
 
 SPACE = ActionSpace([Continuous("gain", -1.0, 1.0, n_bins=4), Binary("flip")])
 
@@ -78,3 +79,52 @@ def test_probe_actions_is_deterministic_and_keeps_the_global_rng():
     assert torch.equal(torch.get_rng_state(), state)
     b = probe_actions(method.backbone, _pairs(4), SPACE, hidden=16, epochs=2)
     assert a == b
+
+
+class PairMethod(nn.Module):
+    """A stand-in for a trained method: its inverse model guesses whether the gain rose."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.backbone = nn.Linear(8, 4)
+        self.inverse = nn.Linear(8, 2)
+
+    def forward(self, view_a, view_b, params_a, params_b):
+        logits = self.inverse(torch.cat([self.backbone(view_a), self.backbone(view_b)], 1))
+        rose = (params_b["gain"] > params_a["gain"]).long()
+        return logits.sum(), {"action_acc/gain": (logits.argmax(1) == rose).float().mean()}, None
+
+
+def test_action_prediction_accuracy_runs_the_method_on_the_device_and_puts_it_back():
+    method = DeviceRecorder(PairMethod())
+    batches = _pairs(2)
+    on_cpu = action_prediction_accuracy(method, batches)
+    with torch.no_grad():
+        expected = [float(method.inner(*b)[1]["action_acc/gain"]) for b in batches]
+    assert on_cpu["action_acc/gain"] == pytest.approx(sum(expected) / 2)
+    before = snapshot(method)
+    method.calls.clear()
+    on_meta = action_prediction_accuracy(method, batches, device="meta")
+    assert len(method.calls) == 2 and method.devices_seen() == {"meta"}
+    assert set(on_meta) == {"action_acc/gain"}
+    assert_unchanged(method, before)
+
+
+def test_embed_pairs_runs_the_encoder_on_the_device_and_targets_on_the_cpu():
+    encoder = DeviceRecorder(nn.Sequential(nn.Linear(8, 6), nn.BatchNorm1d(6)))
+    before = snapshot(encoder)
+    batches = _pairs(3, batch=4)
+    h_a, h_b, targets = embed_pairs(encoder, [batches[0], None, *batches[1:]], SPACE, device="meta")
+    assert len(encoder.calls) == 3 and encoder.devices_seen() == {"meta"}
+    assert h_a.shape == h_b.shape == (12, 6)
+    assert_unchanged(encoder, before)
+    expected = [SPACE.targets(b[2], b[3]) for b in batches]
+    assert torch.equal(targets.classes, torch.cat([t.classes for t in expected]))
+    assert torch.equal(targets.mask, torch.cat([t.mask for t in expected]))
+    # on the CPU the features are the encoder's (eval mode) on each view
+    h_a, h_b, _ = embed_pairs(encoder, batches[:1], SPACE)
+    with torch.no_grad():
+        encoder.inner.eval()
+        torch.testing.assert_close(h_a, encoder.inner(batches[0][0]))
+        torch.testing.assert_close(h_b, encoder.inner(batches[0][1]))

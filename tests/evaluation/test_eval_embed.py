@@ -3,6 +3,7 @@ import torch
 from torch import nn
 
 from stec.evaluation import embed
+from tests.evaluation.devices import DeviceRecorder, assert_unchanged, snapshot
 
 
 def _encoder() -> nn.Module:
@@ -73,3 +74,43 @@ def test_embed_applies_transform_and_multi_hot_labels():
 def test_embed_rejects_an_empty_loader():
     with pytest.raises(ValueError, match="no"):
         embed(_encoder(), [None, None])
+
+
+class Standardise(nn.Module):
+    """A transform with buffers, like a normaliser."""
+
+    def __init__(self, mean: float, std: float) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean))
+        self.register_buffer("std", torch.tensor(std))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def test_embed_runs_encoder_and_transform_on_the_device_and_puts_them_back():
+    encoder = DeviceRecorder(_encoder())
+    transform = DeviceRecorder(Standardise(0.5, 2.0), host_output=False)
+    weight = encoder.inner[1].weight
+    weight.grad = torch.ones_like(weight)
+    grad = weight.grad
+    before, before_transform = snapshot(encoder), snapshot(transform)
+    feats, labels, idx = embed(encoder, _batches(), device="meta", transform=transform)
+    # every call met its module on the requested device
+    assert len(encoder.calls) == len(transform.calls) == 2
+    assert encoder.devices_seen() == transform.devices_seen() == {"meta"}
+    assert feats.shape == (5, 4) and labels.tolist() == [0, 1, 2, 1, 1]
+    assert idx.tolist() == [10, 11, 12, 13, 14]
+    # ...and both are back on the CPU: the same parameter objects, values and gradient
+    assert_unchanged(encoder, before)
+    assert_unchanged(transform, before_transform)
+    assert encoder.inner[1].weight is weight and weight.grad is grad
+
+
+def test_embed_on_the_modules_own_device_moves_nothing():
+    encoder = _encoder()
+    storage = encoder[1].weight.data_ptr()
+    feats, _, _ = embed(encoder, _batches()[:1], device=torch.device("cpu"))
+    assert encoder[1].weight.data_ptr() == storage
+    with torch.no_grad():
+        torch.testing.assert_close(feats, encoder.eval()(_batches()[0][0]))

@@ -1,0 +1,55 @@
+"""Write ``tests/evaluation/data/demo_random_audiontt.npz``: the fixed embeddings on which
+the default linear probe is compared with scikit-learn's logistic regression.
+
+The embeddings are those of a randomly initialised AudioNTT2020 (d = 512, ``seed``) on the
+built-in demo sound set (10 classes x 40 clips, ESC-50 layout), exactly as
+``stec-audio evaluate checkpoint=random`` computes them. Stored: ``features`` ``[N, 512]``
+float16, ``labels`` ``[N]`` int64, ``folds`` ``[N]`` int64 (the set's 5 folds).
+
+    PYTHONPATH=$PWD python tests/evaluation/make_probe_fixture.py [--seed 0] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stec.cli import compose_config
+from stec.evaluation import embed
+from stec_audio import app
+from stec_audio.datasets import collate_skip_bad
+
+DEFAULT_OUT = Path(__file__).parent / "data" / "demo_random_audiontt.npz"
+
+
+def demo_embeddings(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(features [N, D] float32, labels [N], folds [N])`` of the random encoder."""
+    with tempfile.TemporaryDirectory() as prepared:  # the normalisation statistics
+        overrides = ["data=demo", "checkpoint=random", f"seed={seed}", f"data.prepared={prepared}"]
+        cfg = compose_config("audio", overrides)
+        encoder, _, _ = app.load_encoder(cfg)
+        index = app.build_index(cfg)
+        dataset = app.clip_dataset(cfg, index, app.norm_stats(cfg, index), use_cache=False)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=16, collate_fn=collate_skip_bad)
+        features, labels, positions = embed(encoder, loader)
+    folds = index.folds[positions.numpy()].astype(np.int64)
+    return features.numpy(), labels.numpy().astype(np.int64), folds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args()
+    features, labels, folds = demo_embeddings(args.seed)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(args.out, features=features.astype(np.float16), labels=labels, folds=folds)
+    print(f"{features.shape[0]} embeddings of size {features.shape[1]} written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
