@@ -48,8 +48,10 @@ def test_sigkill_then_resume_ends_with_identical_weights(tmp_path, workers):
     assert a["step"] == b["step"] == 15
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
-    for key, value in a["augmenter"].items():
-        assert torch.equal(value, b["augmenter"][key]), key
+    assert a["world_size"] == b["world_size"] == 1
+    for key, value in a["ranks"][0]["augmenter"].items():
+        assert torch.equal(value, b["ranks"][0]["augmenter"][key]), key
+    assert torch.equal(a["ranks"][0]["rng"]["torch"], b["ranks"][0]["rng"]["torch"])
     # the metrics curve has no duplicated steps from the killed run
     steps = [row["step"] for row in read_metrics(tmp_path / "cut")]
     assert steps == sorted(set(steps)) and steps[-1] == 15
@@ -99,12 +101,12 @@ def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp
     trainer = make_trainer(tmp_path)
     original = trainer.train_step
 
-    def poisoned(batch):
+    def poisoned(batch, plan=None):
         if trainer.step == 4:
             with torch.no_grad():
                 for p in trainer.method.backbone.parameters():
                     p.fill_(float("nan"))
-        return original(batch)
+        return original(batch, plan)
 
     trainer.train_step = poisoned
     with pytest.raises(NonFiniteLossError, match="step 5.*last good checkpoint is .*last.pt"):
