@@ -28,6 +28,7 @@ class StepPlan:
     usable: bool  # every rank holds at least 2 items
     sizes: tuple[int, ...]  # every rank's batch size, in rank order
     labelled: int  # labelled items over all ranks (0 when the probe is off)
+    stop: bool = False  # a rank was asked to stop (a signal): every rank stops here
 
 
 def host_labels(batch, raw: bool) -> Tensor | None:
@@ -39,11 +40,12 @@ def host_labels(batch, raw: bool) -> Tensor | None:
     return labels if isinstance(labels, Tensor) and labels.dim() == 1 else None
 
 
-def plan_step(batch, raw: bool, count_labels: bool) -> StepPlan:
+def plan_step(batch, raw: bool, count_labels: bool, stop: bool = False) -> StepPlan:
     """Agree with every rank on a step (one exchange over the CPU group under DDP).
 
     A batch is ``None`` or holds fewer than 2 items when the loader dropped bad files: the
     step is then skipped on every rank together (no pair to contrast, no batch statistics).
+    ``stop``: this rank was asked to stop; the plan stops every rank if any was.
     """
     n, labelled = 0, 0
     if batch is not None:
@@ -51,9 +53,11 @@ def plan_step(batch, raw: bool, count_labels: bool) -> StepPlan:
         labels = host_labels(batch, raw) if count_labels else None
         if labels is not None:
             labelled = int((labels >= 0).sum())  # a host tensor: no device involved
-    rows = distributed.all_gather_host([n, labelled])
+    rows = distributed.all_gather_host([n, labelled, int(stop)])
     sizes = tuple(row[0] for row in rows)
     usable = min(sizes) >= 2
+    if any(row[2] for row in rows):
+        return StepPlan(False, sizes, 0, stop=True)
     if not usable:
         log.warning("skipped a batch with fewer than 2 usable items")
     return StepPlan(usable, sizes, sum(row[1] for row in rows) if usable else 0)

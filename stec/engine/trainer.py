@@ -20,7 +20,6 @@ import contextlib
 import json
 import logging
 import math
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -54,6 +53,7 @@ from stec.engine.step import (
     plan_step,
     probe_step,
 )
+from stec.engine.stop import StopRequests
 from stec.methods.base import SSLMethod, choose
 
 log = logging.getLogger("stec")
@@ -185,7 +185,7 @@ class Trainer:
             self.probe_opt = torch.optim.Adam(self.probe.parameters(), lr=config.probe_lr)
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         self.saved_step: int | None = None
-        self._stop_signal: int | None = None
+        self.stop_requests, self._stopped = StopRequests(), False
         self.non_finite = NonFiniteWatch(self.device)
         seed_rank(config.seed, self.rank)
 
@@ -269,7 +269,17 @@ class Trainer:
     # ----------------------------------------------------------------- training
     def plan(self, batch) -> StepPlan:
         """The step every rank agrees on (see :func:`~stec.engine.step.plan_step`)."""
-        return plan_step(batch, raw=self.augmenter is not None, count_labels=self.probe is not None)
+        return plan_step(
+            batch,
+            raw=self.augmenter is not None,
+            count_labels=self.probe is not None,
+            stop=self.stop_requests.received is not None,
+        )
+
+    def _agree_to_stop(self) -> bool:
+        """Whether any rank was asked to stop (a host exchange: every rank calls it)."""
+        asked = int(self.stop_requests.received is not None)
+        return any(row[0] for row in distributed.all_gather_host([asked]))
 
     def _unpack(self, batch) -> tuple[Tensor, Tensor, dict, dict, Tensor | None]:
         move = lambda t: t.to(self.device, non_blocking=True)  # noqa: E731
@@ -323,10 +333,6 @@ class Trainer:
             )
         return metrics
 
-    def _handle_signal(self, signum, frame) -> None:
-        self._stop_signal = signum
-        signal.signal(signum, signal.SIG_DFL)  # a second Ctrl-C stops at once
-
     def fit(self) -> dict[str, float]:
         """Train to ``total_steps`` (resuming if configured); returns the last metrics."""
         if self.cfg.resume:
@@ -336,38 +342,34 @@ class Trainer:
             (self.run_dir / "config.json").write_text(
                 json.dumps(self.run_config, indent=2, default=str)
             )
-        logger = (
-            MetricLogger(self.run_dir, resume_step=self.step if self.cfg.resume else None)
-            if self.is_main
-            else None
-        )
-        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-        for s in previous:
-            try:
-                signal.signal(s, self._handle_signal)
-            except ValueError:  # not the main thread
-                previous = {}
-                break
-        bar = None
-        if self.is_main and self.cfg.progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(
-                total=self.total_steps, initial=self.step, desc="pretrain", dynamic_ncols=True
-            )
         last: dict[str, float] = {}
         tick, seen = time.perf_counter(), 0
-        try:
-            while self.step < self.total_steps and self._stop_signal is None:
+        with self.stop_requests, contextlib.ExitStack() as cleanup:
+            logger = bar = None
+            if self.is_main:
+                resume_step = self.step if self.cfg.resume else None
+                logger = MetricLogger(self.run_dir, resume_step=resume_step)
+                cleanup.callback(logger.close)
+            if self.is_main and self.cfg.progress:
+                from tqdm.auto import tqdm
+
+                bar = tqdm(
+                    total=self.total_steps, initial=self.step, desc="pretrain", dynamic_ncols=True
+                )
+                cleanup.callback(bar.close)
+            while self.step < self.total_steps and not self._stopped:
                 self.sampler.set_epoch(self.epoch)
                 self.sampler.set_start(self.batch_in_epoch * self.cfg.batch_size)
                 self.loader_generator.manual_seed(
                     stream_seed(self.cfg.seed, self.rank, LOADER_STREAM, self.epoch)
                 )
                 for batch in self.loader:
+                    plan = self.plan(batch)
+                    if plan.stop:  # every rank leaves at this same step
+                        self._stopped = True
+                        break
                     # counted even when skipped, so that a resumed run starts at the right batch
                     self.batch_in_epoch += 1
-                    plan = self.plan(batch)
                     if not plan.usable:
                         continue
                     metrics = self.train_step(batch, plan)
@@ -392,33 +394,26 @@ class Trainer:
                         bar.update(1)
                     if self.step % self.cfg.checkpoint_every == 0 and self.step < self.total_steps:
                         self.save()
-                    if self.step >= self.total_steps or self._stop_signal is not None:
+                    if self.step >= self.total_steps:
                         break
                 else:
                     self.epoch += 1
                     self.batch_in_epoch = 0
+                    self._stopped = self._agree_to_stop()
             self.save()
-            if self._stop_signal is not None:
+            if self._stopped:
                 log.warning(
-                    "stopped by signal %d at step %d; checkpoint saved to %s",
-                    self._stop_signal,
+                    "stopped by a signal at step %d; checkpoint saved to %s",
                     self.step,
                     self.checkpoint_path,
                 )
             elif self.is_main:
                 export_backbone(self.method.backbone, self.run_dir / "export", self.export_meta)
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-            if bar is not None:
-                bar.close()
-            if logger is not None:
-                logger.close()
         return last
 
     @property
     def stopped_early(self) -> bool:
-        return self._stop_signal is not None
+        return self._stopped
 
 
 def _postfix(metrics: dict[str, float]) -> dict[str, str]:

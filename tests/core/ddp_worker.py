@@ -1,7 +1,9 @@
 """Workers for the 2-process DDP tests (spawned; must be importable)."""
 
 import contextlib
+import os
 import random
+import signal
 
 import numpy as np
 import torch
@@ -222,6 +224,31 @@ def worker_host_values(rank: int, world: int, init_file: str, out: str) -> None:
     }
     everyone = [None] * world
     dist.all_gather_object(everyone, result)
+    if rank == 0:
+        torch.save(everyone, out)
+    dist.destroy_process_group()
+
+
+# --------------------------------------------------------------------------- a stop signal
+class SignalledOnRankOne(Trainer):
+    """SIGTERM reaches rank 1 alone, during its third step."""
+
+    def train_step(self, batch, *args):
+        metrics = super().train_step(batch, *args)
+        if dist.get_rank() == 1 and self.step + 1 == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return metrics
+
+
+def worker_stop(rank: int, world: int, init_file: str, run_dir: str, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    method, aug = make_method("simclr")
+    cfg = TrainerConfig(epochs=2, batch_size=4, checkpoint_every=100, progress=False)
+    trainer = SignalledOnRankOne(method, ToySignals(n=40), cfg, run_dir, augmenter=aug)
+    trainer.fit()
+    everyone = [None] * world
+    dist.all_gather_object(everyone, (trainer.step, trainer.stopped_early))
     if rank == 0:
         torch.save(everyone, out)
     dist.destroy_process_group()

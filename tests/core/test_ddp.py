@@ -2,6 +2,8 @@
 (with contrastive negatives gathered across ranks), a random stream per rank, and an exact
 resume of every rank's state."""
 
+import time
+
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -30,8 +32,17 @@ def test_two_process_ddp_matches_single_process(tmp_path, method_name):
     assert (tmp_path / "run/checkpoints/last.pt").exists()
 
 
-def spawn(tmp_path, fn, *args, name="init"):
-    mp.spawn(fn, args=(2, str(tmp_path / name), *args), nprocs=2, join=True)
+def spawn(tmp_path, fn, *args, name="init", timeout=240):
+    """Run ``fn`` on 2 ranks; a rank left waiting in a collective fails the test."""
+    context = mp.start_processes(
+        fn, args=(2, str(tmp_path / name), *args), nprocs=2, join=False, start_method="spawn"
+    )
+    deadline = time.monotonic() + timeout
+    while not context.join(timeout=5):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail(f"{fn.__name__} did not finish within {timeout} s")
 
 
 def test_ranks_draw_their_own_augmentations_and_worker_streams(tmp_path):
@@ -79,3 +90,12 @@ def test_gathered_negatives_and_skipped_batches_use_host_values_only(tmp_path):
     assert torch.equal(rank1["grad"], 2 * torch.arange(4.0, 9.0)[:, None].expand(5, 2))
     assert rank0["full"] == rank1["full"] == (True, (3, 5))
     assert rank0["lonely"] == rank1["lonely"] == (False, (1, 2))
+
+
+def test_a_signal_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
+    out = tmp_path / "stop.pt"
+    spawn(tmp_path, ddp_worker.worker_stop, str(tmp_path / "run"), str(out), timeout=120)
+    assert torch.load(out, weights_only=True) == [(3, True), (3, True)]
+    state = load_checkpoint(tmp_path / "run/checkpoints/last.pt")
+    assert state["step"] == 3 and state["world_size"] == 2
+    assert not (tmp_path / "run/export").exists()
