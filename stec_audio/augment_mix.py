@@ -101,8 +101,10 @@ class Mixup(Augmenter):
         if saved is not None and saved.shape != self.bank.shape:
             self.bank = torch.zeros_like(saved, device=self.bank.device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        # once per load (checkpoints load on the CPU), never in a step
-        self._count, self._pos = int(self.bank_count), int(self.bank_pos)
+        # the host copies, read once per load (from a checkpoint's CPU tensors), never in a step
+        if prefix + "bank_count" in state_dict and prefix + "bank_pos" in state_dict:
+            self._count = int(state_dict[prefix + "bank_count"])
+            self._pos = int(state_dict[prefix + "bank_pos"])
 
     @contextmanager
     def one_step(self) -> Iterator[None]:
