@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor
@@ -38,6 +40,16 @@ class Mixup(Augmenter):
     pushed after mixing, so a clip never mixes with itself; while the bank is empty the
     other clips of the batch are used. ``source="batch"``: ``z`` is another clip of the
     batch (a random cyclic permutation).
+
+    Two views of a batch are two calls. Inside :meth:`one_step` (the Trainer enters it
+    around the augmenter) the calls form one step: every view draws from the bank as it
+    was before the step, and only the first view's inputs are pushed, once, when the step
+    ends; so each clip enters the bank once per step and no view can draw the other view
+    of its own clip. Outside it every call is a step of its own.
+
+    The bank's fill level and write position are kept on the host as well as in the
+    buffers (which the checkpoint holds), so a call never reads a value back from the
+    device.
 
     Recorded parameter (``[B, 1]``): ``α``; the relative action ``α_b - α_a`` is a
     ``Continuous(relation="difference")`` over ``±max(ratio)``. Untouched views record 0.
@@ -77,6 +89,8 @@ class Mixup(Augmenter):
         self.register_buffer("bank", torch.zeros(0))
         self.register_buffer("bank_count", torch.zeros((), dtype=torch.long))
         self.register_buffer("bank_pos", torch.zeros((), dtype=torch.long))
+        self._count, self._pos = 0, 0  # host copies of bank_count and bank_pos
+        self._in_step, self._pending = False, None
 
     def components(self) -> list[ActionComponent]:
         return [self.component]
@@ -87,6 +101,22 @@ class Mixup(Augmenter):
         if saved is not None and saved.shape != self.bank.shape:
             self.bank = torch.zeros_like(saved, device=self.bank.device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        # the host copies, read once per load (from a checkpoint's CPU tensors), never in a step
+        if prefix + "bank_count" in state_dict and prefix + "bank_pos" in state_dict:
+            self._count = int(state_dict[prefix + "bank_count"])
+            self._pos = int(state_dict[prefix + "bank_pos"])
+
+    @contextmanager
+    def one_step(self) -> Iterator[None]:
+        """The calls inside make one training step (the two views of a batch): they draw
+        from the bank as it was before, and the first call's inputs are pushed at the end."""
+        self._in_step, self._pending = True, None
+        try:
+            yield
+            if self._pending is not None:
+                self._push(self._pending)
+        finally:
+            self._in_step, self._pending = False, None
 
     def _partners(self, x: Tensor) -> Tensor:
         """``[B, C, F, T]`` background clips for ``x``."""
@@ -98,7 +128,7 @@ class Mixup(Augmenter):
         ):
             if self.bank.device != x.device:
                 self.bank = self.bank.to(x.device)
-            count = int(self.bank_count)
+            count = self._count
             if count > 0:
                 index = (torch.rand(b, device=x.device) * count).long().clamp_(max=count - 1)
                 return self.bank.index_select(0, index).to(x.dtype)
@@ -112,14 +142,15 @@ class Mixup(Augmenter):
         """Write ``x`` into the ring buffer (the newest ``n_memory`` clips are kept)."""
         if self.bank.dim() != x.dim() or self.bank.shape[1:] != x.shape[1:]:
             self.bank = torch.zeros(self.n_memory, *x.shape[1:], device=x.device)
-            self.bank_count.zero_()
-            self.bank_pos.zero_()
+            self._count, self._pos = 0, 0
         x = x.detach()[-self.n_memory :]
         n = x.shape[0]
-        index = (int(self.bank_pos) + torch.arange(n, device=self.bank.device)) % self.n_memory
+        index = (self._pos + torch.arange(n, device=self.bank.device)) % self.n_memory
         self.bank.index_copy_(0, index, x.to(self.bank.device, self.bank.dtype))
-        self.bank_pos.fill_((int(self.bank_pos) + n) % self.n_memory)
-        self.bank_count.fill_(min(int(self.bank_count) + n, self.n_memory))
+        self._pos = (self._pos + n) % self.n_memory
+        self._count = min(self._count + n, self.n_memory)
+        self.bank_pos.fill_(self._pos)
+        self.bank_count.fill_(self._count)
 
     def forward(self, x: Tensor) -> tuple[Tensor, ViewParams]:
         """``[B, C, F, T] -> ([B, C, F, T], {name: [B, 1] mix ratio α})``."""
@@ -135,7 +166,10 @@ class Mixup(Augmenter):
         # α = 0 gives logaddexp(x s, -inf) / s = x up to rounding: keep x bit-exact there
         out = keep_where(alpha > 0, mixed, x)
         if self.source == "bank":
-            self._push(x)
+            if not self._in_step:
+                self._push(x)
+            elif self._pending is None:
+                self._pending = x.detach()
         return out, {self.component.name: alpha.unsqueeze(1)}
 
 

@@ -1,4 +1,4 @@
-"""Atomic, safely loaded training checkpoints with the full RNG state.
+"""Atomic, safely loaded training checkpoints with every process's RNG state.
 
 A checkpoint is a ``torch.save`` of plain containers and tensors only, loaded with
 ``weights_only=True`` so that a tampered file can never execute code. It is written to a
@@ -10,55 +10,42 @@ from __future__ import annotations
 
 import os
 import pickle
-import random
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 CHECKPOINT_FORMAT = "stec-checkpoint"
+CHECKPOINT_VERSION = 2  # 2: per-rank RNG and augmenter entries under "ranks"
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable, unsafe or does not fit the model."""
 
 
-def capture_rng() -> dict[str, Any]:
-    """Every RNG the training loop draws from, as tensors and plain values."""
-    np_state = np.random.get_state()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": {
-            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
-            "pos": int(np_state[2]),
-            "has_gauss": int(np_state[3]),
-            "cached": float(np_state[4]),
-        },
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+def rank_entry(state: dict[str, Any], path: str | Path, rank: int, world: int) -> dict[str, Any]:
+    """This rank's own part of a checkpoint: its RNG state and augmenter buffers.
 
-
-def restore_rng(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state(
-        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"])
-    )
-    random.setstate(_as_tuple(state["python"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _as_tuple(value):
-    if isinstance(value, list):
-        return tuple(_as_tuple(v) for v in value)
-    if isinstance(value, tuple):
-        return tuple(_as_tuple(v) for v in value)
-    return value
+    A checkpoint holds one entry per process of the run that wrote it, so a resume needs
+    the same number of processes; otherwise a CheckpointError says so. Checkpoints of
+    version 1 (before per-rank entries) hold rank 0's state only and resume one process.
+    """
+    entries = state.get("ranks")
+    if entries is None:
+        if world != 1:
+            raise CheckpointError(
+                f"checkpoint {path} has the format of version 1, which kept one process's "
+                f"random streams and augmenter memory: it resumes a single process, not {world}"
+            )
+        entries = [{"rng": state["rng"], "augmenter": state.get("augmenter")}]
+    if len(entries) != world:
+        raise CheckpointError(
+            f"checkpoint {path} was written by {len(entries)} process(es) and this run has "
+            f"{world}: each process keeps its own random streams and augmenter memory (e.g. "
+            f"the mixup bank), which cannot be split or merged. Resume with {len(entries)} "
+            f"process(es) (torchrun --nproc_per_node={len(entries)} on one machine)"
+        )
+    return entries[rank]
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
@@ -67,7 +54,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as handle:
-        torch.save({"format": CHECKPOINT_FORMAT, "version": 1, **state}, handle)
+        torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}, handle)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)

@@ -1,12 +1,12 @@
-"""A distributed, resumable shuffling sampler."""
+"""A distributed, resumable shuffling sampler, and the training loader around it."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from stec import distributed
 
@@ -52,3 +52,40 @@ class ResumableSampler(Sampler[int]):
         order = (order * math.ceil(total / self.length))[:total]
         mine = order[self.rank : total : self.world]
         return iter(mine[self.start :])
+
+
+def build_loader(
+    dataset: Dataset,
+    sampler: ResumableSampler,
+    batch_size: int,
+    workers: int = 0,
+    persistent_workers: bool = True,
+    prefetch_factor: int = 2,
+    pin_memory: bool = False,
+    collate_fn: Callable | None = None,
+    generator: torch.Generator | None = None,
+) -> DataLoader:
+    """The training DataLoader (incomplete last batches dropped).
+
+    With ``workers > 0``: ``persistent_workers`` keeps them alive between epochs (no
+    start-up cost per epoch; the sampler still sets each epoch's order, since it runs in
+    the main process) and each prepares ``prefetch_factor`` batches ahead. ``pin_memory``
+    (for CUDA) puts batches in page-locked memory, so copies to the GPU run asynchronously.
+    ``generator`` draws the workers' base seed at the start of an epoch (or once, with
+    persistent workers); worker ``w`` seeds torch and Python with ``base + w``.
+    """
+    for key, value, low in (("num_workers", workers, 0), ("prefetch_factor", prefetch_factor, 1)):
+        if int(value) != value or value < low:
+            raise ValueError(f"trainer.{key}={value!r} must be an integer >= {low}")
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate_fn,
+        drop_last=True,
+        pin_memory=pin_memory,
+        persistent_workers=persistent_workers and workers > 0,
+        prefetch_factor=prefetch_factor if workers > 0 else None,
+        generator=generator,
+    )

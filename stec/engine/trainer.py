@@ -6,14 +6,20 @@ that a batched, on-device ``augmenter`` turns into ``(view_a, view_b, params_a,
 params_b)``, or those four (plus an optional label) directly. Everything a run makes lands
 in ``run_dir``: ``config.yaml``, ``metrics.csv``, ``checkpoints/last.pt`` and
 ``export/`` (the backbone for downstream use).
+
+Under ``torchrun`` every rank draws its own augmentations from streams seeded by
+``(trainer.seed, rank)``, and the checkpoint keeps each rank's RNG state and augmenter
+buffers. The step itself never waits for the GPU: host values (batch sizes, label counts)
+travel over a CPU group, and a non-finite loss is recorded on the device and read at the
+log and checkpoint steps, which synchronise anyway.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -21,31 +27,38 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from stec import distributed
 from stec.engine.checkpoint import (
     CheckpointError,
-    capture_rng,
     load_checkpoint,
     load_module_state,
-    restore_rng,
+    rank_entry,
     save_checkpoint,
 )
 from stec.engine.export import export_backbone
+from stec.engine.finite import NonFiniteLossError, NonFiniteWatch
 from stec.engine.logging import MetricLogger
 from stec.engine.optim import build_optimizer, build_scheduler
-from stec.engine.sampler import ResumableSampler
+from stec.engine.rng import LOADER_STREAM, capture_rng, restore_rng, seed_rank, stream_seed
+from stec.engine.sampler import ResumableSampler, build_loader
+from stec.engine.step import (
+    StepPlan,
+    augmentation_step,
+    host_labels,
+    mean_over_ranks,
+    new_probe,
+    plan_step,
+    probe_step,
+)
+from stec.engine.stop import StopRequests
 from stec.methods.base import SSLMethod, choose
 
 log = logging.getLogger("stec")
 AMP_MODES = ("off", "bf16", "fp16")
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or inf; the last good checkpoint is kept."""
+__all__ = ["NonFiniteLossError", "Trainer", "TrainerConfig", "resolve_device"]
 
 
 @dataclass
@@ -68,6 +81,9 @@ class TrainerConfig:
     checkpoint_every: int = 200  # steps; a checkpoint is also written at the end
     log_every: int = 10
     num_workers: int = 0
+    persistent_workers: bool = True  # keep the loader workers alive between epochs
+    prefetch_factor: int = 2  # batches each loader worker prepares ahead
+    pin_memory: bool = True  # page-locked batches, copied to CUDA asynchronously
     seed: int = 0
     device: str = "auto"
     resume: str = ""  # "", "auto" (run_dir/checkpoints/last.pt) or a path
@@ -117,19 +133,23 @@ class Trainer:
         self.run_config = run_config or {}
         self.export_meta = export_meta or {}
         self.is_main = distributed.is_main()
+        self.rank, self.world = distributed.rank(), distributed.world_size()
+        distributed.host_group()  # made here, where every rank is
         if config.sync_batchnorm and distributed.is_distributed():
             self.method = nn.SyncBatchNorm.convert_sync_batchnorm(self.method)
         self.sampler = ResumableSampler(len(dataset), shuffle=True, seed=config.seed)
-        self.loader = DataLoader(
+        # reseeded every epoch from (seed, rank, epoch): it draws the workers' base seed
+        self.loader_generator = torch.Generator()
+        self.loader = build_loader(
             dataset,
-            batch_size=config.batch_size,
-            sampler=self.sampler,
-            num_workers=config.num_workers,
+            self.sampler,
+            config.batch_size,
+            workers=config.num_workers,
+            persistent_workers=config.persistent_workers,
+            prefetch_factor=config.prefetch_factor,
+            pin_memory=config.pin_memory and self.device.type == "cuda",
             collate_fn=collate_fn,
-            drop_last=True,
-            pin_memory=self.device.type == "cuda",
-            persistent_workers=False,
-            generator=torch.Generator().manual_seed(config.seed),
+            generator=self.loader_generator,
         )
         self.steps_per_epoch = self.sampler.per_rank // config.batch_size
         if self.steps_per_epoch == 0:
@@ -167,17 +187,31 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.probe: nn.Linear | None = None
         if config.online_probe and num_classes > 0:
-            self.probe = nn.Linear(method.feature_dim, num_classes).to(self.device)
+            self.probe = new_probe(method.feature_dim, num_classes, config.seed, self.device)
             self.probe_opt = torch.optim.Adam(self.probe.parameters(), lr=config.probe_lr)
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
-        self._stop_signal: int | None = None
+        self.saved_step: int | None = None
+        self.stop_requests, self._stopped = StopRequests(), False
+        self.non_finite = NonFiniteWatch(self.device)
+        seed_rank(config.seed, self.rank)
 
     # ----------------------------------------------------------------- checkpoints
     @property
     def checkpoint_path(self) -> Path:
         return self.run_dir / "checkpoints" / "last.pt"
 
-    def state_dict(self) -> dict[str, Any]:
+    def rank_state(self) -> dict[str, Any]:
+        """This process's own state: its RNG streams and augmenter buffers, on the CPU."""
+        state: dict[str, Any] = {"rng": capture_rng()}
+        if self.augmenter is not None:
+            state["augmenter"] = {
+                k: v.detach().cpu() for k, v in self.augmenter.state_dict().items()
+            }
+        return state
+
+    def state_dict(self, ranks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The replicated training state plus ``ranks``, every process's own state in rank
+        order (this process's alone when not given)."""
         state = {
             "model": self.method.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -187,20 +221,24 @@ class Trainer:
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
             "sampler_seed": self.sampler.seed,
-            "rng": capture_rng(),
+            "world_size": self.world,
+            "ranks": ranks if ranks is not None else [self.rank_state()],
             "config": self.run_config,
         }
-        if self.augmenter is not None:
-            state["augmenter"] = self.augmenter.state_dict()
         if self.probe is not None:
             state["probe"] = self.probe.state_dict()
             state["probe_optimizer"] = self.probe_opt.state_dict()
         return state
 
     def save(self) -> Path | None:
+        """Write the checkpoint (rank 0, with every rank's own state gathered to it).
+        Collective: every rank calls it. Refuses after a non-finite step."""
+        self.check_finite()
+        ranks = distributed.gather_to_main(self.rank_state())
+        self.saved_step = self.step
         if not self.is_main:
             return None
-        return save_checkpoint(self.checkpoint_path, self.state_dict())
+        return save_checkpoint(self.checkpoint_path, self.state_dict(ranks))
 
     def resume(self, path: str | Path) -> None:
         path = self.checkpoint_path if str(path) == "auto" else Path(path)
@@ -208,9 +246,10 @@ class Trainer:
             log.info("trainer.resume=auto: no checkpoint at %s, starting fresh", path)
             return
         state = load_checkpoint(path)
+        mine = rank_entry(state, path, self.rank, self.world)
         load_module_state(self.method, state["model"], path, "model")
-        if self.augmenter is not None and "augmenter" in state:
-            load_module_state(self.augmenter, state["augmenter"], path, "augmenter")
+        if self.augmenter is not None and mine.get("augmenter") is not None:
+            load_module_state(self.augmenter, mine["augmenter"], path, "augmenter")
         try:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
@@ -227,68 +266,62 @@ class Trainer:
             raise CheckpointError(
                 f"checkpoint {path}: optimiser state does not fit this run ({err})"
             ) from err
-        self.step, self.epoch, self.batch_in_epoch = (
-            state["step"],
-            state["epoch"],
-            state["batch_in_epoch"],
-        )
-        restore_rng(state["rng"])
-        log.info(
-            "resumed from %s at step %d (epoch %d, batch %d)",
-            path,
-            self.step,
-            self.epoch,
-            self.batch_in_epoch,
-        )
+        self.step, self.epoch = state["step"], state["epoch"]
+        self.batch_in_epoch, self.saved_step = state["batch_in_epoch"], state["step"]
+        self.non_finite.start_at(self.step)
+        restore_rng(mine["rng"])
+        log.info("resumed from %s at step %d (epoch %d)", path, self.step, self.epoch)
 
     # ----------------------------------------------------------------- training
+    def plan(self, batch) -> StepPlan:
+        """The step every rank agrees on (see :func:`~stec.engine.step.plan_step`)."""
+        return plan_step(
+            batch,
+            raw=self.augmenter is not None,
+            count_labels=self.probe is not None,
+            stop=self.stop_requests.received is not None,
+        )
+
+    def _agree_to_stop(self) -> bool:
+        """Whether any rank was asked to stop (a host exchange: every rank calls it)."""
+        asked = int(self.stop_requests.received is not None)
+        return any(row[0] for row in distributed.all_gather_host([asked]))
+
     def _unpack(self, batch) -> tuple[Tensor, Tensor, dict, dict, Tensor | None]:
         move = lambda t: t.to(self.device, non_blocking=True)  # noqa: E731
         if self.augmenter is not None:
-            x, labels = move(batch[0]), batch[1] if len(batch) > 1 else None
-            view_a, view_b, params_a, params_b = self.augmenter(x)
+            x = move(batch[0])
+            with augmentation_step(self.augmenter):
+                view_a, view_b, params_a, params_b = self.augmenter(x)
         else:
             view_a, view_b, params_a, params_b = batch[:4]
-            labels = batch[4] if len(batch) > 4 else None
             view_a, view_b = move(view_a), move(view_b)
             params_a = {k: move(v) for k, v in params_a.items()}
             params_b = {k: move(v) for k, v in params_b.items()}
-        if isinstance(labels, Tensor):
-            labels = move(labels)
-        return view_a, view_b, params_a, params_b, labels
+        labels = host_labels(batch, raw=self.augmenter is not None)
+        return view_a, view_b, params_a, params_b, None if labels is None else move(labels)
 
-    def _probe_step(self, features: Tensor, labels: Tensor | None) -> Tensor | None:
-        if self.probe is None or labels is None or labels.dim() != 1:
-            return None
-        keep = labels >= 0
-        if not keep.any():
-            return None
-        logits = self.probe(features[keep].float())
-        loss = F.cross_entropy(logits, labels[keep])
-        self.probe_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if distributed.is_distributed():
-            for p in self.probe.parameters():
-                p.grad = distributed.all_reduce_mean(p.grad)
-        self.probe_opt.step()
-        return (logits.argmax(1) == labels[keep]).float().mean()
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
-    def train_step(self, batch) -> dict[str, Tensor]:
+    def check_finite(self) -> None:
+        """Raise :class:`NonFiniteLossError` if a step so far had a non-finite loss. Reads
+        the device: called at the log and checkpoint steps, which wait for it anyway."""
+        last = "none (no checkpoint yet)"
+        if self.saved_step is not None and self.checkpoint_path.exists():
+            last = f"{self.checkpoint_path} (step {self.saved_step})"
+        self.non_finite.raise_if_bad(self.step, last)
+
+    def train_step(self, batch, plan: StepPlan | None = None) -> dict[str, Tensor]:
+        """One optimiser step. Nothing in it reads a value back from the device."""
+        plan = plan or self.plan(batch)
         view_a, view_b, params_a, params_b, labels = self._unpack(batch)
         self.method.train()
-        with torch.autocast(
-            self.device.type,
-            dtype=self.amp_dtype or torch.float32,
-            enabled=self.amp_dtype is not None,
-        ):
+        with self._autocast(), distributed.batch_sizes(plan.sizes):
             loss, metrics, features = self.step_fn(view_a, view_b, params_a, params_b)
-        if not torch.isfinite(loss):
-            shown = {k: round(float(v), 4) for k, v in metrics.items()}
-            raise NonFiniteLossError(
-                f"loss became {loss.item()} at step {self.step + 1} (metrics {shown}). Training stopped; "
-                f"the last good checkpoint is {self.checkpoint_path if self.checkpoint_path.exists() else 'none (no checkpoint yet)'}. "
-                "Lower trainer.lr, enable trainer.grad_clip, or check the data normalisation."
-            )
+        self.non_finite.record(loss)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.cfg.grad_clip > 0:
@@ -300,26 +333,11 @@ class Trainer:
         self.scaler.update()
         self.scheduler.step()
         self.method.on_step_end((self.step + 1) / max(self.total_steps, 1))
-        probe_acc = self._probe_step(features, labels)
-        if probe_acc is not None:
-            metrics["online_probe_acc"] = probe_acc
+        if self.probe is not None and labels is not None and plan.labelled > 0:
+            metrics["online_probe_acc"] = probe_step(
+                self.probe, self.probe_opt, features, labels, plan.labelled
+            )
         return metrics
-
-    def _usable(self, batch) -> bool:
-        """False for a batch that lost all but one item to skipped bad files (no pair of
-        examples to contrast, no batch statistics). Under DDP every rank skips together."""
-        ok = batch is not None and len(batch[0]) >= 2
-        if distributed.is_distributed():
-            flag = torch.tensor([1.0 if ok else 0.0], device=self.device)
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
-            ok = bool(flag.item())
-        if not ok:
-            log.warning("skipped a batch with fewer than 2 usable items")
-        return ok
-
-    def _handle_signal(self, signum, frame) -> None:
-        self._stop_signal = signum
-        signal.signal(signum, signal.SIG_DFL)  # a second Ctrl-C stops at once
 
     def fit(self) -> dict[str, float]:
         """Train to ``total_steps`` (resuming if configured); returns the last metrics."""
@@ -330,44 +348,43 @@ class Trainer:
             (self.run_dir / "config.json").write_text(
                 json.dumps(self.run_config, indent=2, default=str)
             )
-        logger = (
-            MetricLogger(self.run_dir, resume_step=self.step if self.cfg.resume else None)
-            if self.is_main
-            else None
-        )
-        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-        for s in previous:
-            try:
-                signal.signal(s, self._handle_signal)
-            except ValueError:  # not the main thread
-                previous = {}
-                break
-        bar = None
-        if self.is_main and self.cfg.progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(
-                total=self.total_steps, initial=self.step, desc="pretrain", dynamic_ncols=True
-            )
         last: dict[str, float] = {}
         tick, seen = time.perf_counter(), 0
-        try:
-            while self.step < self.total_steps and self._stop_signal is None:
+        with self.stop_requests, contextlib.ExitStack() as cleanup:
+            logger = bar = None
+            if self.is_main:
+                resume_step = self.step if self.cfg.resume else None
+                logger = MetricLogger(self.run_dir, resume_step=resume_step)
+                cleanup.callback(logger.close)
+            if self.is_main and self.cfg.progress:
+                from tqdm.auto import tqdm
+
+                bar = tqdm(
+                    total=self.total_steps, initial=self.step, desc="pretrain", dynamic_ncols=True
+                )
+                cleanup.callback(bar.close)
+            while self.step < self.total_steps and not self._stopped:
                 self.sampler.set_epoch(self.epoch)
                 self.sampler.set_start(self.batch_in_epoch * self.cfg.batch_size)
+                self.loader_generator.manual_seed(
+                    stream_seed(self.cfg.seed, self.rank, LOADER_STREAM, self.epoch)
+                )
                 for batch in self.loader:
+                    plan = self.plan(batch)
+                    if plan.stop:  # every rank leaves at this same step
+                        self._stopped = True
+                        break
                     # counted even when skipped, so that a resumed run starts at the right batch
                     self.batch_in_epoch += 1
-                    if not self._usable(batch):
+                    if not plan.usable:
                         continue
-                    metrics = self.train_step(batch)
+                    metrics = self.train_step(batch, plan)
                     self.step += 1
-                    seen += self.cfg.batch_size * distributed.world_size()
+                    seen += sum(plan.sizes)
                     if self.step % self.cfg.log_every == 0 or self.step == self.total_steps:
+                        self.check_finite()
                         now = time.perf_counter()
-                        last = {
-                            k: float(distributed.all_reduce_mean(v)) for k, v in metrics.items()
-                        }
+                        last = mean_over_ranks(metrics, self.device)
                         last.update(
                             step=self.step,
                             epoch=self.epoch,
@@ -383,33 +400,26 @@ class Trainer:
                         bar.update(1)
                     if self.step % self.cfg.checkpoint_every == 0 and self.step < self.total_steps:
                         self.save()
-                    if self.step >= self.total_steps or self._stop_signal is not None:
+                    if self.step >= self.total_steps:
                         break
                 else:
                     self.epoch += 1
                     self.batch_in_epoch = 0
+                    self._stopped = self._agree_to_stop()
             self.save()
-            if self._stop_signal is not None:
+            if self._stopped:
                 log.warning(
-                    "stopped by signal %d at step %d; checkpoint saved to %s",
-                    self._stop_signal,
+                    "stopped by a signal at step %d; checkpoint saved to %s",
                     self.step,
                     self.checkpoint_path,
                 )
             elif self.is_main:
                 export_backbone(self.method.backbone, self.run_dir / "export", self.export_meta)
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-            if bar is not None:
-                bar.close()
-            if logger is not None:
-                logger.close()
         return last
 
     @property
     def stopped_early(self) -> bool:
-        return self._stop_signal is not None
+        return self._stopped
 
 
 def _postfix(metrics: dict[str, float]) -> dict[str, str]:

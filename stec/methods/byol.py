@@ -37,8 +37,10 @@ class BYOL(SSLMethod):
                 f"momentum={momentum}, final_momentum={final_momentum}: need 0 <= momentum <= final_momentum <= 1"
             )
         self.base_momentum, self.final_momentum = float(momentum), float(final_momentum)
-        # a buffer, so that a resumed run continues the schedule exactly
+        # a buffer, so that a resumed run continues the schedule exactly; the EMA update reads
+        # its host copy, so that a step never waits to read the value back from the device
         self.register_buffer("momentum", torch.tensor(self.base_momentum, dtype=torch.float64))
+        self._momentum = self.base_momentum
         action_dim = self.action_encoder.dim if self.action_encoder is not None else 0
         self.predictor = ForwardPredictor(
             self.proj_dim, action_dim, pred_hidden or self.proj_hidden, self.norm
@@ -66,10 +68,15 @@ class BYOL(SSLMethod):
         loss = 0.5 * (byol_loss(p_a, t_b) + byol_loss(p_b, t_a))
         return loss, None, {"pos_acc": pos_acc, "momentum": self.momentum.detach().float()}
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if prefix + "momentum" in state_dict:  # once per load, never in a step
+            self._momentum = float(state_dict[prefix + "momentum"])
+
     @torch.no_grad()
     def on_step_end(self, progress: float) -> None:
         """EMA update, then the cosine schedule from ``momentum`` to ``final_momentum``."""
-        tau = float(self.momentum)
+        tau = self._momentum
         online = list(self.backbone.parameters()) + list(self.projector.parameters())
         target = list(self.target_backbone.parameters()) + list(self.target_projector.parameters())
         torch._foreach_lerp_(target, online, 1.0 - tau)
@@ -80,9 +87,10 @@ class BYOL(SSLMethod):
         ):
             t_buf.copy_(o_buf)
         progress = min(max(progress, 0.0), 1.0)
-        self.momentum.fill_(
+        self._momentum = (
             self.final_momentum
             - (self.final_momentum - self.base_momentum)
             * (math.cos(math.pi * progress) + 1.0)
             / 2.0
         )
+        self.momentum.fill_(self._momentum)

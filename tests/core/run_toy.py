@@ -20,8 +20,8 @@ class ScriptedTrainer(Trainer):
     kill_at = 0
     wait_at = 0
 
-    def train_step(self, batch):
-        metrics = super().train_step(batch)
+    def train_step(self, batch, plan=None):
+        metrics = super().train_step(batch, plan)
         if self.step + 1 == self.kill_at:  # self.step is incremented after train_step returns
             os.kill(os.getpid(), signal.SIGKILL)
         if self.step + 1 == self.wait_at:

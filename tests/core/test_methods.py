@@ -94,6 +94,27 @@ def test_byol_target_follows_online_by_ema():
     assert not target.requires_grad
 
 
+def test_byol_reloaded_momentum_drives_the_next_ema_update():
+    def fresh():
+        torch.manual_seed(0)
+        return build_method(
+            "byol", ToyBackbone(), 32, efference="off", proj_hidden=16, proj_dim=8, momentum=0.5
+        )
+
+    trained = fresh()
+    trained.on_step_end(0.5)  # the schedule moves the momentum to 0.75
+    assert float(trained.momentum) == pytest.approx(0.75)
+    reloaded = fresh()
+    reloaded.load_state_dict(trained.state_dict())
+    target = next(reloaded.target_backbone.parameters())
+    before = target.detach().clone()
+    with torch.no_grad():
+        next(reloaded.backbone.parameters()).copy_(before + 1.0)
+    reloaded.on_step_end(1.0)
+    assert torch.allclose(target, before + 0.25, atol=1e-6)  # lerp by 1 - 0.75
+    assert float(reloaded.momentum) == pytest.approx(1.0)
+
+
 def test_regression_inverse_model_learns_the_shift():
     torch.manual_seed(0)
     aug = toy_augmenter()

@@ -48,8 +48,10 @@ def test_sigkill_then_resume_ends_with_identical_weights(tmp_path, workers):
     assert a["step"] == b["step"] == 15
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
-    for key, value in a["augmenter"].items():
-        assert torch.equal(value, b["augmenter"][key]), key
+    assert a["world_size"] == b["world_size"] == 1
+    for key, value in a["ranks"][0]["augmenter"].items():
+        assert torch.equal(value, b["ranks"][0]["augmenter"][key]), key
+    assert torch.equal(a["ranks"][0]["rng"]["torch"], b["ranks"][0]["rng"]["torch"])
     # the metrics curve has no duplicated steps from the killed run
     steps = [row["step"] for row in read_metrics(tmp_path / "cut")]
     assert steps == sorted(set(steps)) and steps[-1] == 15
@@ -95,23 +97,70 @@ def make_trainer(run_dir, lr=1e-3, **overrides):
     return Trainer(method, ToySignals(n=64), cfg, run_dir, augmenter=aug, num_classes=4)
 
 
-def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path):
+@pytest.mark.parametrize("bad_step", [5, 6])
+def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path, bad_step):
+    # checked at the log and checkpoint steps: the bad step 5 is found at the checkpoint
+    # step 6, before that checkpoint is written; so is a bad checkpoint step itself
     trainer = make_trainer(tmp_path)
     original = trainer.train_step
 
-    def poisoned(batch):
-        if trainer.step == 4:
+    def poisoned(batch, plan=None):
+        if trainer.step == bad_step - 1:
             with torch.no_grad():
                 for p in trainer.method.backbone.parameters():
                     p.fill_(float("nan"))
-        return original(batch)
+        return original(batch, plan)
 
     trainer.train_step = poisoned
-    with pytest.raises(NonFiniteLossError, match="step 5.*last good checkpoint is .*last.pt"):
+    with pytest.raises(
+        NonFiniteLossError,
+        match=rf"loss became nan at step {bad_step} \(found at step 6\).*"
+        r"last good checkpoint is .*last.pt \(step 3\)",
+    ):
         trainer.fit()
     state = load_checkpoint(tmp_path / "checkpoints/last.pt")
     assert state["step"] == 3
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_non_finite_loss_before_any_checkpoint_says_so(tmp_path):
+    trainer = make_trainer(tmp_path, log_every=2)
+    trainer.method.lambda_switch = float("inf")
+    with pytest.raises(NonFiniteLossError, match=r"step 1 \(found at step 2\).*none \(no che"):
+        trainer.fit()
+    assert not (tmp_path / "checkpoints/last.pt").exists()
+
+
+def test_resume_needs_the_same_number_of_processes(tmp_path):
+    make_trainer(tmp_path / "a", max_steps=3).fit()
+    state = load_checkpoint(tmp_path / "a/checkpoints/last.pt")
+    assert state["world_size"] == 1 and len(state["ranks"]) == 1
+    two = {**state, "world_size": 2, "ranks": state["ranks"] * 2}
+    save_checkpoint(tmp_path / "two.pt", two)
+    with pytest.raises(
+        CheckpointError,
+        match=r"two.pt was written by 2 process\(es\) and this run has 1.*"
+        r"Resume with 2 process\(es\) \(torchrun --nproc_per_node=2",
+    ):
+        make_trainer(tmp_path / "b", resume=str(tmp_path / "two.pt")).fit()
+
+
+def test_a_version_1_checkpoint_still_resumes_one_process(tmp_path):
+    make_trainer(tmp_path / "a", max_steps=3).fit()
+    state = load_checkpoint(tmp_path / "a/checkpoints/last.pt")
+    mine = state.pop("ranks")[0]
+    del state["world_size"]
+    old = {**state, "rng": mine["rng"], "augmenter": mine["augmenter"]}
+    save_checkpoint(tmp_path / "v1.pt", old)
+    from_v1 = make_trainer(tmp_path / "b", max_steps=5, resume=str(tmp_path / "v1.pt"))
+    from_v1.fit()
+    from_v2 = make_trainer(
+        tmp_path / "c", max_steps=5, resume=str(tmp_path / "a/checkpoints/last.pt")
+    )
+    from_v2.fit()
+    assert from_v1.step == from_v2.step == 5
+    for key, value in from_v2.method.state_dict().items():
+        assert torch.equal(value, from_v1.method.state_dict()[key]), key
 
 
 class Boom:

@@ -1,0 +1,132 @@
+"""The training step never makes the host wait for the device.
+
+On this CPU machine the step runs on ``device="meta"`` under a detector of every
+synchronising operation (tests/core/syncs.py); on a GPU, the same steps run under
+``torch.cuda.set_sync_debug_mode``.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from stec import build_method
+from stec.engine.trainer import Trainer, TrainerConfig
+from stec_audio.encoders import AudioNTT2020
+from tests.core.audio_toy import LogMels, audio_augmenter
+from tests.core.syncs import HostSyncDetector
+from tests.core.toy import ToyBackbone, ToySignals, toy_augmenter
+
+# Syncs that remain in files outside the engine: the lead removes those in the action
+# targets and the inverse model; the energy-weighted crop draws its offsets with
+# torch.multinomial, whose CUDA kernel reads the probabilities back to validate them.
+ELSEWHERE = {"stec/actions.py", "stec/efference.py", "stec/methods/base.py"}
+ENERGY_CROP = "stec_audio/augment_time.py"
+
+
+def make(kind: str, method_name: str, efference: str, device: str, **overrides) -> Trainer:
+    torch.manual_seed(0)
+    if kind == "toy":
+        aug, data = toy_augmenter(), ToySignals(n=32)
+        backbone: nn.Module = ToyBackbone()
+        dim = 32
+    else:
+        aug, data = audio_augmenter(kind == "audio-energy"), LogMels()
+        backbone, dim = AudioNTT2020(n_mels=16, d=32), 32
+    method = build_method(
+        method_name,
+        backbone,
+        dim,
+        action_space=aug.action_space(),
+        efference=efference,
+        proj_hidden=32,
+        proj_dim=16,
+        inverse_hidden=32,
+    )
+    cfg = TrainerConfig(
+        epochs=1, batch_size=8, progress=False, device=device, grad_clip=1.0, **overrides
+    )
+    return Trainer(method, data, cfg, "unused", augmenter=aug, num_classes=3)
+
+
+def meta_syncs(kind: str, method_name: str, efference: str, steps: int = 3) -> set:
+    trainer = make(kind, method_name, efference, "meta")
+    batch = next(iter(trainer.loader))
+    with HostSyncDetector() as detector:
+        for _ in range(steps):
+            trainer.train_step(batch)
+    return set(detector.syncs)
+
+
+STEPS = [
+    (kind, method_name, efference)
+    for kind in ("toy", "audio")
+    for method_name in ("simclr", "byol")
+    for efference in ("off", "inverse")
+]
+
+
+@pytest.mark.parametrize(("kind", "method_name", "efference"), STEPS)
+def test_the_engine_never_synchronises_in_a_training_step(kind, method_name, efference):
+    syncs = meta_syncs(kind, method_name, efference)
+    outside = {s for s in syncs if s.file not in ELSEWHERE}
+    assert not outside, sorted(s.site for s in outside)
+
+
+@pytest.mark.xfail(
+    reason="the syncs in stec/efference.py and stec/actions.py are removed by the lead, and "
+    "TimeCrop's energy-weighted torch.multinomial (stec_audio/augment_time.py) still syncs",
+    strict=False,
+)
+@pytest.mark.parametrize("kind", ["toy", "audio-energy"])
+def test_a_whole_step_never_synchronises(kind):
+    syncs = meta_syncs(kind, "simclr", "inverse", steps=2)
+    assert not syncs, sorted(s.site for s in syncs)
+
+
+def test_the_detector_sees_what_would_synchronise():
+    detector = HostSyncDetector()
+    x = torch.ones(4, device="meta")
+    with detector:
+        float(x.sum())
+        torch.isfinite(x).all().item()
+        x.tolist()
+        torch.ones(()).item()  # a host tensor: no sync
+    assert [s.op for s in detector.syncs] == [
+        "aten._local_scalar_dense.default",
+        "aten._local_scalar_dense.default",
+        "aten._to_copy.default",
+    ]
+    assert all(s.site == "<outside the packages>" for s in detector.syncs)
+
+
+def test_the_energy_weighted_crop_is_the_known_sync_of_the_audio_pipeline():
+    syncs = meta_syncs("audio-energy", "simclr", "off", steps=1)
+    assert {s.file for s in syncs} == {ENERGY_CROP}
+    assert {s.op for s in syncs} == {"aten.multinomial.default"}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("method_name", ["simclr", "byol"])
+def test_cuda_steps_under_sync_debug_mode(method_name):
+    trainer = make("audio", method_name, "inverse", "cuda")
+    batch = next(iter(trainer.loader))
+    trainer.train_step(batch)  # warm-up: lazy initialisation may synchronise once
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for _ in range(3):
+                trainer.train_step(batch)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    sites = {
+        f"{w.filename}:{w.lineno}"
+        for w in caught
+        if "synchroniz" in str(w.message) and not any(f in w.filename for f in ELSEWHERE)
+    }
+    assert not sites, sorted(sites)
