@@ -11,6 +11,7 @@ records its parameters and declares a component for them.
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
@@ -78,6 +79,18 @@ class Compose(nn.Module):
         return space.select(names) if names is not None else space
 
 
+def step_scope(module: nn.Module | None) -> contextlib.ExitStack:
+    """Enter ``one_step()`` of every submodule that defines it, around the calls that make
+    one training step (the two views of a batch): an augmenter with a memory across steps
+    (the mixup bank) then updates it once per step, not once per view. Scopes nest."""
+    stack = contextlib.ExitStack()
+    for sub in module.modules() if module is not None else ():
+        scope = getattr(sub, "one_step", None)
+        if callable(scope):
+            stack.enter_context(scope())
+    return stack
+
+
 class TwoViews(nn.Module):
     """``x -> (view_a, view_b, params_a, params_b)``: the pipeline applied twice, with
     independently sampled actions. An optional ``prepare`` runs once before (e.g. a
@@ -94,8 +107,9 @@ class TwoViews(nn.Module):
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, ViewParams, ViewParams]:
         if self.prepare is not None:
             x = self.prepare(x)
-        view_a, params_a = self.pipeline(x)
-        view_b, params_b = self.pipeline(x)
+        with step_scope(self.pipeline):
+            view_a, params_a = self.pipeline(x)
+            view_b, params_b = self.pipeline(x)
         if self.finish is not None:
             view_a, view_b = self.finish(view_a), self.finish(view_b)
         return view_a, view_b, params_a, params_b

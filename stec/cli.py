@@ -369,7 +369,13 @@ def save_embeddings(out: str | Path, ids: Sequence[str | bytes], labels, feature
 
 
 def compare_command(
-    modality: str, title: str, pretrain: Callable, evaluate: Callable, embed: Callable, metric: str
+    modality: str,
+    title: str,
+    pretrain: Callable,
+    evaluate: Callable,
+    embed: Callable,
+    metric: str,
+    evaluate_overrides: Sequence[str] = (),
 ):
     """Build the ``compare`` command of a modality CLI from its pretrain/evaluate/embed."""
     from stec.compare import build_plan, run_plan
@@ -392,7 +398,8 @@ def compare_command(
         dropped = [o for o in overrides if o.startswith(per_arm) and not o.startswith("compare.")]
         if dropped:
             print(f"compare: ignoring {dropped}; each arm sets these itself")
-        common = [o for o in overrides if not o.startswith(per_arm)]
+        # every arm is also evaluated with the modality's extra reports (e.g. the action probe)
+        common = [*evaluate_overrides, *(o for o in overrides if not o.startswith(per_arm))]
         summary = run_plan(
             plan,
             c.out,

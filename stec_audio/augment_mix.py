@@ -110,6 +110,9 @@ class Mixup(Augmenter):
     def one_step(self) -> Iterator[None]:
         """The calls inside make one training step (the two views of a batch): they draw
         from the bank as it was before, and the first call's inputs are pushed at the end."""
+        if self._in_step:  # already inside a step (the trainer's and the TwoViews' scopes)
+            yield
+            return
         self._in_step, self._pending = True, None
         try:
             yield

@@ -91,7 +91,11 @@ class TimeCrop(Augmenter):
             weights = segment_sums(energy, self.frames).clamp_min(0.0)  # [B, n_offsets]
             weights = weights / weights.sum(dim=1, keepdim=True).clamp_min(1e-30)
             weights = (1.0 - self.uniform_mix) * weights + self.uniform_mix / n_offsets
-            offsets = torch.multinomial(weights, 1).squeeze(1)
+            # argmax of weight / Exp(1) noise draws an offset with probability proportional
+            # to its weight, like torch.multinomial, without the host read-back of the
+            # probabilities that multinomial's accelerator kernel does
+            race = weights / torch.empty_like(weights).exponential_()
+            offsets = race.argmax(dim=1)
         else:
             offsets = (torch.rand(b, device=x.device) * n_offsets).long().clamp_(max=n_offsets - 1)
         return keep_where(self.applied(b, x.device), offsets, centre)

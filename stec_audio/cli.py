@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,10 +34,12 @@ from stec.errors import user_input
 from stec.evaluation import (
     class_distance_ratio,
     cross_validate,
+    cross_validate_tasks,
     embed,
     format_table,
     knn_accuracy,
     linear_probe,
+    probe_actions,
     probe_options,
     write_results,
 )
@@ -44,7 +47,7 @@ from stec_audio import app
 from stec_audio.augment import build_audio_pipeline
 from stec_audio.clip_index import data_summary
 from stec_audio.datasets import InMemoryLogMels, collate_skip_bad
-from stec_audio.frontend import LogMelNormalizer, NormStats
+from stec_audio.frontend import FrontEndConfig, LogMelNormalizer, NormStats
 from stec_audio.hear import audio_export_meta
 from stec_audio.io import TooManyBadFiles
 
@@ -103,20 +106,35 @@ def pretrain(cfg: DictConfig) -> None:
     )
 
 
-def _embed_split(cfg: DictConfig, split: str = "train"):
-    """Embeddings of the clips of ``split`` (AudioSet: ``train`` or ``eval`` list).
+@dataclass
+class FrozenEncoder:
+    """What evaluation needs of ``checkpoint=``: the encoder, the statistics its inputs are
+    normalised with, and the export's meta and front end."""
 
-    The encoder's own front end and statistics are used; encoders without them (the
-    floors) are normalised with the statistics of the *training* clips, whatever split is
-    embedded."""
+    encoder: torch.nn.Module
+    norm: NormStats
+    meta: dict
+    frontend: FrontEndConfig
+
+
+def frozen_encoder(cfg: DictConfig) -> FrozenEncoder:
+    """The encoder of ``checkpoint=`` with its own front end and statistics; encoders
+    without them (the floors) are normalised with the statistics of the *training* clips,
+    whatever split is embedded."""
     encoder, norm, meta = app.load_encoder(cfg)
     frontend = app.export_frontend(cfg, meta)
-    train_index = app.build_index(cfg, "train")
-    index = train_index if split == "train" else app.build_index(cfg, split)
-    dataset = app.clip_dataset(cfg, index, frontend)
     if norm is None:
-        train = dataset if split == "train" else app.clip_dataset(cfg, train_index, frontend)
-        norm = app.norm_stats(cfg, train_index, train)
+        index = app.build_index(cfg, "train")
+        norm = app.norm_stats(cfg, index, app.clip_dataset(cfg, index, frontend))
+    return FrozenEncoder(encoder, norm, meta, frontend)
+
+
+def _embed_split(cfg: DictConfig, frozen: FrozenEncoder, split: str = "train"):
+    """Embeddings of the clips of ``split`` (AudioSet: ``train`` or ``eval`` list):
+    ``(features, labels, positions, index, dataset)``, positions into ``index`` (the
+    dataset's own: held in memory, only the usable clips)."""
+    index = app.build_index(cfg, split)
+    dataset = app.clip_dataset(cfg, index, frozen.frontend)
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=cfg.evaluate.embed_batch_size,
@@ -124,24 +142,53 @@ def _embed_split(cfg: DictConfig, split: str = "train"):
         collate_fn=collate_skip_bad,
     )
     features, labels, positions = embed(
-        encoder,
+        frozen.encoder,
         loader,
         device=resolve_device(cfg.evaluate.device),
-        transform=LogMelNormalizer(norm),
+        transform=LogMelNormalizer(frozen.norm),
     )
     summary = data_summary(index, dataset.bad_log)
     if summary:
         print(summary if split == "train" else f"{split} split: {summary}")
-    # positions refer to the dataset's own index (held in memory: only the usable clips)
-    return features, labels, positions, dataset.index, meta
+    return features, labels, positions, dataset.index, dataset
+
+
+def _action_probe(cfg: DictConfig, frozen: FrozenEncoder, dataset) -> dict[str, float]:
+    """How readable each action of the ``augment`` pipeline is from the frozen features of
+    two views (``evaluate.action_probe_epochs`` passes over the clips make the pairs)."""
+    if isinstance(frozen.encoder, app.LogMelStatistics):
+        return {}  # plain features of a whole clip: not an encoder of views
+    pipeline = build_audio_pipeline(app.pipeline_config(cfg, frozen.norm))
+    views = TwoViews(pipeline, prepare=LogMelNormalizer(frozen.norm))
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=min(64, len(dataset)), shuffle=True, collate_fn=collate_skip_bad,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )  # fmt: skip
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        pairs = [
+            tuple(views(batch[0]))
+            for _ in range(int(cfg.evaluate.action_probe_epochs))
+            for batch in loader
+            if batch is not None
+        ]
+    return probe_actions(
+        frozen.encoder,
+        pairs,
+        views.action_space(),
+        device=resolve_device(cfg.evaluate.device),
+        seed=cfg.seed,
+    )
 
 
 def evaluate(cfg: DictConfig) -> None:
     """ESC-50 protocol (leave-one-fold-out linear probe) or AudioSet mAP; writes results.json."""
     probe = probe_options(cfg.evaluate, seed=cfg.seed)
-    x, y, pos, index, meta = _embed_split(cfg, "train")
+    frozen = frozen_encoder(cfg)
+    x, y, pos, index, dataset = _embed_split(cfg, frozen, "train")
     if index.multilabel:
-        test_x, test_y, _, _, _ = _embed_split(cfg, "eval")
+        test_x, test_y, _, _, _ = _embed_split(cfg, frozen, "eval")
         scores = linear_probe(x, y, test_x, test_y, multilabel=True, **probe)
         results = {"metric": "map", "map": scores["map"], "n_train": len(x), "n_eval": len(test_x)}
         results["protocol"] = scores["protocol"]
@@ -151,13 +198,20 @@ def evaluate(cfg: DictConfig) -> None:
             # no predefined folds: 5 folds by position, so the protocol stays the same
             folds = torch.arange(len(x)) % 5
             print("the data has no folds: using 5 folds assigned round-robin")
-        results = cross_validate(x, y, folds, **probe)
+        extra = {name: torch.as_tensor(labels[pos.numpy()]) for name, labels in index.tasks.items()}
+        if extra:  # the class is the first task; its result is also the top-level one
+            tasks = cross_validate_tasks(x, {"class": y, **extra}, folds, **probe)
+            results = {**tasks["tasks"]["class"], **tasks}
+        else:
+            results = cross_validate(x, y, folds, **probe)
         knn = []
         for fold in sorted(set(folds.tolist())):
             test = folds == fold
             knn.append(knn_accuracy(x[~test], y[~test], x[test], y[test], k=cfg.evaluate.knn_k))
         results["knn_accuracy_mean"] = float(np.mean(knn))
         results["class_distance_ratio"] = class_distance_ratio(x, y)["ratio"]
+    if cfg.evaluate.action_probe:
+        results["action_probe"] = _action_probe(cfg, frozen, dataset)
     results.update(
         checkpoint=str(cfg.checkpoint),
         data=cfg.data.name,
@@ -173,7 +227,7 @@ def embed_command(cfg: DictConfig) -> None:
     """Scene embeddings with ids and labels, to .npy (a dict archive) or .parquet."""
     if not cfg.out:
         raise ValueError("out is required: out=embeddings.npy or out=embeddings.parquet")
-    x, y, pos, index, _ = _embed_split(cfg, "train")
+    x, y, pos, index, _ = _embed_split(cfg, frozen_encoder(cfg), "train")
     ids = [index.id(i) for i in pos.tolist()]
     out = save_embeddings(cfg.out, ids, y, x)
     print(f"{len(ids)} embeddings of size {x.shape[1]} written to {out}")
@@ -190,7 +244,13 @@ COMMANDS = {
     "compare": (
         "S-TEC vs baseline over methods and seeds, with floors and a report (compare.*)",
         compare_command(
-            "audio", "Audio: S-TEC vs baseline", pretrain, evaluate, embed_command, "accuracy_mean"
+            "audio",
+            "Audio: S-TEC vs baseline",
+            pretrain,
+            evaluate,
+            embed_command,
+            "accuracy_mean",
+            evaluate_overrides=["evaluate.action_probe=true"],
         ),
     ),
 }

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stec import distributed
+from stec.augment import step_scope
 
 log = logging.getLogger("stec")
 
@@ -64,15 +65,9 @@ def plan_step(batch, raw: bool, count_labels: bool, stop: bool = False) -> StepP
 
 
 def augmentation_step(augmenter: nn.Module | None) -> contextlib.ExitStack:
-    """Enter ``one_step()`` of every submodule that defines it, around the augmenter calls
-    of one training step (e.g. the two views of :class:`~stec.augment.TwoViews`): an
-    augmenter with a memory across steps (the mixup bank) then updates it once per step."""
-    stack = contextlib.ExitStack()
-    for module in augmenter.modules() if augmenter is not None else ():
-        scope = getattr(module, "one_step", None)
-        if callable(scope):
-            stack.enter_context(scope())
-    return stack
+    """:func:`stec.augment.step_scope` around the augmenter calls of one training step, for
+    augmenters that are not a :class:`~stec.augment.TwoViews` (which enters it itself)."""
+    return step_scope(augmenter)
 
 
 def new_probe(feature_dim: int, num_classes: int, seed: int, device: torch.device) -> nn.Linear:

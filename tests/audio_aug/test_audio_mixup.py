@@ -119,3 +119,13 @@ def test_a_reloaded_bank_continues_where_it_stopped(pushes):
     assert torch.equal(fresh.bank, mixup.bank)
     assert int(fresh.bank_pos) == int(mixup.bank_pos) == (2 * pushes + 2) % 6
     assert int(fresh.bank_count) == min(2 * pushes + 2, 6)
+
+
+def test_two_views_called_directly_push_each_clip_once():
+    # outside the trainer (the README's own loop): TwoViews makes one step of its two calls
+    mixup = Mixup(ratio=ALPHA, source="bank", n_memory=64)
+    views = TwoViews(Compose([mixup]))
+    for step in range(3):
+        views(torch.full((8, 1, 4, 12), float(step)))
+    assert mixup._count == 24 and int(mixup.bank_count) == 24
+    assert sorted(mixup.bank[:24, 0, 0, 0].tolist()) == [0.0] * 8 + [1.0] * 8 + [2.0] * 8

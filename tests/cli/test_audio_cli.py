@@ -493,3 +493,17 @@ def test_a_well_formed_export_loads_with_its_norm_and_front_end(tmp_path):
     assert model.norm == NormStats(0.5, 2.0) and model.frontend == FrontEndConfig()
     x = torch.randn(2, 1, 64, 96)
     assert torch.equal(model.encoder.eval()(x), encoder.eval()(x))
+
+
+def test_demo_evaluation_reports_every_label_set_and_the_action_probe(tmp_path):
+    demo = ["data.n_per_class=6", "data.prepared=prep", "evaluate.action_probe=true"]
+    results = _random_floor(tmp_path, "tasks", *demo)
+    tasks = results["tasks"]
+    assert set(tasks) == {"class", "pitch_register", "loudness_band"}
+    assert tasks["class"]["per_fold"] == results["per_fold"]  # the class is the top level
+    # the pitch register is only defined for the 5 pitched classes
+    assert tasks["class"]["n_clips"] == 60 and tasks["pitch_register"]["n_clips"] == 30
+    probe = results["action_probe"]
+    assert {"action_acc/rrc", "majority_acc/rrc", "action_acc/gain"} <= set(probe)
+    assert all(0.0 <= v <= 1.0 for v in probe.values())
+    assert main(["evaluate", "checkpoint=random", *demo, "data.labels=[tempo]", *TINY]) == 2
