@@ -40,7 +40,7 @@ import pandas as pd
 
 from stec.errors import DataError
 from stec_audio.clip_index import ClipIndex, encode_utf8, scan_audio_files
-from stec_audio.io import AUDIO_EXTENSIONS
+from stec_audio.io import AUDIO_EXTENSIONS, stec_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +134,7 @@ def read_segments(csv: str | os.PathLike, mids: Sequence[str]) -> Segments:
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("STEC_CACHE")
-    return (Path(base) if base else Path.home() / ".cache" / "stec") / "audioset_index"
+    return stec_cache_dir("audioset_index")
 
 
 def _cache_key(files: Sequence[Path]) -> str:

@@ -39,6 +39,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from stec_audio.io import stec_cache_dir
+
 SEED = 20221128
 #: ESC-50's columns, then the demo's further label sets of the same clips (empty = the
 #: clip's sound has no single pitch).
@@ -238,8 +240,7 @@ def make_clip(target: int, k: int, background: bool = True) -> np.ndarray:
 
 def default_cache_dir() -> Path:
     """``$STEC_CACHE/demo_audio``, else ``~/.cache/stec/demo_audio``."""
-    base = os.environ.get("STEC_CACHE")
-    return (Path(base) if base else Path.home() / ".cache" / "stec") / "demo_audio"
+    return stec_cache_dir("demo_audio")
 
 
 def write_demo_dataset(root: str | os.PathLike, n_per_class: int = 40) -> None:

@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from stec_audio.demo import HEADER, N_FOLDS, write_atomically
+from stec_audio.demo import HEADER, N_FOLDS, ClipFacts, write_atomically
+from stec_audio.io import stec_cache_dir
 
 SEED = 20260611
 VERSION = 1
@@ -192,14 +193,7 @@ def generate_note_clip(target: int, k: int) -> tuple[np.ndarray, int, int]:
     noise = _babble(rng) * rms * 10 ** (-rng.uniform(5, 25) / 20)
     wave = np.clip(phrase + noise, -1.0, 1.0).astype(np.float32)
     register = int(min(centre_semitones // 6, 7))
-    loudness = int(np.clip(np.floor((level_db + 18.0) / 3.0), 0, 4))
-    return wave, register, loudness
-
-
-def default_cache_dir() -> Path:
-    """``$STEC_CACHE/notes_audio``, else ``~/.cache/stec/notes_audio``."""
-    base = os.environ.get("STEC_CACHE")
-    return (Path(base) if base else Path.home() / ".cache" / "stec") / "notes_audio"
+    return wave, register, ClipFacts(None, float(level_db)).loudness_band
 
 
 def write_notes_dataset(root: str | os.PathLike, n_per_class: int = 40) -> None:
@@ -224,6 +218,6 @@ def ensure_notes_dataset(cache_dir: str | os.PathLike | None = None, n_per_class
     """The set's root (``audio/``, ``meta/esc50.csv``), generated on first use."""
     if n_per_class < 1:
         raise ValueError(f"n_per_class must be at least 1, got {n_per_class}")
-    base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    base = Path(cache_dir) if cache_dir is not None else stec_cache_dir("notes_audio")
     root = base / f"notes_v{VERSION}_n{n_per_class}"
     return write_atomically(root, lambda folder: write_notes_dataset(folder, n_per_class))

@@ -59,6 +59,13 @@ SILENCE_PEAK = 1e-6
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au")
 
 
+def stec_cache_dir(name: str) -> Path:
+    """``$STEC_CACHE/<name>``, else ``~/.cache/stec/<name>``: where generated and derived
+    files (the built-in sound sets, the AudioSet index) live by default."""
+    base = os.environ.get("STEC_CACHE")
+    return (Path(base) if base else Path.home() / ".cache" / "stec") / name
+
+
 class AudioError(Exception):
     """A file that cannot be used as audio; ``path`` and ``reason`` say which and why."""
 

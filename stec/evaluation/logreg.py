@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stec.evaluation.metrics import mean_average_precision
+from stec.evaluation.metrics import mean_average_precision, stratified_order
 
 # scikit-learn's C, about half a decade apart; fitted from the smallest (strongest L2) up
 DEFAULT_CS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
@@ -172,9 +172,7 @@ def inner_fold_ids(
     if k < 2:
         raise ValueError(f"inner_folds must be at least 2, got {k}")
     n = labels.shape[0]
-    order = torch.randperm(n, generator=generator)
-    if not multilabel:
-        order = order[labels[order].argsort(stable=True)]
+    order = stratified_order(labels, generator, multilabel)
     ids = torch.empty(n, dtype=torch.long)
     ids[order] = torch.arange(n) % k
     return ids

@@ -172,3 +172,15 @@ def class_distance_ratio(features: Tensor, labels: Tensor) -> dict[str, float]:
     between = float((1.0 - cross[off_diag]).mean())
     ratio = within / between if between > 0 else float("inf")
     return {"ratio": ratio, "within": within, "between": between, "n_classes": int(n_classes)}
+
+
+def stratified_order(
+    labels: Tensor, generator: torch.Generator, multilabel: bool = False
+) -> Tensor:
+    """``[N]`` sample indices shuffled by ``generator`` and, for single-label ``labels``
+    (``[N]``), then sorted by class (stable): dealing them out in turn spreads every class
+    as evenly as possible. Multi-label data keeps the shuffled order."""
+    order = torch.randperm(labels.shape[0], generator=generator)
+    if not multilabel:
+        order = order[labels[order].argsort(stable=True)]
+    return order

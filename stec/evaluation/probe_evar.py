@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stec.evaluation.metrics import mean_average_precision
+from stec.evaluation.metrics import mean_average_precision, stratified_order
 
 
 def validation_split(
@@ -35,9 +35,7 @@ def validation_split(
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"val_fraction must lie in [0, 1), got {fraction}")
     n = labels.shape[0]
-    order = torch.randperm(n, generator=generator)
-    if not multilabel:
-        order = order[labels[order].argsort(stable=True)]
+    order = stratified_order(labels, generator, multilabel)
     pos = torch.arange(n, dtype=torch.float64)
     is_val = ((pos + 1) * fraction).floor() > (pos * fraction).floor()
     return order[~is_val].sort().values, order[is_val].sort().values
