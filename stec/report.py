@@ -59,29 +59,18 @@ def plot_all(summary: dict[str, Any], out_dir: Path, seed: int) -> list[tuple[st
     plt.close(fig)
     figures.append((f"Training curves (seed {seed})", "curves.png"))
     # per-component action accuracy at the end of training
-    comps: dict[str, dict[str, float]] = {}
-    for name, run in runs.items():
-        rows = _metrics(run)
-        if rows:
-            tail = rows[-max(1, len(rows) // 5) :]
-            for key in rows[-1]:
-                if key.startswith("action_acc/"):
-                    comps.setdefault(name, {})[key.split("/", 1)[1]] = float(
-                        np.nanmean([r[key] for r in tail])
-                    )
+    comps, majority = training_action_accuracy(runs)
     if comps:
         fig, ax = plt.subplots(figsize=(10, 4))
         names = sorted({c for v in comps.values() for c in v})
         width = 0.8 / len(comps)
         for i, (arm, values) in enumerate(comps.items()):
-            ax.bar(
-                np.arange(len(names)) + i * width,
-                [values.get(c, 0) for c in names],
-                width,
-                label=arm,
-            )
+            x = np.arange(len(names)) + i * width
+            ax.bar(x, [values.get(c, 0) for c in names], width, label=arm)
+            rates = [majority.get(arm, {}).get(c, math.nan) for c in names]
+            ax.hlines(rates, x - width / 2, x + width / 2, colors="black", linewidth=2)
         ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, rotation=30)
-        ax.set_ylabel("accuracy (last 20% of training)")
+        ax.set_ylabel("accuracy, last 20% of training (black: majority class)")
         ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(out_dir / "action_accuracy.png", dpi=90)
@@ -194,6 +183,57 @@ def _plot_action_probe(summary: dict[str, Any], out_dir: Path, plt) -> list[tupl
     return [("Action probe on frozen features: accuracy per component", "action_probe.png")]
 
 
+def training_action_accuracy(
+    runs: dict[str, Path],
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """Per arm and component, the inverse model's batch accuracy and the batch's
+    majority-class rate (``action_acc/*``, ``action_majority/*`` of ``metrics.csv``),
+    averaged over the last 20% of the logged steps."""
+    accuracy: dict[str, dict[str, float]] = {}
+    majority: dict[str, dict[str, float]] = {}
+    for name, run in runs.items():
+        rows = _metrics(run)
+        if not rows:
+            continue
+        tail = rows[-max(1, len(rows) // 5) :]
+        for key in rows[-1]:
+            for prefix, out in (("action_acc/", accuracy), ("action_majority/", majority)):
+                if key.startswith(prefix):
+                    value = float(np.nanmean([r[key] for r in tail]))
+                    out.setdefault(name, {})[key[len(prefix) :]] = value
+    return accuracy, majority
+
+
+def inverse_model_table(summary: dict[str, Any], out_dir: Path) -> str:
+    """Markdown table of :func:`training_action_accuracy` per arm, averaged over seeds."""
+    accuracy: dict[str, dict[str, list[float]]] = {}
+    majority: dict[str, dict[str, list[float]]] = {}
+    for arm in summary["arms"]:
+        for seed in summary["seeds"]:
+            run = out_dir / arm / f"seed{seed}"
+            if not (run / "metrics.csv").exists():
+                continue
+            acc, maj = training_action_accuracy({arm: run})
+            for out, values in ((accuracy, acc), (majority, maj)):
+                for component, value in values.get(arm, {}).items():
+                    out.setdefault(arm, {}).setdefault(component, []).append(value)
+    if not accuracy:
+        return ""
+    components = sorted({c for v in accuracy.values() for c in v})
+    rows = ["| arm | " + " | ".join(components) + " |", "|---" * (len(components) + 1) + "|"]
+    for arm, values in accuracy.items():
+        cells = []
+        for c in components:
+            if c not in values:
+                cells.append("")
+                continue
+            rate = majority.get(arm, {}).get(c)
+            rate_text = f" ({np.mean(rate):.2f})" if rate else ""
+            cells.append(f"{np.mean(values[c]):.2f}{rate_text}")
+        rows.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def write_report(summary: dict[str, Any], out_dir: str | Path, title: str, command: str) -> Path:
     out_dir = Path(out_dir)
     figures = plot_all(summary, out_dir, summary["seeds"][0])
@@ -219,6 +259,17 @@ def write_report(summary: dict[str, Any], out_dir: str | Path, title: str, comma
             "frequent class.",
             "",
             action_probe_table(summary),
+            "",
+        ]
+    table = inverse_model_table(summary, out_dir)
+    if table:
+        lines += [
+            "## The inverse model in training",
+            "",
+            "Batch accuracy of each arm's own inverse model over the last 20% of training "
+            "(mean over seeds); in brackets, the batch's majority-class rate.",
+            "",
+            table,
             "",
         ]
     for caption, name in figures:

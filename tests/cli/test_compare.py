@@ -55,6 +55,15 @@ def test_vision_compare_writes_csv_json_report_and_resumes(tmp_path, capsys):
     assert (out / "comparison.csv").read_text().startswith("arm,kind,mean")
     report = (out / "report.md").read_text()
     assert "| simclr-inverse |" in report and "curves.png" in report
+    # the inverse model's own training accuracy, next to the majority rate, for its arms only
+    section = report.split("## The inverse model in training")[1].split("##")[0]
+    header = next(line for line in section.splitlines() if line.startswith("| arm |"))
+    columns = [c.strip() for c in header.split("|")[2:-1]]
+    assert "crop" in columns and "brightness" in columns and "| simclr-off |" not in section
+    row = next(line for line in section.splitlines() if line.startswith("| simclr-inverse |"))
+    first = row.split("|")[2 + columns.index("crop")].strip()  # e.g. "0.41 (0.30)"
+    accuracy, rate = float(first.split()[0]), float(first.split()[1].strip("()"))
+    assert 0 <= accuracy <= 1 and 0 < rate <= 1
     for png in ("curves.png", "distance_ratio.png", "embeddings_pca.png", "action_accuracy.png"):
         assert (out / png).stat().st_size > 1000, png
     capsys.readouterr()
