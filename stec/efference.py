@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from stec.actions import ActionSpace, ActionTargets
-from stec.losses import action_loss, action_regression_loss, majority_rate
+from stec.losses import action_loss, action_regression_loss, guess_accuracy
 
 INVERSE_OUTPUTS = ("categorical", "regression")
 
@@ -71,6 +71,9 @@ class InverseModel(nn.Module):
         self.register_buffer(
             "target_weight", action_space.target_weights(component_weights), persistent=False
         )
+        # how often each class of each target was seen in training: the majority-class
+        # floor reported next to the accuracy (saved, so a resumed run keeps counting)
+        self.register_buffer("seen_classes", torch.zeros(n_t, n_c))
 
     def forward(self, h_a: Tensor, h_b: Tensor) -> Tensor:
         """``[B, F]`` x2 -> ``[B, T, C]`` logits (categorical) or ``[B, T]`` (regression)."""
@@ -80,13 +83,22 @@ class InverseModel(nn.Module):
         return torch.tanh(out)
 
     def loss(self, prediction: Tensor, targets: ActionTargets) -> tuple[Tensor, dict[str, Tensor]]:
-        """The weighted masked NLL (or MSE) and named metrics per component: accuracy next
-        to the majority-class rate of the batch (or R²)."""
+        """The weighted masked NLL (or MSE) and named metrics per component: accuracy, next
+        to the accuracy of always guessing each target's most frequent class seen in
+        training so far (or R²)."""
         if self.output == "categorical":
             loss, per_target = action_loss(
                 prediction, targets.classes, targets.mask, self.class_mask, self.target_weight
             )
-            majority = majority_rate(targets.classes, targets.mask, self.space.max_classes)
+            # the guess is made before this batch is counted: a floor that has not seen it
+            majority = guess_accuracy(
+                targets.classes, targets.mask, self.seen_classes.argmax(dim=1)
+            )
+            if self.training:
+                with torch.no_grad():
+                    self.seen_classes.scatter_add_(
+                        1, targets.classes.T, targets.mask.T.to(self.seen_classes.dtype)
+                    )
             metrics = per_component("action_acc", per_target, self.space)
             metrics.update(per_component("action_majority", majority, self.space))
             return loss, metrics

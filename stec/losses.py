@@ -158,20 +158,20 @@ def _weighted_mean_over_targets(x: Tensor, mask: Tensor, target_weight: Tensor) 
     return (per_target * w).sum() / w.sum().clamp_min(1e-12)
 
 
-def majority_rate(classes: Tensor, mask: Tensor, n_classes: int) -> Tensor:
-    """Share of each target's most frequent class among its valid entries: the accuracy of
-    always guessing it, the floor an inverse model must beat.
+def guess_accuracy(classes: Tensor, mask: Tensor, guess: Tensor) -> Tensor:
+    """Accuracy of always answering ``guess`` for each target: the floor an inverse model
+    must beat when ``guess`` is each target's most frequent class so far.
 
     Args:
-        classes: ``[B, T]`` int64; mask: ``[B, T]`` bool; n_classes: ``C`` >= every class.
+        classes: ``[B, T]`` int64; mask: ``[B, T]`` bool; guess: ``[T]`` int64.
     Returns:
         ``[T]`` float (NaN where no entry is valid).
     """
-    counts = torch.zeros(classes.shape[1], n_classes, device=classes.device)
-    counts.scatter_add_(1, classes.T.clamp(0, n_classes - 1), mask.T.float())
-    total = counts.sum(1)
-    rate = counts.amax(1) / total.clamp_min(1.0)
-    return torch.where(total > 0, rate, torch.full_like(rate, float("nan")))
+    hits = (classes == guess.unsqueeze(0)).float()
+    weight = mask.float()
+    count = weight.sum(0)
+    rate = (hits * weight).sum(0) / count.clamp_min(1.0)
+    return torch.where(count > 0, rate, torch.full_like(rate, float("nan")))
 
 
 def info_nce_cross(

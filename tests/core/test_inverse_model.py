@@ -51,19 +51,34 @@ def test_inverse_model_reports_accuracy_next_to_the_majority_rate_per_component(
     space = ActionSpace([Continuous("shift", -0.5, 0.5, n_bins=N_BINS), Continuous("gain", -1, 1)])
     model = InverseModel(4, space, hidden=8, component_weights={"gain": 3.0})
     assert torch.allclose(model.target_weight, torch.tensor([0.25, 0.75]))
-    targets = space.targets(
-        {"shift": torch.zeros(4), "gain": torch.zeros(4)},
-        {"shift": torch.tensor([0.0, 0.0, 0.0, 0.4]), "gain": torch.tensor([0.0, 0.1, 0.9, 0.9])},
-    )
-    _, metrics = model.loss(model(torch.randn(4, 4), torch.randn(4, 4)), targets)
+
+    def targets(shift, gain):
+        n = len(shift)
+        return space.targets(
+            {"shift": torch.zeros(n), "gain": torch.zeros(n)},
+            {"shift": torch.tensor(shift), "gain": torch.tensor(gain)},
+        )
+
+    first = targets([0.0, 0.0, 0.0, 0.4], [0.0, 0.1, 0.9, 0.9])
+    model.loss(model(torch.randn(4, 4), torch.randn(4, 4)), first)
+    _, metrics = model.loss(model(torch.randn(4, 4), torch.randn(4, 4)), first)
     assert set(metrics) == {
         "action_acc/shift",
         "action_acc/gain",
         "action_majority/shift",
         "action_majority/gain",
     }
-    assert float(metrics["action_majority/shift"]) == 0.75  # three of four in one bin
-    assert float(metrics["action_majority/gain"]) == 0.5
+    # the most frequent class seen before this batch answers every pair
+    assert float(metrics["action_majority/shift"]) == 0.75
+    # a batch where the running majority is wrong: the floor is not the batch's own majority
+    second = targets([0.4, 0.4, 0.4, 0.4], [0.0, 0.0, 0.0, 0.0])
+    _, metrics = model.loss(model(torch.randn(4, 4), torch.randn(4, 4)), second)
+    assert float(metrics["action_majority/shift"]) == 0.0
+    assert model.seen_classes[0].sum() == 12
+    # evaluation does not count
+    model.eval()
+    model.loss(model(torch.randn(4, 4), torch.randn(4, 4)), second)
+    assert model.seen_classes[0].sum() == 12
 
 
 def test_component_weights_come_from_the_config():
@@ -74,4 +89,6 @@ def test_component_weights_come_from_the_config():
     space = toy_augmenter().action_space()
     method = build_method_from_config(cfg, ToyBackbone(), 32, space)
     weights = method.inverse.target_weight
-    assert torch.allclose(weights[space.slices["shift"]].sum(), torch.tensor(4 / (4 + len(space) - 1)))
+    assert torch.allclose(
+        weights[space.slices["shift"]].sum(), torch.tensor(4 / (4 + len(space) - 1))
+    )

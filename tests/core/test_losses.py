@@ -7,8 +7,8 @@ from stec.losses import (
     action_loss,
     action_regression_loss,
     byol_loss,
+    guess_accuracy,
     info_nce,
-    majority_rate,
     positive_pair_accuracy,
     relic_loss,
 )
@@ -160,12 +160,12 @@ def test_action_loss_weights_targets_not_entries():
     assert alone < 1e-6
 
 
-def test_majority_rate_is_the_share_of_the_most_frequent_valid_class():
+def test_guess_accuracy_scores_a_constant_answer_on_the_valid_entries():
     classes = torch.tensor([[0, 2], [0, 1], [1, 1], [0, 0]])
     mask = torch.tensor([[True, False], [True, True], [True, True], [False, False]])
-    rate = majority_rate(classes, mask, 3)
+    rate = guess_accuracy(classes, mask, torch.tensor([0, 1]))
     assert torch.allclose(rate, torch.tensor([2 / 3, 1.0]))
-    assert math.isnan(majority_rate(classes, torch.zeros_like(mask), 3)[0])
+    assert math.isnan(guess_accuracy(classes, torch.zeros_like(mask), torch.tensor([0, 0]))[0])
 
 
 def test_action_regression_loss_weights_and_r2():
