@@ -171,25 +171,28 @@ def evaluate(cfg: DictConfig) -> None:
     does not replace the classification results)."""
     with user_input("task"):
         choose("task", cfg.task, TASKS)
+    encoder, normalize = _encoder(cfg)
+    path = results_path(cfg)
     if cfg.task == "segmentation":
-        encoder, normalize = _encoder(cfg)
         # the pixel floor's map is the image itself: a per-pixel colour classifier
         spatial = torch.nn.Identity() if cfg.checkpoint == "pixels" else FeatureMap(encoder)
         results = evaluate_segmentation(cfg, spatial, normalize)
-        path = results_path(cfg)
         if not cfg.out:
             path = path.parent / "segmentation" / path.name
-        path = write_results(path, results)
-        print(format_table(results))
-        print(f"results written to {path}")
-        return
-    encoder, normalize = _encoder(cfg)
+    else:
+        results = _classification(cfg, encoder, normalize)
+    path = write_results(path, results)
+    print(format_table(results))
+    print(f"results written to {path}")
+
+
+def _classification(cfg: DictConfig, encoder, normalize) -> dict:
     train_x, train_y, _ = _features(cfg, encoder, normalize, cfg.data.train_split)
     test_x, test_y, _ = _features(cfg, encoder, normalize, cfg.data.test_split)
     probe = linear_probe(
         train_x, train_y, test_x, test_y, **probe_options(cfg.evaluate, seed=cfg.seed)
     )
-    results = {
+    return {
         "accuracy": probe["accuracy"],
         "protocol": probe["protocol"],
         "knn_accuracy": knn_accuracy(train_x, train_y, test_x, test_y, k=cfg.evaluate.knn_k),
@@ -200,9 +203,6 @@ def evaluate(cfg: DictConfig) -> None:
         "n_test": len(test_x),
         "feature_dim": int(train_x.shape[1]),
     }
-    path = write_results(results_path(cfg), results)
-    print(format_table(results))
-    print(f"results written to {path}")
 
 
 def embed_command(cfg: DictConfig) -> None:

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 SCAN_MODES = ("header", "full", "none")
 # what a broken or non-image file raises inside Pillow
-_DECODE_ERRORS = (
+DECODE_ERRORS = (
     OSError,
     UnidentifiedImageError,
     ValueError,
@@ -173,7 +173,7 @@ class ImageFileDataset(Dataset):
             if self.canvas > 0:
                 return load_canvas(path, self.canvas), label, int(index)
             return load_image(path, self.size, self.resize or None), label, int(index)
-        except _DECODE_ERRORS as err:
+        except DECODE_ERRORS as err:
             self.runtime_bad.append(path)
             log.warning("%s: skipping unreadable image %s (%s)", self.name, path, err)
             return None
@@ -204,7 +204,7 @@ def _probe(path: str, full: bool) -> str | None:
             elif img.size[0] < 1 or img.size[1] < 1:
                 return "empty image"
         return None
-    except _DECODE_ERRORS as err:
+    except DECODE_ERRORS as err:
         return f"{type(err).__name__}: {err}"
 
 

@@ -39,7 +39,7 @@ from stec_vision.augment_presets import build_normalize
 from stec_vision.datasets import list_images
 from stec_vision.demo import ensure_demo_images
 from stec_vision.image_files import (
-    _DECODE_ERRORS,
+    DECODE_ERRORS,
     ImageFileDataset,
     load_image,
     resize_and_crop,
@@ -103,7 +103,7 @@ def _pair_problem(image: str, mask: Path) -> tuple[str, str] | None:
                 )
             if m.mode not in MASK_MODES:
                 return "mode", f"{mask} has mode {m.mode}"
-    except _DECODE_ERRORS as err:
+    except DECODE_ERRORS as err:
         return "unreadable", f"{mask} ({type(err).__name__}: {err})"
     return None
 
@@ -172,7 +172,7 @@ class MaskedImageDataset(Dataset):
         try:
             image = load_image(path, self.size, self.resize or None, draft=False)
             mask = load_mask(self.masks[index], self.size, self.resize or None)
-        except _DECODE_ERRORS as err:
+        except DECODE_ERRORS as err:
             log.warning("skipping %s and its mask %s (%s)", path, self.masks[index], err)
             return None
         return image, mask, int(index)

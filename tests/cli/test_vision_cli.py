@@ -311,3 +311,15 @@ def test_export_errors_are_one_line(tmp_path, capsys, args, message):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_compare_scores_arms_by_miou_with_task_segmentation(tmp_path):
+    args = ["compare", "task=segmentation", *TINY, "segmentation.epochs=1",
+            "compare.methods=[simclr]", "compare.efference=[off]", "compare.seeds=[0]",
+            "compare.floors=[pixels]", "compare.out=cmp"]  # fmt: skip
+    assert main(args) == 0
+    summary = json.loads((tmp_path / "cmp/comparison.json").read_text())
+    assert summary["metric"] == "miou" and set(summary["arms"]) == {"simclr-off", "floor-pixels"}
+    floor = json.loads((tmp_path / "cmp/floor-pixels/seed0/results.json").read_text())
+    assert summary["arms"]["floor-pixels"]["mean"] == floor["miou"]
+    assert "dense probe, mIoU" in (tmp_path / "cmp/report.md").read_text()
