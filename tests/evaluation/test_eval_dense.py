@@ -177,9 +177,11 @@ def test_bad_label_maps_are_named(labels, n_classes, ignore, message):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_the_fit_is_deterministic_on_cuda():
+def test_the_fit_is_deterministic_on_cuda(monkeypatch):
     masks = random_masks(20, 8, 3, 0)
     maps = planted_maps(masks, 3, 1)
+    # deterministic mode refuses cuBLAS products unless its workspace is pinned
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True)
     try:
         one, two = (fit_dense_probe(maps, masks, 3, device="cuda", **FIT) for _ in range(2))
