@@ -4,7 +4,9 @@ stec-vision pretrain                                  # demo shapes, SimCLR + in
 stec-vision pretrain data=cifar10 data.root=DIR method=simclr efference=inverse run_dir=runs/c10
 stec-vision evaluate checkpoint=runs/c10 data=cifar10 data.root=DIR
 stec-vision evaluate checkpoint=random                # the random-encoder floor
+stec-vision evaluate task=segmentation checkpoint=runs/c10   # dense probe on feature maps, mIoU
 stec-vision embed checkpoint=runs/c10 out=emb.npy
+stec-vision export checkpoint=runs/c10 format=torchvision    # the ResNet as a torchvision state dict
 
 ``embed`` writes one id per image: its file path relative to the data root for image files
 (imagefolder, manifest, demo), its index in the split for CIFAR and STL-10.
@@ -20,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from stec.cli import (
+    FLOORS,
     check_pretrain_config,
     compare_command,
     pretrain_run,
@@ -39,6 +42,7 @@ from stec.evaluation import (
     probe_options,
     write_results,
 )
+from stec.methods import choose
 from stec_vision.augment_presets import build_normalize, build_two_views, preset_config
 from stec_vision.datasets import (
     JoinedDataset,
@@ -46,7 +50,14 @@ from stec_vision.datasets import (
     collate_skip_bad,
     item_ids,
 )
-from stec_vision.encoders import build_vision_encoder, encoder_meta, load_vision_encoder
+from stec_vision.encoders import (
+    FeatureMap,
+    build_vision_encoder,
+    encoder_meta,
+    load_vision_encoder,
+)
+from stec_vision.segmentation import evaluate_segmentation
+from stec_vision.torchvision_export import export_torchvision
 
 log = logging.getLogger("stec")
 
@@ -150,15 +161,38 @@ def _features(cfg: DictConfig, encoder, normalize, split: str):
     return x, y, item_ids(ds, idx.tolist())
 
 
+TASKS = ("classification", "segmentation")
+
+
 def evaluate(cfg: DictConfig) -> None:
-    """Linear probe (train -> test) and k-NN on frozen features; writes results.json."""
+    """``task=classification``: linear probe (train -> test) and k-NN on frozen features;
+    ``task=segmentation``: a dense linear probe on frozen feature maps. Writes results.json
+    (a segmentation's goes to a ``segmentation/`` folder unless ``out`` is set, so that it
+    does not replace the classification results)."""
+    with user_input("task"):
+        choose("task", cfg.task, TASKS)
     encoder, normalize = _encoder(cfg)
+    path = results_path(cfg)
+    if cfg.task == "segmentation":
+        # the pixel floor's map is the image itself: a per-pixel colour classifier
+        spatial = torch.nn.Identity() if cfg.checkpoint == "pixels" else FeatureMap(encoder)
+        results = evaluate_segmentation(cfg, spatial, normalize)
+        if not cfg.out:
+            path = path.parent / "segmentation" / path.name
+    else:
+        results = _classification(cfg, encoder, normalize)
+    path = write_results(path, results)
+    print(format_table(results))
+    print(f"results written to {path}")
+
+
+def _classification(cfg: DictConfig, encoder, normalize) -> dict:
     train_x, train_y, _ = _features(cfg, encoder, normalize, cfg.data.train_split)
     test_x, test_y, _ = _features(cfg, encoder, normalize, cfg.data.test_split)
     probe = linear_probe(
         train_x, train_y, test_x, test_y, **probe_options(cfg.evaluate, seed=cfg.seed)
     )
-    results = {
+    return {
         "accuracy": probe["accuracy"],
         "protocol": probe["protocol"],
         "knn_accuracy": knn_accuracy(train_x, train_y, test_x, test_y, k=cfg.evaluate.knn_k),
@@ -169,9 +203,6 @@ def evaluate(cfg: DictConfig) -> None:
         "n_test": len(test_x),
         "feature_dim": int(train_x.shape[1]),
     }
-    path = write_results(results_path(cfg), results)
-    print(format_table(results))
-    print(f"results written to {path}")
 
 
 def embed_command(cfg: DictConfig) -> None:
@@ -183,21 +214,64 @@ def embed_command(cfg: DictConfig) -> None:
     print(f"{len(x)} embeddings of size {x.shape[1]} written to {out}")
 
 
+def export_command(cfg: DictConfig) -> None:
+    """Write the backbone of ``checkpoint`` in another format (``format=torchvision``)."""
+    if not cfg.checkpoint or cfg.checkpoint in FLOORS:
+        raise ConfigError(
+            f"checkpoint={cfg.checkpoint!r}: export needs a run or export folder (checkpoint=RUN)"
+        )
+    with user_input("format"):
+        choose("format", cfg.format, EXPORT_FORMATS)
+    weights, sidecar = export_torchvision(cfg.checkpoint, cfg.out or None)
+    print(f"torchvision state dict written to {weights} (stem and normalisation: {sidecar})")
+
+
+EXPORT_FORMATS = ("torchvision",)
+
+
+def _compare(cfg: DictConfig, overrides: Sequence[str]) -> None:
+    """``compare`` scores each arm by accuracy, or by mIoU with ``task=segmentation``."""
+    with user_input("task"):
+        choose("task", cfg.task, TASKS)
+    _COMPARE[cfg.task](cfg, overrides)
+
+
+_compare.wants_overrides = True
+_COMPARE = {
+    task: compare_command(
+        "vision",
+        f"Vision: S-TEC vs baseline ({what})",
+        pretrain,
+        evaluate,
+        embed_command,
+        metric,
+    )
+    for task, what, metric in (
+        ("classification", "linear probe", "accuracy"),
+        ("segmentation", "dense probe, mIoU", "miou"),
+    )
+}
+
 COMMANDS = {
     "pretrain": ("self-supervised pretraining (method=, efference=, data=)", pretrain),
     "evaluate": (
-        "linear probe + k-NN on frozen features (checkpoint=RUN or checkpoint=random)",
+        "linear probe + k-NN on frozen features (checkpoint=RUN or checkpoint=random); "
+        "task=segmentation: dense probe, mIoU",
         evaluate,
     ),
     "embed": (
         "export embeddings of the test split (checkpoint=RUN out=FILE.npy|.parquet)",
         embed_command,
     ),
+    "export": (
+        "the ResNet backbone as a torchvision state dict (checkpoint=RUN format=torchvision "
+        "[out=FILE.pth])",
+        export_command,
+    ),
     "compare": (
-        "S-TEC vs baseline over methods and seeds, with floors and a report (compare.*)",
-        compare_command(
-            "vision", "Vision: S-TEC vs baseline", pretrain, evaluate, embed_command, "accuracy"
-        ),
+        "S-TEC vs baseline over methods and seeds, with floors and a report (compare.*; "
+        "task=segmentation scores mIoU)",
+        _compare,
     ),
 }
 

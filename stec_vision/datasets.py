@@ -229,7 +229,8 @@ def stl10_dataset(
     return ArrayImageDataset(ds.data, ds.labels, size, classes, **loading)
 
 
-def _list_images(folder: Path) -> list[Path]:
+def list_images(folder: Path) -> list[Path]:
+    """Image files under ``folder`` (recursively, by extension), sorted."""
     return sorted(
         p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
     )
@@ -256,7 +257,7 @@ def image_folder_dataset(
         raise ValueError(
             f"imagefolder: {folder} has no class sub-folders (expected {folder}/<class>/<image>)"
         )
-    samples = [(str(p), label) for label, c in enumerate(classes) for p in _list_images(folder / c)]
+    samples = [(str(p), label) for label, c in enumerate(classes) for p in list_images(folder / c)]
     return ImageFileDataset(
         samples, size, classes, scan=scan, name=f"imagefolder {folder}", root=base, **loading
     )

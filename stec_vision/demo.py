@@ -6,6 +6,12 @@ oriented stripes and noise). Each image is generated from its own seed
 ``(seed, split, class, index)``, so the set is identical on every machine and does not
 depend on the generation order. Shapes are drawn 4x supersampled and downscaled, so edges
 are antialiased.
+
+Every image comes with its segmentation mask, since the generator draws the shape: a PNG
+of class indices per pixel, ``0`` for the background and ``1 + k`` for shape
+``DEMO_CLASSES[k]`` where the shape covers at least half of the pixel, at
+``masks/<split>/<class>/<file>`` (the image's path under ``masks/``), with the class names
+in ``masks/classes.txt`` (one a line, line ``i`` naming index ``i``).
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 DEMO_CLASSES = ("circle", "square", "triangle", "star", "cross", "hexagon", "ring", "crescent")
-DEMO_VERSION = 1
+DEMO_CLASSES_WITH_BACKGROUND = ("background", *DEMO_CLASSES)
+DEMO_VERSION = 2  # 2: masks added (the images are those of version 1)
 _SUPERSAMPLE = 4
 
 
@@ -105,6 +112,14 @@ def _background(size: int, rng: np.random.Generator) -> np.ndarray:
 
 def render_demo_image(class_index: int, seed_key: tuple[int, ...], size: int = 32) -> np.ndarray:
     """One demo image ``[size, size, 3]`` uint8 of shape ``DEMO_CLASSES[class_index]``."""
+    return render_demo_sample(class_index, seed_key, size)[0]
+
+
+def render_demo_sample(
+    class_index: int, seed_key: tuple[int, ...], size: int = 32
+) -> tuple[np.ndarray, np.ndarray]:
+    """One demo image ``[size, size, 3]`` uint8 and its mask ``[size, size]`` uint8: ``0``
+    (background) or ``class_index + 1`` where the shape covers at least half of the pixel."""
     rng = np.random.default_rng(list(seed_key))
     bg = _background(size, rng)
     colour = rng.uniform(0, 1, 3)
@@ -113,9 +128,11 @@ def render_demo_image(class_index: int, seed_key: tuple[int, ...], size: int = 3
     bg_luma = float(bg.mean(axis=(0, 1)) @ luma)
     if abs(float(colour @ luma) - bg_luma) < 0.25:
         colour = colour * 0.3 if bg_luma >= 0.5 else 0.7 + 0.3 * colour
-    alpha = _shape_mask(DEMO_CLASSES[class_index], size, rng)[..., None]
+    coverage = _shape_mask(DEMO_CLASSES[class_index], size, rng)
+    alpha = coverage[..., None]
     image = bg * (1 - alpha) + colour * alpha
-    return np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
+    mask = np.where(coverage >= 0.5, class_index + 1, 0).astype(np.uint8)
+    return np.round(np.clip(image, 0, 1) * 255).astype(np.uint8), mask
 
 
 def ensure_demo_images(
@@ -125,7 +142,8 @@ def ensure_demo_images(
     n_test_per_class: int = 50,
     seed: int = 0,
 ) -> Path:
-    """Generate the demo set once and return its root (``train/<class>/*.png``, ``test/...``).
+    """Generate the demo set once and return its root (``train/<class>/*.png``, ``test/...``,
+    and their masks under ``masks/``, see the module doc).
 
     The set lives in ``<cache_dir>/demo_images/v{version}_s{size}_n{n}_t{n_test}_seed{seed}``
     (``cache_dir`` defaults to ``$STEC_CACHE`` or ``~/.cache/stec``). It is written to a
@@ -148,11 +166,15 @@ def ensure_demo_images(
             (("train", n_per_class), ("test", n_test_per_class))
         ):
             for class_index, name in enumerate(DEMO_CLASSES):
-                folder = tmp / split / name
+                folder, mask_folder = tmp / split / name, tmp / "masks" / split / name
                 folder.mkdir(parents=True)
+                mask_folder.mkdir(parents=True)
                 for i in range(count):
-                    pixels = render_demo_image(class_index, (seed, split_id, class_index, i), size)
+                    key = (seed, split_id, class_index, i)
+                    pixels, mask = render_demo_sample(class_index, key, size)
                     Image.fromarray(pixels).save(folder / f"{name}_{i:05d}.png")
+                    Image.fromarray(mask).save(mask_folder / f"{name}_{i:05d}.png")
+        (tmp / "masks" / "classes.txt").write_text("\n".join(DEMO_CLASSES_WITH_BACKGROUND) + "\n")
         meta = {
             "version": DEMO_VERSION,
             "size": size,
@@ -160,6 +182,7 @@ def ensure_demo_images(
             "seed": seed,
             "train_per_class": n_per_class,
             "test_per_class": n_test_per_class,
+            "masks": "masks",
         }
         (tmp / "demo.json").write_text(json.dumps(meta, indent=2))
         try:

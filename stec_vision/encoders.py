@@ -6,7 +6,10 @@ ResNet stems: the ImageNet stem is a 7x7 stride-2 convolution and a 3x3 stride-2
 network at 96 px).
 
 Every backbone maps ``[B, 3, H, W]`` float images to ``[B, feature_dim]`` pooled features
-(the classifier head is removed). :func:`encoder_meta` gives the ``encoder`` entry that
+(the classifier head is removed). :func:`feature_map` gives the spatial map before the
+global pooling, ``[B, feature_dim, h, w]`` (the pooled features are its spatial mean), and
+:class:`FeatureMap` wraps a backbone as a module that returns it; neither changes the
+backbone or its weights. :func:`encoder_meta` gives the ``encoder`` entry that
 :func:`stec.engine.export.export_backbone` stores, and :func:`load_vision_encoder` rebuilds
 an exported backbone from it.
 """
@@ -18,7 +21,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torchvision.models import resnet18, resnet50
+from torchvision.models import ResNet, resnet18, resnet50
 
 from stec.engine.export import load_exported_encoder
 
@@ -48,6 +51,44 @@ class SmallCNN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.features(x).mean(dim=(2, 3))
+
+
+def feature_map(backbone: nn.Module, x: Tensor) -> Tensor:
+    """The backbone's spatial features before global pooling: ``[B, 3, H, W]`` ->
+    ``[B, feature_dim, h, w]``, whose mean over ``(h, w)`` is ``backbone(x)``.
+
+    ``h, w`` are ``H, W`` divided by the network's stride: 8 for ``small``, 32 for the
+    ResNets with the ImageNet stem (16 without max-pool), 8 with the CIFAR stem.
+    """
+    _check_has_map(backbone)
+    if isinstance(backbone, SmallCNN):
+        return backbone.features(x)
+    m = backbone
+    x = m.maxpool(m.relu(m.bn1(m.conv1(x))))
+    return m.layer4(m.layer3(m.layer2(m.layer1(x))))
+
+
+def _check_has_map(backbone: nn.Module) -> None:
+    if not isinstance(backbone, SmallCNN | ResNet):
+        raise TypeError(
+            f"no spatial feature map for {type(backbone).__name__}; vision encoders with one: "
+            f"{', '.join(ENCODERS)}"
+        )
+
+
+class FeatureMap(nn.Module):
+    """A vision backbone as a module returning its spatial feature map (:func:`feature_map`).
+
+    The backbone is held as a submodule, so moving this module moves the backbone.
+    """
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        _check_has_map(backbone)
+        self.backbone = backbone
+
+    def forward(self, x: Tensor) -> Tensor:
+        return feature_map(self.backbone, x)
 
 
 def _resnet(name: str, cifar_stem: bool, maxpool: bool | None) -> tuple[nn.Module, int]:

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 SCAN_MODES = ("header", "full", "none")
 # what a broken or non-image file raises inside Pillow
-_DECODE_ERRORS = (
+DECODE_ERRORS = (
     OSError,
     UnidentifiedImageError,
     ValueError,
@@ -55,23 +55,47 @@ def _to_tensor(img: Image.Image) -> Tensor:
     return torch.from_numpy(pixels.copy()).permute(2, 0, 1).contiguous()
 
 
-def load_image(path: str | Path, size: int, resize: int | None = None) -> Tensor:
+def resize_and_crop(
+    img: Image.Image,
+    size: int,
+    resize: int | None = None,
+    resample: int = Image.Resampling.BILINEAR,
+) -> Image.Image:
+    """Shorter side to ``resize`` (default ``size``), then the centre ``size x size`` crop.
+
+    The geometry depends only on the image's size, so an image and its mask (resampled
+    with ``NEAREST``) stay aligned pixel for pixel.
+    """
+    short = int(resize or size)
+    if short < size:
+        raise ValueError(f"resize={short} must be at least the crop size {size}")
+    w, h = img.size
+    scale = short / min(w, h)
+    nw, nh = max(short, round(w * scale)), max(short, round(h * scale))
+    if (nw, nh) != (w, h):
+        gap = 3.0 if resample != Image.Resampling.NEAREST else None
+        img = img.resize((nw, nh), resample, reducing_gap=gap)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return img.crop((left, top, left + size, top + size))
+
+
+def load_image(
+    path: str | Path, size: int, resize: int | None = None, draft: bool = True
+) -> Tensor:
     """Decode an image file to uint8 ``[3, size, size]``: RGB, shorter side resized to
-    ``resize`` (default ``size``), centre crop ``size``."""
+    ``resize`` (default ``size``), centre crop ``size``.
+
+    ``draft`` lets a JPEG decoder downscale by 1/2..1/8 while decoding (much cheaper for
+    big files); its rounding can shift the crop by a pixel, so images that must align with
+    a mask are loaded without it.
+    """
     short = int(resize or size)
     if short < size:
         raise ValueError(f"resize={short} must be at least the crop size {size}")
     with Image.open(path) as img:
-        # JPEG decoders can downscale by 1/2..1/8 while decoding: much cheaper for big files
-        img.draft("RGB", (short, short))
-        img = img.convert("RGB")
-        w, h = img.size
-        scale = short / min(w, h)
-        nw, nh = max(short, round(w * scale)), max(short, round(h * scale))
-        if (nw, nh) != (w, h):
-            img = img.resize((nw, nh), Image.Resampling.BILINEAR, reducing_gap=3.0)
-        left, top = (nw - size) // 2, (nh - size) // 2
-        return _to_tensor(img.crop((left, top, left + size, top + size)))
+        if draft:
+            img.draft("RGB", (short, short))
+        return _to_tensor(resize_and_crop(img.convert("RGB"), size, resize))
 
 
 def load_canvas(path: str | Path, side: int) -> Tensor:
@@ -149,7 +173,7 @@ class ImageFileDataset(Dataset):
             if self.canvas > 0:
                 return load_canvas(path, self.canvas), label, int(index)
             return load_image(path, self.size, self.resize or None), label, int(index)
-        except _DECODE_ERRORS as err:
+        except DECODE_ERRORS as err:
             self.runtime_bad.append(path)
             log.warning("%s: skipping unreadable image %s (%s)", self.name, path, err)
             return None
@@ -180,7 +204,7 @@ def _probe(path: str, full: bool) -> str | None:
             elif img.size[0] < 1 or img.size[1] < 1:
                 return "empty image"
         return None
-    except _DECODE_ERRORS as err:
+    except DECODE_ERRORS as err:
         return f"{type(err).__name__}: {err}"
 
 

@@ -13,6 +13,7 @@
 """
 
 from stec.evaluation.action_probe import action_prediction_accuracy, embed_pairs, probe_actions
+from stec.evaluation.dense import dense_probe, embed_maps, segmentation_scores  # noqa: F401
 from stec.evaluation.embed import embed, features_of, frozen_eval, placed_on
 from stec.evaluation.logreg import DEFAULT_CS
 from stec.evaluation.metrics import (

@@ -14,6 +14,7 @@ from PIL import Image
 from stec.engine.checkpoint import load_checkpoint
 from stec.engine.export import export_backbone
 from stec_vision.cli import main
+from stec_vision.demo import DEMO_CLASSES
 from stec_vision.encoders import build_vision_encoder, encoder_meta, load_vision_encoder
 
 TINY = [
@@ -166,3 +167,159 @@ def test_a_malformed_export_is_one_line_naming_file_and_problem(corrupt, message
         err = capsys.readouterr().err
         assert message in err and str(folder) in err, err
         assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+# --- segmentation and the torchvision export -------------------------------------------
+
+SEG = [*TINY, "segmentation.epochs=5", "segmentation.lr=0.05", "segmentation.batch_size=2"]
+COLOURS = {0: (20, 40, 220), 1: (230, 30, 30), 2: (30, 220, 40)}  # background, box, disc
+
+
+def write_segmentation_tree(root, n_train=10, n_test=4, width=16, height=16, suffix=".png"):
+    """ROOT/<split>/[sub/]<i><suffix> with masks ROOT/masks/<split>/[sub/]<i>.png: a class-1
+    box and a class-2 disc whose colours give the class, on a noisy background."""
+    rng = np.random.default_rng(0)
+    ys, xs = np.mgrid[0:height, 0:width]
+    for split, n in (("train", n_train), ("val", n_test)):
+        for i in range(n):
+            mask = np.zeros((height, width), np.uint8)
+            top, left = rng.integers(0, height // 2), rng.integers(0, width // 2)
+            mask[top : top + 6, left : left + 7] = 1
+            cy, cx = rng.integers(4, height - 4), rng.integers(4, width - 4)
+            mask[(ys - cy) ** 2 + (xs - cx) ** 2 <= 9] = 2
+            pixels = np.array([COLOURS[c] for c in range(3)], np.float64)[mask]
+            pixels += rng.normal(0, 8, pixels.shape)
+            name = f"sub/{i}" if i % 2 else str(i)
+            for folder, ext, data in (
+                (root / split, suffix, np.clip(pixels, 0, 255).astype(np.uint8)),
+                (root / "masks" / split, ".png", mask),
+            ):
+                (folder / name).parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(data).save(folder / f"{name}{ext}", quality=95)
+    (root / "masks" / "classes.txt").write_text("background\nbox\ndisc\n")
+    return root
+
+
+def seg_data(root, *extra):
+    return ["data=imagefolder", f"data.root={root}", "data.size=16", *extra]
+
+
+def test_segmentation_pixel_floor_on_colour_coded_classes(tmp_path):
+    """The pixel floor is a per-pixel colour classifier: where colour gives the class, it
+    segments perfectly."""
+    data = seg_data(write_segmentation_tree(tmp_path / "seg"))
+    args = ["evaluate", "task=segmentation", "checkpoint=pixels", "out=seg.json", *data, *SEG]
+    assert main(args) == 0
+    results = json.loads((tmp_path / "seg.json").read_text())
+    assert results["task"] == "segmentation" and results["num_classes"] == 3
+    assert results["n_train"] == 10 and results["n_test"] == 4
+    assert results["feature_map"] == [3, 16, 16] and results["mask_size"] == [16, 16]
+    assert set(results["iou"]) == {"background", "box", "disc"}
+    assert results["miou"] > 0.98 and results["pixel_accuracy"] > 0.99
+    assert results["majority_miou"] < 0.3
+
+
+def test_segmentation_of_resized_jpeg_images(tmp_path):
+    """JPEG images at another size, resized and cropped with their masks: only the blended
+    edges of the shapes are left in doubt."""
+    root = write_segmentation_tree(tmp_path / "seg", width=30, height=26, suffix=".jpg")
+    args = ["evaluate", "task=segmentation", "checkpoint=pixels", "out=seg.json", *SEG]
+    assert main([*args, *seg_data(root, "data.eval_resize=20")]) == 0
+    results = json.loads((tmp_path / "seg.json").read_text())
+    assert results["miou"] > results["majority_miou"] + 0.5 and results["pixel_accuracy"] > 0.9
+
+
+def test_segmentation_on_the_demo_writes_beside_classification(tmp_path):
+    for floor in ("random", "pixels"):
+        args = ["evaluate", "task=segmentation", f"checkpoint={floor}", "segmentation.epochs=2"]
+        assert main([*args, *TINY]) == 0
+        path = tmp_path / f"runs/vision/{floor}-demo/segmentation/results.json"
+        results = json.loads(path.read_text())
+        assert results["n_train"] == 1600 and results["n_test"] == 400
+        assert list(results["iou"]) == ["background", *DEMO_CLASSES]
+        assert 0.0 <= results["miou"] <= 1.0 and 0.5 < results["majority_pixel_accuracy"] < 0.95
+    # colour alone cannot tell the shapes apart: the pixel floor stays near the majority
+    assert results["miou"] < results["majority_miou"] + 0.03
+    assert not (tmp_path / "runs/vision/random-demo/results.json").exists()
+
+
+def _break_first_mask(root, how):
+    mask = root / "masks" / "train" / "0.png"
+    if how == "missing":
+        mask.unlink()
+    elif how == "size":
+        Image.fromarray(np.zeros((5, 7), np.uint8)).save(mask)
+    elif how == "value":
+        values = np.asarray(Image.open(mask)).copy()
+        values[0, 0] = 7
+        Image.fromarray(values).save(mask)
+    elif how == "no-classes":
+        (root / "masks" / "classes.txt").unlink()
+
+
+@pytest.mark.parametrize(
+    "how, extra, message",
+    [
+        ("missing", [], "masks: 1 of 10 images have no mask"),
+        ("size", [], "another size than the image: "),
+        ("value", [], "0.png holds class index 7; allowed: 0..2"),
+        ("no-classes", [], "set segmentation.num_classes=N"),
+        (None, ["segmentation.num_classes=5"], "num_classes=5 but "),
+        (None, ["task=detection"], "task='detection' is not valid; allowed values: classification, segmentation"),
+        (None, ["data=cifar10"], "task=segmentation needs images with masks; data=cifar10 has none"),
+        (None, ["segmentation.epochs=0"], "segmentation: dense probe: epochs and batch_size must be >= 1"),
+    ],
+)  # fmt: skip
+def test_segmentation_input_errors_are_one_line(tmp_path, capsys, how, extra, message):
+    root = write_segmentation_tree(tmp_path / "seg", n_train=10, n_test=2)
+    if how:
+        _break_first_mask(root, how)
+    args = ["evaluate", "task=segmentation", "checkpoint=pixels", *seg_data(root), *SEG]
+    assert main([*args, *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    if how in ("missing", "size", "value"):
+        assert str(root / "masks" / "train" / "0.png") in err
+
+
+def test_export_torchvision_from_the_cli(tmp_path, capsys):
+    model, dim = build_vision_encoder("resnet18", cifar_stem=True)
+    meta = {"modality": "vision", "encoder": encoder_meta("resnet18", cifar_stem=True)}
+    export_backbone(model, tmp_path / "run" / "export", {**meta, "feature_dim": dim})
+    assert main(["export", "checkpoint=run", "format=torchvision", "out=tv/r18.pth"]) == 0
+    assert "tv/r18.pth" in capsys.readouterr().out
+    state = torch.load(tmp_path / "tv/r18.pth", weights_only=True)
+    assert set(state) == set(model.state_dict())
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    sidecar = json.loads((tmp_path / "tv/r18.json").read_text())
+    assert sidecar["cifar_stem"] is True and sidecar["maxpool"] is False
+    assert main(["export", "checkpoint=run"]) == 0  # the default file, in the export folder
+    assert (tmp_path / "run/export/torchvision_resnet18.pth").is_file()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["export"], "export needs a run or export folder"),
+        (["export", "checkpoint=random"], "export needs a run or export folder"),
+        (["export", "checkpoint=small", "format=onnx"], "format='onnx' is not valid; allowed values: torchvision"),
+        (["export", "checkpoint=small"], "needs a ResNet, but the exported encoder is 'small'"),
+    ],
+)  # fmt: skip
+def test_export_errors_are_one_line(tmp_path, capsys, args, message):
+    _small_export(tmp_path / "small")
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_compare_scores_arms_by_miou_with_task_segmentation(tmp_path):
+    args = ["compare", "task=segmentation", *TINY, "segmentation.epochs=1",
+            "compare.methods=[simclr]", "compare.efference=[off]", "compare.seeds=[0]",
+            "compare.floors=[pixels]", "compare.out=cmp"]  # fmt: skip
+    assert main(args) == 0
+    summary = json.loads((tmp_path / "cmp/comparison.json").read_text())
+    assert summary["metric"] == "miou" and set(summary["arms"]) == {"simclr-off", "floor-pixels"}
+    floor = json.loads((tmp_path / "cmp/floor-pixels/seed0/results.json").read_text())
+    assert summary["arms"]["floor-pixels"]["mean"] == floor["miou"]
+    assert "dense probe, mIoU" in (tmp_path / "cmp/report.md").read_text()

@@ -16,7 +16,9 @@ from stec_vision.encoders import build_vision_encoder, encoder_meta, load_vision
 
 def _pixels(root):
     return {
-        str(p.relative_to(root)): np.asarray(Image.open(p)) for p in sorted(root.rglob("*.png"))
+        str(p.relative_to(root)): np.asarray(Image.open(p))
+        for split in ("train", "test")
+        for p in sorted((root / split).rglob("*.png"))
     }
 
 
@@ -29,6 +31,9 @@ def test_demo_images_are_deterministic_and_cached(tmp_path, monkeypatch):
     first, second = _pixels(one), _pixels(two)
     assert len(first) == len(DEMO_CLASSES) * 5 and first.keys() == second.keys()
     assert all(np.array_equal(first[k], second[k]) for k in first)
+    masks, other_masks = _pixels(one / "masks"), _pixels(two / "masks")
+    assert masks.keys() == first.keys()  # one mask per image, at the image's path
+    assert all(np.array_equal(masks[k], other_masks[k]) for k in masks)
     assert next(iter(first.values())).shape == (24, 24, 3)
     assert sorted(p.name for p in (one / "train").iterdir()) == sorted(DEMO_CLASSES)
     # images differ from each other (random colour, pose, background)
