@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pandas as pd
 
@@ -10,6 +12,20 @@ from stec_audio.demo import CLASSES, SAMPLE_RATE, VERSION, ensure_demo_dataset, 
 from stec_audio.strong import read_strong_labels
 
 SHORT = [name for name, _, event in CLASSES if event]
+#: sha1 of the first clip of every class as version 2 of the set wrote them (before the
+#: strong labels): adding metadata must leave every clip's audio byte-identical
+VERSION_2_AUDIO = {
+    "1-100000-A-0.wav": "f8583cf2092929c3d673c8b3321fe2b24ab14761",
+    "1-101000-A-1.wav": "74651623500a605ea806a326555363822edd2be1",
+    "1-102000-A-2.wav": "78a0e703ad31dbbe9fef028a5177fc632194ff21",
+    "1-103000-A-3.wav": "a08d5efd3c6056fbd362fdf2ba88169aee60ba94",
+    "1-104000-A-4.wav": "bc219cee66558af3280ed6c0283550c0e8620fb0",
+    "1-105000-A-5.wav": "b017457ef88bac6a14462c3ec9711158d962eb9a",
+    "1-106000-A-6.wav": "bec1c3fe08122c6e4fe6f6a29d67ee327934d63e",
+    "1-107000-A-7.wav": "4c6c08625693486b4408e61bf10107e95daf6d62",
+    "1-108000-A-8.wav": "65669ca741adc71432d8579d7b9d1692b3e50739",
+    "1-109000-A-9.wav": "023560753d4ee23b0bc857873ffb2256f366cba0",
+}
 
 
 def test_strong_tsv_lists_the_short_events_the_generator_placed(tmp_path):
@@ -44,3 +60,9 @@ def test_only_the_short_event_classes_report_an_event():
     for target, (_, _, event) in enumerate(CLASSES):
         _, facts = generate_clip(target, 0, background=False)
         assert (facts.event is not None) == event
+
+
+def test_the_audio_is_byte_identical_to_version_2(tmp_path):
+    root = ensure_demo_dataset(tmp_path, n_per_class=1)
+    written = {p.name: hashlib.sha1(p.read_bytes()).hexdigest() for p in (root / "audio").iterdir()}
+    assert written == VERSION_2_AUDIO
