@@ -35,6 +35,7 @@ from stec_audio.demo import ensure_demo_dataset
 from stec_audio.demo_notes import ensure_notes_dataset
 from stec_audio.encoders import build_encoder
 from stec_audio.frontend import FrontEndConfig, NormStats
+from stec_audio.strong import StrongLabels, read_strong_labels
 from stec_audio.weights import load_initial_weights, read_audio_export
 
 log = logging.getLogger("stec")
@@ -89,6 +90,19 @@ def build_index(cfg: DictConfig, split: str = "train") -> ClipIndex:
             )
         index = index.subset(keep)
     return index
+
+
+def strong_labels(cfg: DictConfig, index: ClipIndex) -> StrongLabels:
+    """The strong labels of ``data.strong_labels`` (a TSV path relative to the data root,
+    or to the manifest's folder) for the clips of ``index``."""
+    name = cfg.data.get("strong_labels")
+    if not name:
+        raise ConfigError(
+            "task=sed needs strong labels: data.strong_labels=PATH (a TSV with columns "
+            f"filename, onset, offset, event_label); data={cfg.data.name} sets none"
+        )
+    root = data_root(cfg)
+    return read_strong_labels((root if root.is_dir() else root.parent) / str(name), index)
 
 
 def _audioset_index(cfg: DictConfig, root: Path, split: str) -> ClipIndex:

@@ -5,7 +5,9 @@ stec-audio prepare data=esc50 data.root=DIR
 stec-audio pretrain data=esc50 data.root=DIR method=simclr efference=off run_dir=runs/x
 stec-audio evaluate checkpoint=runs/x data=esc50 data.root=DIR
 stec-audio evaluate checkpoint=random                 # the random-encoder floor
+stec-audio evaluate task=sed checkpoint=runs/x        # sound event detection (strong labels)
 stec-audio embed checkpoint=runs/x out=emb.parquet
+stec-audio embed checkpoint=runs/x frames=true out=frames.parquet   # one row per frame
 """
 
 from __future__ import annotations
@@ -43,15 +45,19 @@ from stec.evaluation import (
     probe_options,
     write_results,
 )
+from stec.methods import choose
 from stec_audio import app
 from stec_audio.augment import build_audio_pipeline
 from stec_audio.clip_index import data_summary
 from stec_audio.datasets import InMemoryLogMels, collate_skip_bad
+from stec_audio.frames import embed_frames
 from stec_audio.frontend import FrontEndConfig, LogMelNormalizer, NormStats
 from stec_audio.hear import audio_export_meta
 from stec_audio.io import TooManyBadFiles
+from stec_audio.sed import evaluate_sed
 
 log = logging.getLogger("stec")
+TASKS = ("clip", "sed")  # evaluate task=: clip-level probe | sound event detection
 
 
 def prepare(cfg: DictConfig) -> None:
@@ -183,8 +189,14 @@ def _action_probe(cfg: DictConfig, frozen: FrozenEncoder, dataset) -> dict[str, 
 
 
 def evaluate(cfg: DictConfig) -> None:
-    """ESC-50 protocol (leave-one-fold-out linear probe) or AudioSet mAP; writes results.json."""
+    """ESC-50 protocol (leave-one-fold-out linear probe) or AudioSet mAP; writes results.json.
+    ``task=sed``: sound event detection with a frame-level probe (:mod:`stec_audio.sed`)."""
     probe = probe_options(cfg.evaluate, seed=cfg.seed)
+    with user_input("task"):
+        task = choose("task", str(cfg.task), TASKS)
+    if task == "sed":
+        evaluate_sed(cfg, lambda: frozen_encoder(cfg))  # checks its options and labels first
+        return
     frozen = frozen_encoder(cfg)
     x, y, pos, index, dataset = _embed_split(cfg, frozen, "train")
     if index.multilabel:
@@ -224,9 +236,14 @@ def evaluate(cfg: DictConfig) -> None:
 
 
 def embed_command(cfg: DictConfig) -> None:
-    """Scene embeddings with ids and labels, to .npy (a dict archive) or .parquet."""
+    """Scene embeddings with ids and labels, to .npy (a dict archive) or .parquet;
+    ``frames=true``: timestamped frame embeddings (:mod:`stec_audio.frames`)."""
     if not cfg.out:
         raise ValueError("out is required: out=embeddings.npy or out=embeddings.parquet")
+    if cfg.frames:  # timestamped frame embeddings, one row per frame
+        frozen = frozen_encoder(cfg)
+        embed_frames(cfg, frozen.encoder, frozen.frontend, frozen.norm)
+        return
     x, y, pos, index, _ = _embed_split(cfg, frozen_encoder(cfg), "train")
     ids = [index.id(i) for i in pos.tolist()]
     out = save_embeddings(cfg.out, ids, y, x)

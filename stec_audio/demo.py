@@ -3,7 +3,9 @@
 ``ensure_demo_dataset()`` writes ``audio/*.wav`` and ``meta/esc50.csv`` (columns
 ``filename,fold,target,category,esc10,src_file,take``, file names
 ``{fold}-{src_file}-A-{target}.wav``) once and reuses them, so every tool that reads
-ESC-50 runs on it unchanged, without a download.
+ESC-50 runs on it unchanged, without a download. ``meta/strong.tsv`` holds the strong
+labels of the short events (``filename, onset, offset, event_label``, tab-separated, in
+seconds: the DESED layout), for sound event detection.
 
 Decisions:
 
@@ -21,6 +23,11 @@ Decisions:
   knock, beep; empty for the others) and ``loudness_band`` (the sound's peak level in
   bands of 3 dB). They are what an encoder that became invariant to pitch shifts or gains
   loses, and what the efference copy should keep (``data.labels``).
+- Strong labels: the generator reports where it placed each SHORT event
+  (:attr:`ClipFacts.event`): the beep's and the short chirp's gate (fades included), and
+  for the knocks, from the first knock's start until the last one has decayed by 20 dB
+  (``tau * ln 10``). The long classes have no strong labels: their clips are the
+  detection's event-free clips.
 - Each class is spread evenly over the 5 folds (clip ``k`` goes to fold ``k % 5 + 1``);
   the first five classes are marked ``esc10 = True``, which makes a 5-class subset.
 - The set is written to a temporary folder and renamed into place, so an interrupted or
@@ -46,7 +53,8 @@ SEED = 20221128
 #: clip's sound has no single pitch).
 LABEL_COLUMNS = ("pitch_register", "loudness_band")
 HEADER = "filename,fold,target,category,esc10,src_file,take," + ",".join(LABEL_COLUMNS) + "\n"
-VERSION = 2  # 2: the metadata gained pitch_register and loudness_band
+VERSION = 3  # 2: the metadata gained pitch_register and loudness_band; 3: meta/strong.tsv
+STRONG_HEADER = "filename\tonset\toffset\tevent_label\n"
 SAMPLE_RATE = 16000
 CLIP_SECONDS = 5.0
 N_FOLDS = 5
@@ -96,14 +104,14 @@ def _harmonic_tone(rng: np.random.Generator) -> np.ndarray:
     h = h[h[:, 0] * f0 < SAMPLE_RATE / 2 - 500]
     amps = h ** -rng.uniform(0.5, 2.0)
     tone = (amps * np.sin(2 * np.pi * f0 * h * _T + rng.uniform(0, 2 * np.pi, h.shape))).sum(0)
-    return tone * _gate(rng, 2.5, 5.0), f0
+    return tone * _gate(rng, 2.5, 5.0), f0, None
 
 
 def _chirp(rng: np.random.Generator, up: bool) -> np.ndarray:
     f0, ratio = _log_uniform(rng, 200, 800), rng.uniform(2, 8)
     if not up:
         f0, ratio = f0 * ratio, 1 / ratio
-    return _sweep(f0, ratio, *_span(rng, 1.5, 4.0), fade_s=0.02), None  # no single pitch
+    return _sweep(f0, ratio, *_span(rng, 1.5, 4.0), fade_s=0.02), None, None  # no single pitch
 
 
 def _noise_bursts(rng: np.random.Generator) -> np.ndarray:
@@ -111,7 +119,7 @@ def _noise_bursts(rng: np.random.Generator) -> np.ndarray:
     for _ in range(rng.integers(2, 6)):
         band = _band_noise(rng, _log_uniform(rng, 300, 5000), rng.uniform(0.5, 1.5))
         out += band / (band.std() + 1e-9) * _gate(rng, 0.1, 0.6, 0.01)
-    return out, None
+    return out, None, None
 
 
 def _click_train(rng: np.random.Generator) -> np.ndarray:
@@ -124,19 +132,19 @@ def _click_train(rng: np.random.Generator) -> np.ndarray:
     impulses[idx] = 1.0
     n_click = int(0.003 * SAMPLE_RATE)
     click = rng.standard_normal(n_click) * np.exp(-np.arange(n_click) / (0.0006 * SAMPLE_RATE))
-    return np.convolve(impulses, click)[:_N] * span, None
+    return np.convolve(impulses, click)[:_N] * span, None, None
 
 
 def _am_tone(rng: np.random.Generator) -> np.ndarray:
     fc, fm, depth = _log_uniform(rng, 200, 2000), rng.uniform(2, 12), rng.uniform(0.6, 1.0)
     env = 1 - depth * 0.5 * (1 + np.cos(2 * np.pi * fm * _T + rng.uniform(0, 2 * np.pi)))
-    return np.sin(2 * np.pi * fc * _T) * env * _gate(rng, 2.0, 5.0), fc
+    return np.sin(2 * np.pi * fc * _T) * env * _gate(rng, 2.0, 5.0), fc, None
 
 
 def _fm_tone(rng: np.random.Generator) -> np.ndarray:
     fc, fm, depth = _log_uniform(rng, 300, 2000), rng.uniform(3, 10), rng.uniform(0.03, 0.15)
     phase = 2 * np.pi * fc * _T + depth * fc / fm * np.sin(2 * np.pi * fm * _T)
-    return np.sin(phase) * _gate(rng, 2.0, 5.0), fc
+    return np.sin(phase) * _gate(rng, 2.0, 5.0), fc, None
 
 
 def _knock(rng: np.random.Generator) -> np.ndarray:
@@ -144,28 +152,33 @@ def _knock(rng: np.random.Generator) -> np.ndarray:
     onset = rng.uniform(0.05, CLIP_SECONDS - 0.4)
     f1, tau = _log_uniform(rng, 150, 600), rng.uniform(0.01, 0.04)
     out = np.zeros(_N)
+    last = onset
     for j in range(rng.integers(2, 4)):
-        t = _T - (onset + j * rng.uniform(0.08, 0.12))
+        last = onset + j * rng.uniform(0.08, 0.12)
+        t = _T - last
         on = t >= 0
         decay = np.exp(-np.where(on, t, 0) / tau) * on
         out += decay * (np.sin(2 * np.pi * f1 * t) + 0.5 * np.sin(2 * np.pi * 2.3 * f1 * t))
-    return out, f1
+    return out, f1, (onset, min(last + tau * np.log(10.0), CLIP_SECONDS))  # until -20 dB
 
 
 def _chirp_event(rng: np.random.Generator) -> np.ndarray:
     f0, ratio = _log_uniform(rng, 1000, 2500), rng.uniform(1.5, 3)
-    return _sweep(f0, ratio, *_span(rng, 0.2, 0.4), fade_s=0.01), None
+    start, dur = _span(rng, 0.2, 0.4)
+    return _sweep(f0, ratio, start, dur, fade_s=0.01), None, (start, start + dur)
 
 
 def _beep_event(rng: np.random.Generator) -> np.ndarray:
     f = _log_uniform(rng, 500, 3000)
-    return np.sin(2 * np.pi * f * _T) * _gate(rng, 0.15, 0.4, 0.005), f
+    start, dur = _span(rng, 0.15, 0.4)
+    return np.sin(2 * np.pi * f * _T) * _envelope(start, dur, 0.005), f, (start, start + dur)
 
 
+#: A generator's result: the signal ``[N]``, its pitch in Hz (None: no single pitch) and,
+#: for a short event, its ``(onset, offset)`` in seconds.
+Generated = tuple[np.ndarray, float | None, tuple[float, float] | None]
 #: (category, generator, is a short event). The category order defines the targets.
-CLASSES: list[
-    tuple[str, Callable[[np.random.Generator], tuple[np.ndarray, float | None]], bool]
-] = [
+CLASSES: list[tuple[str, Callable[[np.random.Generator], Generated], bool]] = [
     ("harmonic_tone", _harmonic_tone, False),
     ("chirp_up", lambda rng: _chirp(rng, True), False),
     ("chirp_down", lambda rng: _chirp(rng, False), False),
@@ -198,10 +211,13 @@ class ClipFacts:
         level_db: the sound's peak level in dBFS before the background is added (the
             background follows it at the drawn signal-to-noise ratio, so the whole clip
             is that much louder or quieter).
+        event: ``(onset, offset)`` in seconds of a short event (knock, short chirp, beep);
+            None for the sounds that fill much of the clip.
     """
 
     pitch_hz: float | None
     level_db: float
+    event: tuple[float, float] | None = None
 
     @property
     def pitch_register(self) -> int:
@@ -222,7 +238,7 @@ def generate_clip(target: int, k: int, background: bool = True) -> tuple[np.ndar
     its :class:`ClipFacts`. ``background=False`` leaves out the noise (same signal)."""
     rng = np.random.default_rng([SEED, target, k])
     _, generate, event = CLASSES[target]
-    sig, pitch = generate(rng)
+    sig, pitch, span = generate(rng)
     level_db = rng.uniform(-18, -3)
     sig = sig / (np.abs(sig).max() + 1e-12) * 10 ** (level_db / 20)
     # SNR against the signal's RMS over its active part, so short events stay audible.
@@ -230,7 +246,8 @@ def generate_clip(target: int, k: int, background: bool = True) -> tuple[np.ndar
     rms = np.sqrt(np.mean(sig[active] ** 2))
     snr_db = rng.uniform(8, 25) if event else rng.uniform(10, 35)
     wave = sig + _background(rng) * rms * 10 ** (-snr_db / 20) if background else sig
-    return np.clip(wave, -1.0, 1.0).astype(np.float32), ClipFacts(pitch, float(level_db))
+    event = None if span is None else (float(span[0]), float(span[1]))
+    return np.clip(wave, -1.0, 1.0).astype(np.float32), ClipFacts(pitch, float(level_db), event)
 
 
 def make_clip(target: int, k: int, background: bool = True) -> np.ndarray:
@@ -244,11 +261,12 @@ def default_cache_dir() -> Path:
 
 
 def write_demo_dataset(root: str | os.PathLike, n_per_class: int = 40) -> None:
-    """Write the demo set (ESC-50 layout) into the folder ``root`` (created)."""
+    """Write the demo set (ESC-50 layout, with ``meta/strong.tsv``) into the folder
+    ``root`` (created)."""
     root = Path(root)
     (root / "audio").mkdir(parents=True, exist_ok=True)
     (root / "meta").mkdir(exist_ok=True)
-    rows = []
+    rows, strong = [], []
     for target, (category, _, _) in enumerate(CLASSES):
         for k in range(n_per_class):
             fold, src = k % N_FOLDS + 1, 100000 + target * 1000 + k
@@ -260,11 +278,19 @@ def write_demo_dataset(root: str | os.PathLike, n_per_class: int = 40) -> None:
                 f"{name},{fold},{target},{category},{target < 5},{src},A,"
                 f"{register},{facts.loudness_band}\n"
             )
+            if facts.event is not None:
+                onset, offset = facts.event
+                strong.append(f"{name}\t{onset:.3f}\t{offset:.3f}\t{category}\n")
+    (root / "meta" / "strong.tsv").write_text(
+        STRONG_HEADER + "".join(sorted(strong)), encoding="utf-8"
+    )
+    # esc50.csv last: its presence marks a complete set (see write_atomically)
     (root / "meta" / "esc50.csv").write_text(HEADER + "".join(sorted(rows)), encoding="utf-8")
 
 
 def ensure_demo_dataset(cache_dir: str | os.PathLike | None = None, n_per_class: int = 40) -> Path:
-    """The demo set's root (``audio/``, ``meta/esc50.csv``), generated on first use.
+    """The demo set's root (``audio/``, ``meta/esc50.csv``, ``meta/strong.tsv``),
+    generated on first use.
 
     The set lives in ``cache_dir / f"esc_demo_v{VERSION}_n{n_per_class}"`` (default
     ``cache_dir``: :func:`default_cache_dir`); read it with

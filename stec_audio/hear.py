@@ -32,6 +32,7 @@ Decisions:
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import warnings
 from pathlib import Path
@@ -98,7 +99,9 @@ class HearModel(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return next(self.encoder.parameters()).device
+        """Where the model runs: its first parameter, else its first buffer (an encoder
+        without weights, such as the per-frame log-mel floor, follows the front end)."""
+        return next(itertools.chain(self.parameters(), self.buffers())).device
 
     def _check_audio(self, audio: Tensor | np.ndarray) -> Tensor:
         audio = torch.as_tensor(audio)

@@ -12,6 +12,7 @@
 - :func:`write_results`, :func:`format_table`: atomic JSON and a text table.
 """
 
+from stec.evaluation import sed  # noqa: F401 - sound event detection: frame and event F1
 from stec.evaluation.action_probe import action_prediction_accuracy, embed_pairs, probe_actions
 from stec.evaluation.dense import dense_probe, embed_maps, segmentation_scores  # noqa: F401
 from stec.evaluation.embed import embed, features_of, frozen_eval, placed_on

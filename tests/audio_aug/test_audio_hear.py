@@ -149,3 +149,21 @@ def test_the_model_runs_wherever_it_is_moved():
     emb, ts = hear.get_timestamp_embeddings(audio, model)
     assert scene.device.type == emb.device.type == ts.device.type == "meta"
     assert scene.shape == (2, 16) and emb.shape[0] == 2 and ts.shape == emb.shape[:2]
+
+
+def test_an_encoder_without_weights_runs_and_follows_the_model():
+    # the per-frame log-mel floor has no parameters: the model's device is its front end's
+    from stec_audio.frames import LogMelFrames
+
+    norm = NormStats(-4.0, 3.0)
+    model = hear.HearModel(LogMelFrames(), FrontEndConfig(), norm)
+    audio = torch.randn(2, SR)
+    emb, ts = hear.get_timestamp_embeddings(audio, model)
+    lms = norm.apply(LogMel(FrontEndConfig())(audio))
+    # frame 1 (phase 1, shifted by 4 log-mel frames) covers log-mel frames 4..11
+    window = lms[:, 0, :, 4:12]
+    expected = torch.cat([window.mean(-1), window.std(-1)], dim=1)
+    assert emb.shape == (2, 24, 128) and torch.allclose(emb[:, 1], expected, atol=1e-5)
+    assert ts[0, :2].tolist() == [35.0, 75.0]
+    moved = hear.HearModel(LogMelFrames(), chunk_seconds=0.3).to("meta")
+    assert hear.get_timestamp_embeddings(audio, moved)[0].device.type == "meta"
