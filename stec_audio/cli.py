@@ -188,6 +188,24 @@ def _action_probe(cfg: DictConfig, frozen: FrozenEncoder, dataset) -> dict[str, 
     )
 
 
+def _sed_tasks(cfg: DictConfig, frozen: FrozenEncoder) -> dict[str, dict]:
+    """Sound event detection of the same encoder (written to its own ``sed/results.json``),
+    as two tasks of the clip-level results, so that a comparison shows them side by side."""
+    sed_cfg = cfg.copy()
+    sed_cfg.out = str(results_path(cfg).parent / "sed" / "results.json")
+    sed = evaluate_sed(sed_cfg, lambda: frozen)
+    return {
+        f"sed_{name}": {
+            "metric": "f1",
+            "f1_mean": sed[f"{name}_mean"],
+            "f1_std": sed[f"{name}_std"],
+            "per_fold": sed[per_fold],
+            "n_clips": sed.get("n_clips"),
+        }
+        for name, per_fold in (("frame_f1", "per_fold"), ("event_f1", "event_f1_per_fold"))
+    }
+
+
 def evaluate(cfg: DictConfig) -> None:
     """ESC-50 protocol (leave-one-fold-out linear probe) or AudioSet mAP; writes results.json.
     ``task=sed``: sound event detection with a frame-level probe (:mod:`stec_audio.sed`)."""
@@ -224,6 +242,8 @@ def evaluate(cfg: DictConfig) -> None:
         results["class_distance_ratio"] = class_distance_ratio(x, y)["ratio"]
     if cfg.evaluate.action_probe:
         results["action_probe"] = _action_probe(cfg, frozen, dataset)
+    if cfg.evaluate.with_sed:
+        results.setdefault("tasks", {}).update(_sed_tasks(cfg, frozen))
     results.update(
         checkpoint=str(cfg.checkpoint),
         data=cfg.data.name,

@@ -140,6 +140,15 @@ def test_demo_sed_for_the_floors_beside_the_clip_evaluation(tmp_path):
     assert main(["evaluate", "checkpoint=random", *demo, "data.labels=[]"]) == 0
     clip = json.loads((tmp_path / "runs/audio/random-demo/results.json").read_text())
     assert "accuracy_mean" in clip and "frame_f1_mean" not in clip
+    # with_sed: the same SED evaluation, beside the clip-level tasks in one results file
+    assert main(["evaluate", "checkpoint=random", *demo, "evaluate.with_sed=true"]) == 0
+    both = json.loads((tmp_path / "runs/audio/random-demo/results.json").read_text())
+    sed = json.loads((tmp_path / "runs/audio/random-demo/sed/results.json").read_text())
+    assert {"class", "pitch_register", "loudness_band", "sed_frame_f1", "sed_event_f1"} <= set(
+        both["tasks"]
+    )
+    assert both["tasks"]["sed_frame_f1"]["per_fold"] == sed["per_fold"]
+    assert both["tasks"]["sed_event_f1"]["f1_mean"] == sed["event_f1_mean"]
 
 
 @pytest.mark.parametrize(
