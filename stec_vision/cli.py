@@ -181,9 +181,28 @@ def evaluate(cfg: DictConfig) -> None:
             path = path.parent / "segmentation" / path.name
     else:
         results = _classification(cfg, encoder, normalize)
+        if cfg.evaluate.with_segmentation:  # both, side by side (a comparison's tasks)
+            spatial = torch.nn.Identity() if cfg.checkpoint == "pixels" else FeatureMap(encoder)
+            dense = evaluate_segmentation(cfg, spatial, normalize)
+            write_results(path.parent / "segmentation" / path.name, dense)
+            results["tasks"] = {
+                "classification": _split_task("accuracy", results["accuracy"]),
+                "segmentation": _split_task("miou", dense["miou"]),
+            }
     path = write_results(path, results)
     print(format_table(results))
     print(f"results written to {path}")
+
+
+def _split_task(metric: str, value: float) -> dict:
+    """A train -> test score in the shape of a task of the results (one "fold": the test
+    split), so that a comparison summarises it with the others."""
+    return {
+        "metric": metric,
+        f"{metric}_mean": value,
+        f"{metric}_std": 0.0,
+        "per_fold": {"test": value},
+    }
 
 
 def _classification(cfg: DictConfig, encoder, normalize) -> dict:

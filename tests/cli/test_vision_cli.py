@@ -241,6 +241,20 @@ def test_segmentation_on_the_demo_writes_beside_classification(tmp_path):
     # colour alone cannot tell the shapes apart: the pixel floor stays near the majority
     assert results["miou"] < results["majority_miou"] + 0.03
     assert not (tmp_path / "runs/vision/random-demo/results.json").exists()
+    # with_segmentation: classification and segmentation as two tasks of one results file
+    both = [
+        "evaluate",
+        "checkpoint=random",
+        "evaluate.with_segmentation=true",
+        "segmentation.epochs=2",
+    ]
+    assert main([*both, *TINY]) == 0
+    results = json.loads((tmp_path / "runs/vision/random-demo/results.json").read_text())
+    dense = json.loads((tmp_path / "runs/vision/random-demo/segmentation/results.json").read_text())
+    tasks = results["tasks"]
+    assert tasks["classification"]["accuracy_mean"] == results["accuracy"]
+    assert tasks["segmentation"]["miou_mean"] == dense["miou"]
+    assert tasks["segmentation"]["per_fold"] == {"test": dense["miou"]}
 
 
 def _break_first_mask(root, how):
