@@ -1,0 +1,102 @@
+"""Prepared data keyed to what it was made from, and the further label sets of a corpus,
+through stec-audio on generated data in the real layouts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+
+from stec_audio.cli import main
+from stec_audio.frontend import NormStats
+from tests.audio_data.conftest import make_esc50
+from tests.audio_data.test_audioset import short_wav, write_labels, write_segments
+from tests.cli.test_audio_cli import TINY, _isolated  # noqa: F401 - the autouse fixture
+
+
+def _random_floor(tmp_path, folder, *args) -> dict:
+    out = tmp_path / folder / "results.json"
+    assert (
+        main(["evaluate", "checkpoint=random", "data.prepared=prep", f"out={out}", *args, *TINY])
+        == 0
+    )
+    return json.loads(out.read_text())
+
+
+def test_two_corpora_with_the_same_name_never_share_prepared_data(tmp_path):
+    # two ESC-50-layout corpora, prepared into the same folder one after the other
+    first = make_esc50(
+        tmp_path / "A", {f"{1 + i % 5}-{i:03d}-A-{i % 2}.wav": "pcm16_44k" for i in range(10)}
+    )
+    second = make_esc50(
+        tmp_path / "B", {f"{1 + i % 5}-{i:03d}-A-{i % 2}.wav": "u8_16k" for i in range(10)}
+    )
+    shared_a = _random_floor(tmp_path, "a", "data=esc50", f"data.root={first}")
+    shared_b = _random_floor(tmp_path, "b", "data=esc50", f"data.root={second}")
+    assert len(list((tmp_path / "prep").glob("esc50-*"))) == 2
+    stats = sorted((tmp_path / "prep").glob("esc50-*/stats-*.json"))
+    assert len(stats) == 2 and NormStats.load(stats[0]) != NormStats.load(stats[1])
+    # the second corpus scores exactly what it scores in a fresh folder
+    shutil.rmtree(tmp_path / "prep")
+    alone_b = _random_floor(tmp_path, "b2", "data=esc50", f"data.root={second}")
+    assert alone_b["per_fold"] == shared_b["per_fold"]
+    assert shared_a["n_clips"] == shared_b["n_clips"] == 10
+
+
+def test_esc10_with_the_full_cache_present_reads_only_its_clips(tmp_path):
+    demo = ["data.n_per_class=5"]
+    assert main(["prepare", "data.prepared=prep", *demo, *TINY]) == 0
+    full = _random_floor(tmp_path, "full", *demo)
+    esc10 = _random_floor(tmp_path, "esc10", *demo, "data.esc10=true")
+    assert full["n_clips"] == 50 and esc10["n_clips"] == 25  # the first 5 classes
+    assert (
+        main(
+            [
+                "embed",
+                "checkpoint=random",
+                "data.prepared=prep",
+                "data.esc10=true",
+                "out=e.npy",
+                *demo,
+                *TINY,
+            ]
+        )
+        == 0
+    )
+    stored = np.load(tmp_path / "e.npy", allow_pickle=True).item()
+    assert sorted(set(stored["labels"].tolist())) == [0, 1, 2, 3, 4]
+    # the ESC-10 statistics are its own, next to the full set's
+    assert len(list((tmp_path / "prep").glob("demo-*/stats-*.json"))) == 2
+
+
+def test_audioset_random_floor_is_evaluated_on_the_eval_list(tmp_path):
+    root = tmp_path / "AudioSet"
+    rows = [(f"clip{i:07d}", 0.0, [i % 3, 3 + i % 2]) for i in range(20)]
+    for ytid, _, _ in rows:
+        short_wav(root / "audio" / f"{ytid}.wav")
+    write_segments(root / "balanced_train_segments.csv", rows[:14])
+    write_segments(root / "eval_segments.csv", rows[14:])
+    write_labels(root / "class_labels_indices.csv")
+    data = [
+        "data=audioset",
+        f"data.root={root}",
+        "data.clip_seconds=1.0",
+        "augment.time_crop.frames=48",
+    ]
+    results = _random_floor(tmp_path, "as", *data)
+    assert results["n_train"] == 14 and results["n_eval"] == 6
+
+
+def test_demo_evaluation_reports_every_label_set_and_the_action_probe(tmp_path):
+    demo = ["data.n_per_class=6", "data.prepared=prep", "evaluate.action_probe=true"]
+    results = _random_floor(tmp_path, "tasks", *demo)
+    tasks = results["tasks"]
+    assert set(tasks) == {"class", "pitch_register", "loudness_band"}
+    assert tasks["class"]["per_fold"] == results["per_fold"]  # the class is the top level
+    # the pitch register is only defined for the 5 pitched classes
+    assert tasks["class"]["n_clips"] == 60 and tasks["pitch_register"]["n_clips"] == 30
+    probe = results["action_probe"]
+    assert {"action_acc/rrc", "majority_acc/rrc", "action_acc/gain"} <= set(probe)
+    assert all(0.0 <= v <= 1.0 for v in probe.values())
+    assert main(["evaluate", "checkpoint=random", *demo, "data.labels=[tempo]", *TINY]) == 2
