@@ -25,7 +25,10 @@ stec-audio compare compare.methods=[simclr] compare.floors=[] compare.seeds=[0] 
     augment.pitch.enabled=true augment.pitch.max_semitones=12 augment.rrc.enabled=false \
     augment.mixup.enabled=false compare.out=audio_pitch_readable "${quiet[@]}"
 stec-vision compare trainer.epochs=8 compare.out=vision "${quiet[@]}"
-for name in audio notes audio_pitch audio_pitch_readable vision; do
+# segmentation beside classification, same arms and seeds
+stec-vision compare trainer.epochs=8 compare.methods=[simclr] evaluate.with_segmentation=true \
+    compare.out=vision_dense "${quiet[@]}"
+for name in audio notes audio_pitch audio_pitch_readable vision vision_dense; do
     mkdir -p "$repo/docs/results/$name"
     cp "$name"/comparison*.csv "$name"/comparison.json "$name"/report.md "$name"/*.png \
         "$repo/docs/results/$name/"
