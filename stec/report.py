@@ -186,8 +186,9 @@ def _plot_action_probe(summary: dict[str, Any], out_dir: Path, plt) -> list[tupl
 def training_action_accuracy(
     runs: dict[str, Path],
 ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
-    """Per arm and component, the inverse model's batch accuracy and the batch's
-    majority-class rate (``action_acc/*``, ``action_majority/*`` of ``metrics.csv``),
+    """Per arm and component, the inverse model's batch accuracy and the accuracy of
+    guessing the class seen most often in training before each batch (``action_acc/*``,
+    ``action_majority/*`` of ``metrics.csv``),
     averaged over the last 20% of the logged steps."""
     accuracy: dict[str, dict[str, float]] = {}
     majority: dict[str, dict[str, float]] = {}
@@ -267,7 +268,7 @@ def write_report(summary: dict[str, Any], out_dir: str | Path, title: str, comma
             "## The inverse model in training",
             "",
             "Batch accuracy of each arm's own inverse model over the last 20% of training "
-            "(mean over seeds); in brackets, the batch's majority-class rate.",
+            "(mean over seeds); in brackets, the accuracy of guessing the class seen most often in training before each batch.",
             "",
             table,
             "",
