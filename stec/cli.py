@@ -400,11 +400,17 @@ def compare_command(
             print(f"compare: ignoring {dropped}; each arm sets these itself")
         # every arm is also evaluated with the modality's extra reports (e.g. the action probe)
         common = [*evaluate_overrides, *(o for o in overrides if not o.startswith(per_arm))]
+        # a pretraining arm continues from its own last checkpoint: a killed comparison
+        # resumes mid-arm, and an arm whose evaluation is asked again (its results.json
+        # removed) is evaluated without being trained again
+        resume = [] if any(o.startswith("trainer.resume=") for o in overrides) else [
+            "trainer.resume=auto"
+        ]
         summary = run_plan(
             plan,
             c.out,
             common,
-            train=lambda o: pretrain(compose_config(modality, o)),
+            train=lambda o: pretrain(compose_config(modality, [*o, *resume])),
             evaluate=lambda o: evaluate(compose_config(modality, o)),
             embed=lambda o: embed(compose_config(modality, o)),
             metric=metric,

@@ -4,8 +4,9 @@ It trains the same encoder with the same budget and seeds for every arm (method 
 efference, plus optional one-component ablations), evaluates each with the modality's
 protocol, adds the floors (a randomly initialised encoder and plain input features), and
 writes ``comparison.csv``, ``comparison.json`` and ``report.md`` (with plots when
-matplotlib is installed). Arms whose ``results.json`` exists are skipped, so an
-interrupted comparison resumes where it stopped.
+matplotlib is installed). Runs whose ``results.json`` exists are skipped and the CLIs train
+each arm with ``trainer.resume=auto``, so an interrupted comparison resumes where it
+stopped, mid-arm included.
 """
 
 from __future__ import annotations

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import torch
 
 from stec.compare import build_plan, mean_ci, summarise, write_summary
+from stec.engine.checkpoint import load_checkpoint
 from stec.report import write_report
 from stec_vision.cli import main
 from tests.cli.test_vision_cli import TINY
@@ -160,3 +162,24 @@ def test_old_results_still_summarise_without_tasks(tmp_path):
     assert not (tmp_path / "comparison_tasks.csv").exists()
     report = write_report(summary, tmp_path, "title", "cmd").read_text()
     assert "## Task" not in report and "Action probe" not in report
+
+
+def test_compare_resumes_an_interrupted_arm_and_never_retrains_a_trained_one(tmp_path, caplog):
+    args = ["compare", *TINY, "compare.methods=[simclr]", "compare.efference=[off]",
+            "compare.seeds=[0]", "compare.floors=[]", "compare.out=cmp", "evaluate.cs=[1.0]"]  # fmt: skip
+    run = tmp_path / "cmp/simclr-off/seed0"
+    # an arm stopped after 2 of its 3 steps (as a killed comparison leaves it)
+    pretrain = ["pretrain", *TINY, "method=simclr", "efference=off", "seed=0", f"run_dir={run}"]
+    assert main([*pretrain, "trainer.max_steps=2"]) == 0
+    caplog.set_level(logging.INFO)
+    assert main(args) == 0
+    assert "resumed from cmp/simclr-off/seed0/checkpoints/last.pt at step 2" in caplog.text
+    assert load_checkpoint(run / "checkpoints/last.pt")["step"] == 3
+    # a trained arm whose evaluation is asked again (its results.json removed, a dense
+    # evaluation added) is evaluated, not trained again
+    (run / "results.json").unlink()
+    caplog.clear()
+    assert main([*args, "evaluate.with_segmentation=true"]) == 0
+    assert "at step 3" in caplog.text and "starting fresh" not in caplog.text
+    results = json.loads((run / "results.json").read_text())
+    assert "segmentation" in results["tasks"]
