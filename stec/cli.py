@@ -403,9 +403,11 @@ def compare_command(
         # a pretraining arm continues from its own last checkpoint: a killed comparison
         # resumes mid-arm, and an arm whose evaluation is asked again (its results.json
         # removed) is evaluated without being trained again
-        resume = [] if any(o.startswith("trainer.resume=") for o in overrides) else [
-            "trainer.resume=auto"
-        ]
+        resume = (
+            []
+            if any(o.startswith("trainer.resume=") for o in overrides)
+            else ["trainer.resume=auto"]
+        )
         summary = run_plan(
             plan,
             c.out,
