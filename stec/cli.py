@@ -294,8 +294,10 @@ def pretrain_run(
         elif getattr(dataset, "bad_files", None):  # image datasets
             print(dataset.summary())
         if not trainer.stopped_early:
+            # a resume of a finished run trains no step: there is no loss to report
+            done = f"loss {last['loss']:.4f}" if "loss" in last else "already trained"
             print(
-                f"done: step {trainer.step}, loss {last.get('loss', float('nan')):.4f}; "
+                f"done: step {trainer.step}, {done}; "
                 f"encoder exported to {Path(cfg.run_dir) / 'export'}"
             )
     return trainer

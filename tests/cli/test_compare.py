@@ -164,7 +164,9 @@ def test_old_results_still_summarise_without_tasks(tmp_path):
     assert "## Task" not in report and "Action probe" not in report
 
 
-def test_compare_resumes_an_interrupted_arm_and_never_retrains_a_trained_one(tmp_path, caplog):
+def test_compare_resumes_an_interrupted_arm_and_never_retrains_a_trained_one(
+    tmp_path, caplog, capsys
+):
     args = ["compare", *TINY, "compare.methods=[simclr]", "compare.efference=[off]",
             "compare.seeds=[0]", "compare.floors=[]", "compare.out=cmp", "evaluate.cs=[1.0]"]  # fmt: skip
     run = tmp_path / "cmp/simclr-off/seed0"
@@ -179,7 +181,9 @@ def test_compare_resumes_an_interrupted_arm_and_never_retrains_a_trained_one(tmp
     # evaluation added) is evaluated, not trained again
     (run / "results.json").unlink()
     caplog.clear()
+    capsys.readouterr()
     assert main([*args, "evaluate.with_segmentation=true"]) == 0
     assert "at step 3" in caplog.text and "starting fresh" not in caplog.text
+    assert "done: step 3, already trained" in capsys.readouterr().out
     results = json.loads((run / "results.json").read_text())
     assert "segmentation" in results["tasks"]
