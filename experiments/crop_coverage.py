@@ -11,6 +11,7 @@ least half of the event's energy? Compares uniform offsets with energy-weighted 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 
 import torch
 
@@ -19,11 +20,12 @@ from stec_audio.demo import CLASSES, make_clip
 from stec_audio.frontend import LogMel, NormStats
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> dict[str, float]:
+    """Prints and returns, per offset rule, the share of crops holding half the event."""
     parser = argparse.ArgumentParser()
-    parser.add_argument("--clips", type=int, default=40)
-    parser.add_argument("--crops", type=int, default=64)
-    args = parser.parse_args()
+    parser.add_argument("--clips", type=int, default=40, help="clips per short-event class")
+    parser.add_argument("--crops", type=int, default=64, help="crops per clip")
+    args = parser.parse_args(argv)
     torch.manual_seed(0)
     logmel = LogMel()
     events = [i for i, (_, _, is_event) in enumerate(CLASSES) if is_event]
@@ -39,13 +41,12 @@ def main() -> None:
     power = torch.stack(energy)
     share_total = power.sum(1, keepdim=True)
     frames = 96
+    rates: dict[str, float] = {}
     for label, crop in (
-        ("uniform offsets", TimeCrop(frames, energy_weighted=False)),
-        (
-            "energy-weighted (shipped: uniform_mix 0.1)",
-            TimeCrop(frames, energy_weighted=True, norm_std=norm.std, uniform_mix=0.1),
-        ),
-    ):
+        ("uniform", TimeCrop(frames, energy_weighted=False)),
+        ("energy_weighted", TimeCrop(frames, energy_weighted=True, norm_std=norm.std,
+                                     uniform_mix=0.1)),
+    ):  # fmt: skip
         hits = []
         for _ in range(args.crops):
             _, params = crop(x)
@@ -53,8 +54,9 @@ def main() -> None:
             idx = start[:, None] + torch.arange(frames)
             inside = torch.gather(power, 1, idx.clamp_max(power.shape[1] - 1)).sum(1, keepdim=True)
             hits.append((inside / share_total).squeeze(1) >= 0.5)
-        rate = torch.stack(hits).float().mean().item()
-        print(f"{label:45s} crops holding >= 50% of the event: {rate:6.1%}")
+        rates[label] = torch.stack(hits).float().mean().item()
+        print(f"{label:16s} offsets: crops holding >= 50% of the event: {rates[label]:6.1%}")
+    return rates
 
 
 if __name__ == "__main__":
