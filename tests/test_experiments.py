@@ -35,10 +35,9 @@ def test_crop_coverage_finds_energy_weighted_crops_holding_the_event_more_often(
 
 
 def test_action_readability_reads_the_gain_from_the_views_and_returns_every_component():
-    readability = _script("action_readability").main(
-        ["--passes", "2", "--clips", "400", "augment.rrc.enabled=false",
-         "augment.mixup.enabled=false"]  # fmt: skip
-    )
+    views = ["--passes", "2", "--clips", "400"]
+    no_rrc_no_mixup = ["augment.rrc.enabled=false", "augment.mixup.enabled=false"]
+    readability = _script("action_readability").main([*views, *no_rrc_no_mixup])
     assert set(readability) == {"time_crop[0]", "pitch[0]", "gain[0]"}
     gain = readability["gain[0]"]
     assert set(gain) == {"majority", "linear_concat", "linear_diff", "mlp_concat"}
