@@ -48,6 +48,41 @@ def rank_entry(state: dict[str, Any], path: str | Path, rank: int, world: int) -
     return entries[rank]
 
 
+# What a run learns from: a resume under other values of these would continue one training
+# with the settings of another. The budget (epochs, max_steps), the loader, logging,
+# devices and everything evaluated afterwards may change.
+TRAINING_SECTIONS = ("method", "efference", "encoder", "augment", "frontend")
+TRAINING_KEYS = ("seed",) + tuple(
+    f"trainer.{key}"
+    for key in ("batch_size", "optimizer", "lr", "weight_decay", "momentum",
+                "trust_coefficient", "warmup_steps", "min_lr_ratio", "amp", "grad_clip",
+                "seed", "sync_batchnorm", "online_probe", "probe_lr")
+)  # fmt: skip
+
+
+def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def training_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """``"key: old -> new"`` for each setting that defines the training and differs between
+    a checkpoint's run config and this run's (keys absent from either side are skipped, so
+    runs without a recorded config compare equal)."""
+    old, new = _flat(saved), _flat(now)
+    changes = []
+    for key in sorted(old.keys() & new.keys()):
+        defines = key in TRAINING_KEYS or key.split(".", 1)[0] in TRAINING_SECTIONS
+        if defines and old[key] != new[key]:
+            changes.append(f"{key}: {old[key]!r} -> {new[key]!r}")
+    return changes
+
+
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """Write ``state`` atomically (temporary file, fsync, rename)."""
     path = Path(path)

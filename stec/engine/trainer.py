@@ -37,6 +37,7 @@ from stec.engine.checkpoint import (
     load_module_state,
     rank_entry,
     save_checkpoint,
+    training_changes,
 )
 from stec.engine.export import export_backbone
 from stec.engine.finite import NonFiniteLossError, NonFiniteWatch
@@ -246,6 +247,14 @@ class Trainer:
             log.info("trainer.resume=auto: no checkpoint at %s, starting fresh", path)
             return
         state = load_checkpoint(path)
+        changes = training_changes(state.get("config") or {}, self.run_config)
+        if changes:
+            raise CheckpointError(
+                f"checkpoint {path} was trained with other settings than this run: "
+                f"{'; '.join(changes)}. Resume with the checkpoint's settings (only the "
+                f"budget, the loader, logging and the evaluation may change), or train into "
+                f"a new run_dir"
+            )
         mine = rank_entry(state, path, self.rank, self.world)
         load_module_state(self.method, state["model"], path, "model")
         if self.augmenter is not None and mine.get("augmenter") is not None:

@@ -79,7 +79,7 @@ def test_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     assert not (tmp_path / "run/export").exists()
 
 
-def make_trainer(run_dir, lr=1e-3, **overrides):
+def make_trainer(run_dir, lr=1e-3, run_config=None, **overrides):
     torch.manual_seed(0)
     aug = toy_augmenter()
     method = build_method(
@@ -94,7 +94,9 @@ def make_trainer(run_dir, lr=1e-3, **overrides):
     cfg = TrainerConfig(
         epochs=2, batch_size=16, lr=lr, checkpoint_every=3, progress=False, **overrides
     )
-    return Trainer(method, ToySignals(n=64), cfg, run_dir, augmenter=aug, num_classes=4)
+    return Trainer(
+        method, ToySignals(n=64), cfg, run_dir, augmenter=aug, num_classes=4, run_config=run_config
+    )
 
 
 @pytest.mark.parametrize("bad_step", [5, 6])
@@ -267,3 +269,33 @@ def test_resume_with_a_longer_budget_follows_the_new_schedule(tmp_path):
     rows = read_metrics(tmp_path)
     lrs = {int(r["step"]): r["lr"] for r in rows}
     assert max(lrs) == 8 and lrs[4] > 0  # not stuck at the end of the 3-step schedule
+
+
+def test_resume_refuses_a_checkpoint_trained_with_other_settings(tmp_path):
+    settings = {
+        "method": {"name": "simclr", "temperature": 0.2},
+        "augment": {"rrc": {"enabled": True}},
+        "trainer": {"lr": 1e-3, "epochs": 2, "num_workers": 0},
+        "evaluate": {"cs": [1.0]},
+        "seed": 0,
+    }
+    make_trainer(tmp_path, max_steps=3, run_config=settings).fit()
+    # the budget, how the run is driven and what is evaluated afterwards may change
+    relaxed = {**settings, "trainer": {"lr": 1e-3, "epochs": 4, "num_workers": 2},
+               "evaluate": {"cs": [0.1, 1.0]}}  # fmt: skip
+    longer = make_trainer(tmp_path, max_steps=5, resume="auto", run_config=relaxed)
+    longer.fit()
+    assert longer.step == 5
+    # what is learned may not: the refusal names every changed key, old and new value
+    changed = {**relaxed, "method": {"name": "simclr", "temperature": 0.5},
+               "augment": {"rrc": {"enabled": False}}, "trainer": {"lr": 1e-2, "epochs": 4},
+               "seed": 1}  # fmt: skip
+    with pytest.raises(CheckpointError) as refused:
+        make_trainer(tmp_path, max_steps=8, resume="auto", run_config=changed).fit()
+    message = str(refused.value)
+    for change in ("augment.rrc.enabled: True -> False", "method.temperature: 0.2 -> 0.5",
+                   "seed: 0 -> 1", "trainer.lr: 0.001 -> 0.01"):  # fmt: skip
+        assert change in message
+    assert "evaluate" not in message and "num_workers" not in message
+    assert "new run_dir" in message
+    assert load_checkpoint(tmp_path / "checkpoints/last.pt")["step"] == 5
