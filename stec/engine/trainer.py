@@ -252,8 +252,8 @@ class Trainer:
             raise CheckpointError(
                 f"checkpoint {path} was trained with other settings than this run: "
                 f"{'; '.join(changes)}. Resume with the checkpoint's settings (only the "
-                f"budget, the loader, logging and the evaluation may change), or train into "
-                f"a new run_dir"
+                f"budget, the loader, logging and the evaluation may change), or start a "
+                f"fresh run without trainer.resume in a new run_dir"
             )
         mine = rank_entry(state, path, self.rank, self.world)
         load_module_state(self.method, state["model"], path, "model")
