@@ -187,3 +187,10 @@ def test_compare_resumes_an_interrupted_arm_and_never_retrains_a_trained_one(
     assert "done: step 3, already trained" in capsys.readouterr().out
     results = json.loads((run / "results.json").read_text())
     assert "segmentation" in results["tasks"]
+    # a changed training setting is not mixed into the finished arm: the resume refuses it
+    (run / "results.json").unlink()
+    capsys.readouterr()
+    assert main([*args, "trainer.lr=0.01"]) != 0
+    error = capsys.readouterr().err
+    assert "trainer.lr: 0.001 -> 0.01" in error and "new run_dir" in error
+    assert load_checkpoint(run / "checkpoints/last.pt")["step"] == 3
