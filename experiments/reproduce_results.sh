@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Reproduces docs/RESULTS.md from scratch on a CPU machine (no download): 3-seed
 # comparisons with floors on the two built-in sound sets and the demo shapes, then copies
-# their tables and plots into docs/results/. About 3.5 hours on 2 cores (a SimCLR arm takes
-# 5-7 minutes, its sound event detection 3 more); each compare skips the runs already
-# done and resumes an arm from its last checkpoint, so an interrupted run continues where
-# it stopped. Add byol to compare.methods for the BYOL arms (about 10 minutes each).
+# their tables and plots into docs/results/. About 4.5 hours on 2 cores (a SimCLR arm takes
+# 5-7 minutes, its sound event detection 3 more, a BYOL arm 10); each compare skips the
+# runs already done and resumes an arm from its last checkpoint, so an interrupted run
+# continues where it stopped.
 #
 #   bash experiments/reproduce_results.sh [WORK_DIR]
 set -euo pipefail
@@ -17,6 +17,8 @@ quiet=(trainer.progress=false)
 # and sound event detection (frame and event F1) of the same arms
 stec-audio compare compare.methods=[simclr] evaluate.with_sed=true compare.out=audio \
     "${quiet[@]}"
+# BYOL instead of SimCLR (the floors are those of the first comparison)
+stec-audio compare compare.methods=[byol] compare.floors=[] compare.out=audio_byol "${quiet[@]}"
 # the same defaults confirmed on the second built-in set (instrument phrases in rooms)
 stec-audio compare data=notes compare.methods=[simclr] compare.out=notes "${quiet[@]}"
 # a pitch shift of up to 12 semitones among the actions: what invariance costs, what the
@@ -34,7 +36,7 @@ stec-vision compare trainer.epochs=8 compare.methods=[simclr] evaluate.with_segm
 # the same at the default budget (30 epochs)
 stec-vision compare compare.methods=[simclr] evaluate.with_segmentation=true \
     compare.out=vision_dense30 "${quiet[@]}"
-for name in audio notes audio_pitch audio_pitch_readable vision vision_dense vision_dense30; do
+for name in audio audio_byol notes audio_pitch audio_pitch_readable vision vision_dense vision_dense30; do
     mkdir -p "$repo/docs/results/$name"
     cp "$name"/comparison*.csv "$name"/comparison.json "$name"/report.md "$name"/*.png \
         "$repo/docs/results/$name/"
