@@ -8,7 +8,6 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-import torch
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
@@ -20,11 +19,7 @@ def _script(name: str) -> ModuleType:
     return module
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("STEC_CACHE", str(tmp_path / "cache"))
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("isolated")
 
 
 def test_crop_coverage_finds_energy_weighted_crops_holding_the_event_more_often():

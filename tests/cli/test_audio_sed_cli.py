@@ -24,11 +24,7 @@ FAST = ["trainer.progress=false", "trainer.num_workers=0", "data.prepared=prep"]
 TONES = {"beep": 1000.0, "whistle": 3000.0}
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("STEC_CACHE", str(tmp_path / "cache"))
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("isolated")
 
 
 def planted_corpus(root, n_clips=20, seconds=2.0):

@@ -6,7 +6,6 @@ import json
 import logging
 
 import pytest
-import torch
 
 from stec.compare import build_plan, mean_ci, summarise, write_summary
 from stec.engine.checkpoint import load_checkpoint
@@ -14,12 +13,7 @@ from stec.report import write_report
 from stec_vision.cli import main
 from tests.cli.test_vision_cli import TINY
 
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("STEC_CACHE", str(tmp_path / "cache"))
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("isolated")
 
 
 def test_plan_pairs_every_efference_arm_with_its_baseline():

@@ -9,7 +9,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from PIL import Image
 
 from stec.cli import compose_config
@@ -17,12 +16,7 @@ from stec_vision import cli
 from stec_vision.datasets import ArrayImageDataset, JoinedDataset, item_ids
 from tests.cli.test_vision_cli import TINY, write_cifar10
 
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("STEC_CACHE", str(tmp_path / "cache"))
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("isolated")
 
 
 def _tree(root, sizes=((20, 24), (30, 18))):
