@@ -396,20 +396,19 @@ def compare_command(
         )
         # what each arm sets itself is dropped from the shared overrides (the arms choose
         # method and efference; compare.methods / compare.efference say which)
-        per_arm = ("compare.", "run_dir=", "seed=", "checkpoint=", "out=", "method=", "efference=")
+        per_arm = (
+            "compare.", "run_dir=", "seed=", "checkpoint=", "out=", "method=", "efference=",
+            "trainer.resume=",
+        )  # fmt: skip
         dropped = [o for o in overrides if o.startswith(per_arm) and not o.startswith("compare.")]
         if dropped:
             print(f"compare: ignoring {dropped}; each arm sets these itself")
         # every arm is also evaluated with the modality's extra reports (e.g. the action probe)
         common = [*evaluate_overrides, *(o for o in overrides if not o.startswith(per_arm))]
-        # a pretraining arm continues from its own last checkpoint: a killed comparison
-        # resumes mid-arm, and an arm whose evaluation is asked again (its results.json
-        # removed) is evaluated without being trained again
-        resume = (
-            []
-            if any(o.startswith("trainer.resume=") for o in overrides)
-            else ["trainer.resume=auto"]
-        )
+        # a pretraining arm continues from its own last checkpoint (never from one path
+        # given to all arms): a killed comparison resumes mid-arm, and an arm whose
+        # evaluation is asked again (its results.json removed) is not trained again
+        resume = ["trainer.resume=auto"]
         summary = run_plan(
             plan,
             c.out,

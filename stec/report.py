@@ -268,7 +268,8 @@ def write_report(summary: dict[str, Any], out_dir: str | Path, title: str, comma
             "## The inverse model in training",
             "",
             "Batch accuracy of each arm's own inverse model over the last 20% of training "
-            "(mean over seeds); in brackets, the accuracy of guessing the class seen most often in training before each batch.",
+            "(mean over seeds); in brackets, the accuracy of guessing the class seen most "
+            "often in training before each batch.",
             "",
             table,
             "",

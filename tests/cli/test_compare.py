@@ -168,7 +168,10 @@ def test_compare_resumes_an_interrupted_arm_and_never_retrains_a_trained_one(
     pretrain = ["pretrain", *TINY, "method=simclr", "efference=off", "seed=0", f"run_dir={run}"]
     assert main([*pretrain, "trainer.max_steps=2"]) == 0
     caplog.set_level(logging.INFO)
-    assert main(args) == 0
+    capsys.readouterr()
+    # each arm resumes from its own checkpoint: a path given to all arms is ignored
+    assert main([*args, "trainer.resume=elsewhere.pt"]) == 0
+    assert "ignoring ['trainer.resume=elsewhere.pt']" in capsys.readouterr().out
     assert "resumed from cmp/simclr-off/seed0/checkpoints/last.pt at step 2" in caplog.text
     assert load_checkpoint(run / "checkpoints/last.pt")["step"] == 3
     # a trained arm whose evaluation is asked again (its results.json removed, a dense
