@@ -7,12 +7,15 @@ import json
 import shutil
 
 import numpy as np
+import pytest
 
 from stec_audio.cli import main
 from stec_audio.frontend import NormStats
 from tests.audio_data.conftest import make_esc50
 from tests.audio_data.test_audioset import short_wav, write_labels, write_segments
-from tests.cli.test_audio_cli import TINY, _isolated  # noqa: F401 - the autouse fixture
+from tests.cli.test_audio_cli import TINY
+
+pytestmark = pytest.mark.usefixtures("isolated")
 
 
 def _random_floor(tmp_path, folder, *args) -> dict:
