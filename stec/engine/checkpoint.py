@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,39 +49,78 @@ def rank_entry(state: dict[str, Any], path: str | Path, rank: int, world: int) -
     return entries[rank]
 
 
-# What a run learns from: a resume under other values of these would continue one training
-# with the settings of another. The budget (epochs, max_steps), the loader, logging,
-# devices and everything evaluated afterwards may change.
-TRAINING_SECTIONS = ("method", "efference", "encoder", "augment", "frontend")
-TRAINING_KEYS = ("seed",) + tuple(
-    f"trainer.{key}"
-    for key in ("batch_size", "optimizer", "lr", "weight_decay", "momentum",
-                "trust_coefficient", "warmup_steps", "min_lr_ratio", "amp", "grad_clip",
-                "seed", "sync_batchnorm", "online_probe", "probe_lr")
+# The resume check compares a checkpoint's whole run config with this run's, added and
+# removed keys included, except for the keys below (a key covers everything under it).
+# RESULT_NEUTRAL never changes what a run produces: where it runs and writes, how its data
+# is fed, held and logged. A comparison reuses an arm's results only when everything else
+# is the same (stec.compare).
+RESULT_NEUTRAL = (
+    "run_dir", "checkpoint", "out", "compare",
+    "trainer.resume", "trainer.device", "trainer.compile", "trainer.progress",
+    "trainer.num_workers", "trainer.persistent_workers", "trainer.prefetch_factor",
+    "trainer.pin_memory", "trainer.log_every", "trainer.checkpoint_every",
+    "data.root", "data.prepared", "data.cache", "data.in_memory", "data.max_bad_fraction",
+    "evaluate.device", "evaluate.embed_batch_size",
+)  # fmt: skip
+# RESUMABLE may also change on a resume: the budget (a longer run continues, its schedule
+# follows the new budget) and what only the evaluation reads (other commands' keys, the
+# probes, the evaluation split and label sets).
+RESUMABLE = RESULT_NEUTRAL + (
+    "trainer.epochs", "trainer.max_steps",
+    "task", "frames", "format", "evaluate", "segmentation",
+    "data.labels", "data.strong_labels", "data.test_split", "data.eval_resize",
+    "data.eval_segments",
 )  # fmt: skip
 
 
-def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
+def _covered(key: str, keys: Sequence[str]) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in keys)
+
+
+def settings_of(config: dict[str, Any], ignore: Sequence[str] = RESULT_NEUTRAL) -> dict[str, Any]:
+    """``config`` without the keys in ``ignore`` (nested dicts kept nested)."""
+
+    def keep(node: dict[str, Any], prefix: str) -> dict[str, Any]:
+        out = {}
+        for key, value in node.items():
+            path = f"{prefix}{key}"
+            if _covered(path, ignore):
+                continue
+            out[key] = keep(value, path + ".") if isinstance(value, dict) else value
+        return out
+
+    return keep(config, "")
+
+
+def setting_changes(
+    old: dict[str, Any], new: dict[str, Any], ignore: Sequence[str] = RESUMABLE
+) -> list[str]:
+    """Every difference between two run configs outside ``ignore``, as ``"key: old -> new"``,
+    ``"key: added (value)"`` or ``"key: removed (was value)"``, sorted by key."""
+    changes: list[str] = []
+
+    def walk(a: dict[str, Any], b: dict[str, Any], prefix: str) -> None:
+        for key in sorted(set(a) | set(b), key=str):
+            path = f"{prefix}{key}"
+            if _covered(path, ignore):
+                continue
+            if key not in b:
+                changes.append(f"{path}: removed (was {a[key]!r})")
+            elif key not in a:
+                changes.append(f"{path}: added ({b[key]!r})")
+            elif isinstance(a[key], dict) and isinstance(b[key], dict):
+                walk(a[key], b[key], path + ".")
+            elif a[key] != b[key]:
+                changes.append(f"{path}: {a[key]!r} -> {b[key]!r}")
+
+    walk(old, new, "")
+    return changes
 
 
 def training_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    """``"key: old -> new"`` for each setting that defines the training and differs between
-    a checkpoint's run config and this run's (keys absent from either side are skipped, so
-    runs without a recorded config compare equal)."""
-    old, new = _flat(saved), _flat(now)
-    changes = []
-    for key in sorted(old.keys() & new.keys()):
-        defines = key in TRAINING_KEYS or key.split(".", 1)[0] in TRAINING_SECTIONS
-        if defines and old[key] != new[key]:
-            changes.append(f"{key}: {old[key]!r} -> {new[key]!r}")
-    return changes
+    """The differences between a checkpoint's run config and this run's that a resume may
+    not have: everything but :data:`RESUMABLE` (see :func:`setting_changes`)."""
+    return setting_changes(saved, now, RESUMABLE)
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:

@@ -4,7 +4,7 @@
 :class:`~stec.methods.SSLMethod`. The dataset yields either raw items ``(x, label, index)``
 that a batched, on-device ``augmenter`` turns into ``(view_a, view_b, params_a,
 params_b)``, or those four (plus an optional label) directly. Everything a run makes lands
-in ``run_dir``: ``config.yaml``, ``metrics.csv``, ``checkpoints/last.pt`` and
+in ``run_dir``: ``config.json``, ``metrics.csv``, ``checkpoints/last.pt`` and
 ``export/`` (the backbone for downstream use).
 
 Under ``torchrun`` every rank draws its own augmentations from streams seeded by
@@ -22,7 +22,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +131,9 @@ class Trainer:
         self.device = resolve_device(config.device)
         self.method = method.to(self.device)
         self.augmenter = augmenter.to(self.device) if augmenter is not None else None
-        self.run_config = run_config or {}
+        # what the checkpoint records and a resume compares: the caller's run config with
+        # the trainer settings actually used (they win over its own "trainer" section)
+        self.run_config = {**(run_config or {}), "trainer": asdict(config)}
         self.export_meta = export_meta or {}
         self.is_main = distributed.is_main()
         self.rank, self.world = distributed.rank(), distributed.world_size()
@@ -251,9 +253,10 @@ class Trainer:
         if changes:
             raise CheckpointError(
                 f"checkpoint {path} was trained with other settings than this run: "
-                f"{'; '.join(changes)}. Resume with the checkpoint's settings (only the "
-                f"budget, the loader, logging and the evaluation may change), or start a "
-                f"fresh run without trainer.resume in a new run_dir"
+                f"{'; '.join(changes)}. Resume with the checkpoint's settings (a resume may "
+                f"change only the budget, the loader, logging, devices, where the data lies "
+                f"and the evaluation: docs/training.md), or start afresh: train into a new "
+                f"run_dir without trainer.resume"
             )
         mine = rank_entry(state, path, self.rank, self.world)
         load_module_state(self.method, state["model"], path, "model")
