@@ -417,6 +417,7 @@ def compare_command(
             evaluate=lambda o: evaluate(compose_config(modality, o)),
             embed=lambda o: embed(compose_config(modality, o)),
             metric=metric,
+            resolve=lambda o: plain(compose_config(modality, o)),
         )
         command = " ".join([f"stec-{modality}", "compare", *overrides])
         report = write_report(summary, c.out, title, command)

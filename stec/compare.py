@@ -4,20 +4,27 @@ It trains the same encoder with the same budget and seeds for every arm (method 
 efference, plus optional one-component ablations), evaluates each with the modality's
 protocol, adds the floors (a randomly initialised encoder and plain input features), and
 writes ``comparison.csv``, ``comparison.json`` and ``report.md`` (with plots when
-matplotlib is installed). Runs whose ``results.json`` exists are skipped and the CLIs train
-each arm with ``trainer.resume=auto``, so an interrupted comparison resumes where it
-stopped, mid-arm included.
+matplotlib is installed). Each run keeps the settings its results were made with
+(``settings.json`` beside ``results.json``: its resolved config without the keys that never
+change a result); a rerun reuses the results of a run whose settings are the same and
+evaluates the others again. The CLIs train each arm with ``trainer.resume=auto``, so an
+interrupted comparison resumes where it stopped, mid-arm included, and a comparison whose
+pretraining arms were trained with other settings is refused before anything runs.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from stec.engine.checkpoint import setting_changes, settings_of, training_changes
+from stec.errors import ConfigError
 
 # two-sided 95% Student-t quantiles by degrees of freedom (scipy is not a dependency)
 T95 = {
@@ -85,6 +92,9 @@ def build_plan(
     return plan
 
 
+SETTINGS = "settings.json"
+
+
 def run_plan(
     plan: Plan,
     out_dir: str | Path,
@@ -94,28 +104,91 @@ def run_plan(
     metric: str,
     log: Callable[[str], None] = print,
     embed: Callable[[list[str]], None] | None = None,
+    resolve: Callable[[list[str]], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Run every (arm, seed) not done yet, then summarise. ``train``/``evaluate`` take the
-    Hydra overrides of one run; ``metric`` names the key read from ``results.json``."""
+    """Run every (arm, seed) whose results are missing or were made with other settings,
+    then summarise. ``train``/``evaluate`` take the Hydra overrides of one run; ``metric``
+    names the key read from ``results.json``.
+
+    ``resolve`` maps a run's overrides to its resolved config. A run's settings are that
+    config without :data:`~stec.engine.checkpoint.RESULT_NEUTRAL` (paths, loader, logging,
+    devices), or its overrides when there is no ``resolve``; they are written to
+    ``settings.json`` beside ``results.json``, and results are reused only under the same
+    settings. With ``resolve``, a pretraining arm whose checkpoint was trained with other
+    settings than a resume allows (:func:`~stec.engine.checkpoint.training_changes`) stops
+    the comparison before any run starts, with a :class:`~stec.errors.ConfigError` naming
+    every such arm and changed key.
+    """
     out_dir = Path(out_dir)
+    runs = []
     for arm in plan.arms:
         for seed in plan.seeds:
             run_dir = out_dir / arm.name / f"seed{seed}"
-            results = run_dir / "results.json"
-            if results.exists():
-                log(f"[skip] {arm.name} seed {seed}: {results} exists")
-                continue
-            run = [*common, *arm.overrides, f"seed={seed}", f"run_dir={run_dir}"]
-            checkpoint = str(run_dir) if arm.kind == "pretrain" else arm.checkpoint
-            log(f"[{'train' if arm.kind == 'pretrain' else 'floor'}] {arm.name} seed {seed}")
-            if arm.kind == "pretrain":
-                train(run)
-            if embed is not None and seed == plan.seeds[0]:  # for the 2-D maps of the report
-                embed([*run, f"checkpoint={checkpoint}", f"out={run_dir / 'embeddings.npy'}"])
-            evaluate([*run, f"checkpoint={checkpoint}", f"out={results}"])
+            overrides = [*common, *arm.overrides, f"seed={seed}", f"run_dir={run_dir}"]
+            config = _plain_json(resolve(overrides)) if resolve is not None else None
+            runs.append((arm, seed, run_dir, overrides, config))
+    _refuse_other_training(runs, out_dir)
+    for arm, seed, run_dir, run, config in runs:
+        results = run_dir / "results.json"
+        wanted = settings_of(config) if config is not None else {"overrides": run[:-1]}
+        stored = _read_json(run_dir / SETTINGS)
+        if results.exists() and stored == wanted:
+            log(f"[skip] {arm.name} seed {seed}: {results} exists, made with these settings")
+            continue
+        if results.exists():
+            changed = setting_changes(stored or {}, wanted, ()) if stored else ["not recorded"]
+            log(f"[again] {arm.name} seed {seed}: its results were made with other settings "
+                f"({'; '.join(changed[:5])}{'; ...' if len(changed) > 5 else ''})")  # fmt: skip
+        checkpoint = str(run_dir) if arm.kind == "pretrain" else arm.checkpoint
+        log(f"[{'train' if arm.kind == 'pretrain' else 'floor'}] {arm.name} seed {seed}")
+        if arm.kind == "pretrain":
+            train(run)
+        if embed is not None and seed == plan.seeds[0]:  # for the 2-D maps of the report
+            embed([*run, f"checkpoint={checkpoint}", f"out={run_dir / 'embeddings.npy'}"])
+        evaluate([*run, f"checkpoint={checkpoint}", f"out={results}"])
+        _write_json(run_dir / SETTINGS, wanted)
     summary = summarise(plan, out_dir, metric)
     write_summary(summary, out_dir)
     return summary
+
+
+def _refuse_other_training(runs: list, out_dir: Path) -> None:
+    """Stop before any run if a pretraining arm's checkpoint was trained with settings a
+    resume would refuse: mixing them into this comparison would compare other trainings."""
+    refused = []
+    for arm, seed, run_dir, _, config in runs:
+        trained = _read_json(run_dir / "config.json")
+        if arm.kind != "pretrain" or config is None or trained is None:
+            continue
+        if not (run_dir / "checkpoints" / "last.pt").exists():
+            continue
+        changes = training_changes(trained, config)
+        if changes:
+            refused.append(f"{arm.name} seed {seed} ({'; '.join(changes)})")
+    if refused:
+        raise ConfigError(
+            f"the comparison in {out_dir} holds arms trained with other settings than these: "
+            f"{', '.join(refused)}. Use a new compare.out for these settings (or delete those "
+            f"arms' folders to train them again)"
+        )
+
+
+def _plain_json(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples as lists, keys as text)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json(path: Path, value: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value, indent=2, sort_keys=True))
+    os.replace(tmp, path)
 
 
 def mean_ci(values: Sequence[float]) -> tuple[float, float, float]:

@@ -56,7 +56,7 @@ def rank_entry(state: dict[str, Any], path: str | Path, rank: int, world: int) -
 # is the same (stec.compare).
 RESULT_NEUTRAL = (
     "run_dir", "checkpoint", "out", "compare",
-    "trainer.resume", "trainer.device", "trainer.compile", "trainer.progress",
+    "trainer.resume", "trainer.overwrite", "trainer.device", "trainer.compile", "trainer.progress",
     "trainer.num_workers", "trainer.persistent_workers", "trainer.prefetch_factor",
     "trainer.pin_memory", "trainer.log_every", "trainer.checkpoint_every",
     "data.root", "data.prepared", "data.cache", "data.in_memory", "data.max_bad_fraction",

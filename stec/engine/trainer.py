@@ -258,6 +258,13 @@ class Trainer:
                 f"and the evaluation: docs/training.md), or start afresh: train into a new "
                 f"run_dir without trainer.resume"
             )
+        if state["step"] > self.total_steps:  # its weights would be sold as this budget's
+            raise CheckpointError(
+                f"checkpoint {path} is at step {state['step']}, past this run's budget of "
+                f"{self.total_steps} steps (trainer.epochs={self.cfg.epochs}, "
+                f"trainer.max_steps={self.cfg.max_steps}): resume with at least its budget, or "
+                f"start afresh: train into a new run_dir without trainer.resume"
+            )
         mine = rank_entry(state, path, self.rank, self.world)
         load_module_state(self.method, state["model"], path, "model")
         if self.augmenter is not None and mine.get("augmenter") is not None:

@@ -184,10 +184,45 @@ def test_compare_resumes_an_interrupted_arm_and_never_retrains_a_trained_one(
     assert "done: step 3, already trained" in capsys.readouterr().out
     results = json.loads((run / "results.json").read_text())
     assert "segmentation" in results["tasks"]
-    # a changed training setting is not mixed into the finished arm: the resume refuses it
+    # a changed training setting is not mixed into the finished arm: it is refused
     (run / "results.json").unlink()
     capsys.readouterr()
-    assert main([*args, "trainer.lr=0.01"]) != 0
+    assert main([*args, "trainer.lr=0.01"]) == 2
     error = capsys.readouterr().err
-    assert "trainer.lr: 0.001 -> 0.01" in error and "new run_dir" in error
+    assert "trainer.lr: 0.001 -> 0.01" in error and "Use a new compare.out" in error
     assert load_checkpoint(run / "checkpoints/last.pt")["step"] == 3
+
+
+def test_compare_reuses_results_only_when_their_settings_are_the_same(tmp_path, capsys):
+    args = ["compare", *TINY, "compare.methods=[simclr]", "compare.efference=[off]",
+            "compare.seeds=[0]", "compare.floors=[random]", "compare.out=cmp",
+            "evaluate.cs=[1.0]", "evaluate.knn_k=5"]  # fmt: skip
+    arm, floor = tmp_path / "cmp/simclr-off/seed0", tmp_path / "cmp/floor-random/seed0"
+    assert main(args) == 0
+    for run in (arm, floor):
+        settings = json.loads((run / "settings.json").read_text())
+        assert settings["evaluate"]["knn_k"] == 5 and settings["seed"] == 0
+        assert "run_dir" not in settings and "num_workers" not in settings["trainer"]
+    made = {run: (run / "results.json").stat().st_mtime_ns for run in (arm, floor)}
+    # the same settings (another loader or device counts as the same): reused
+    capsys.readouterr()
+    assert main([*args, "trainer.num_workers=1"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("[skip]") == 2 and "[train]" not in out
+    assert all((run / "results.json").stat().st_mtime_ns == t for run, t in made.items())
+    # another shared evaluation setting: every run is evaluated again, the floor too, and
+    # the finished arm is not trained again
+    assert main([*args[:-1], "evaluate.knn_k=3"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("[again]") == 2 and "evaluate.knn_k: 5 -> 3" in out
+    assert "done: step 3, already trained" in out
+    for run in (arm, floor):
+        assert json.loads((run / "settings.json").read_text())["evaluate"]["knn_k"] == 3
+        assert (run / "results.json").stat().st_mtime_ns != made[run]
+    # another training setting: refused before any run, the floor's results kept
+    floor_results = (floor / "results.json").read_text()
+    assert main([*args[:-1], "evaluate.knn_k=3", "method.temperature=0.3"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "simclr-off seed 0 (method.temperature: " in error
+    assert "Use a new compare.out" in error
+    assert (floor / "results.json").read_text() == floor_results

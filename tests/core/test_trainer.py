@@ -271,6 +271,16 @@ def test_resume_with_a_longer_budget_follows_the_new_schedule(tmp_path):
     assert max(lrs) == 8 and lrs[4] > 0  # not stuck at the end of the 3-step schedule
 
 
+def test_resume_refuses_a_checkpoint_past_the_budget(tmp_path):
+    # its weights would otherwise be exported as those of the shorter run
+    make_trainer(tmp_path, max_steps=5).fit()
+    with pytest.raises(CheckpointError, match=r"at step 5, past this run's budget of 3 steps"):
+        make_trainer(tmp_path, max_steps=3, resume="auto").fit()
+    finished = make_trainer(tmp_path, max_steps=5, resume="auto")
+    finished.fit()  # the same budget again: already trained
+    assert finished.step == 5
+
+
 def test_resume_refuses_a_checkpoint_trained_with_other_settings(tmp_path):
     settings = {
         "method": {"name": "simclr", "temperature": 0.2},
