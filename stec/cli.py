@@ -20,7 +20,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from stec.distributed import is_main
+from stec.distributed import barrier, init_from_env, is_main
 from stec.engine.checkpoint import CheckpointError
 from stec.engine.trainer import NonFiniteLossError, Trainer, TrainerConfig
 from stec.errors import ConfigError, UserError, user_input
@@ -226,6 +226,60 @@ def check_pretrain_config(cfg: DictConfig) -> None:
     choose("method.norm", cfg.method.get("norm", "batch"), ("batch", "layer", "none"))
 
 
+#: What a pretraining leaves in its run_dir: any of these means the folder holds a run
+#: (finished, or killed after its first log or checkpoint).
+RUN_MARKS = (
+    "checkpoints/last.pt",
+    "metrics.csv",
+    "export/encoder.safetensors",
+    "export/encoder.json",
+)
+#: What ``trainer.overwrite=true`` removes first, so that nothing in the folder (an
+#: evaluation's results.json, TensorBoard curves) describes the replaced run. Other files stay.
+RUN_OUTPUTS = (
+    "checkpoints", "export", "metrics.csv", "config.json", "tensorboard", "results.json",
+    "sed", "segmentation",
+)  # fmt: skip
+
+
+def begin_pretrain(cfg: DictConfig) -> None:
+    """What both CLIs' ``pretrain`` do before reading any data: check the method, trainer
+    and efference settings, refuse a ``run_dir`` that holds a run unless told how to go
+    on, join ``torchrun``'s process group and, with ``trainer.overwrite=true``, remove
+    the earlier run's outputs (rank 0, the others waiting)."""
+    check_pretrain_config(cfg)
+    run_dir, resume = Path(cfg.run_dir), str(cfg.trainer.resume)
+    overwrite = bool(cfg.trainer.get("overwrite", False))
+    if resume and overwrite:
+        raise ConfigError(
+            f"trainer.resume={resume} continues the run in run_dir={cfg.run_dir} and "
+            "trainer.overwrite=true replaces it: set one of them"
+        )
+    held = [mark for mark in RUN_MARKS if (run_dir / mark).exists()]
+    if held and not resume and not overwrite:
+        raise ConfigError(
+            f"run_dir={cfg.run_dir} already holds a run ({', '.join(held)}); continue it with "
+            "trainer.resume=auto, or start afresh in a new run_dir=... (or replace it with "
+            "trainer.overwrite=true)"
+        )
+    init_from_env()
+    if held and overwrite:
+        if is_main():
+            for name in RUN_OUTPUTS:
+                _remove(run_dir / name)
+            log.info("trainer.overwrite=true: removed the earlier run in %s", run_dir)
+        barrier()
+
+
+def _remove(path: Path) -> None:
+    import shutil
+
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
 def build_method_from_config(
     cfg: DictConfig, backbone, feature_dim: int, action_space
 ) -> SSLMethod:
@@ -245,6 +299,7 @@ def build_method_from_config(
         inverse_input=e["inverse_input"],
         action_embed_dim=e["action_embed_dim"],
         component_weights=e.get("component_weights"),
+        equivariant_dims=e.get("equivariant_dims", 0),
         **m,
     )
     return build_method(name, backbone, feature_dim, **kwargs)

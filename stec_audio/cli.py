@@ -23,14 +23,14 @@ from omegaconf import DictConfig
 
 from stec import TwoViews
 from stec.cli import (
-    check_pretrain_config,
+    begin_pretrain,
     compare_command,
     pretrain_run,
     results_path,
     run_cli,
     save_embeddings,
 )
-from stec.distributed import init_from_env, is_main
+from stec.distributed import is_main
 from stec.engine.trainer import resolve_device
 from stec.errors import user_input
 from stec.evaluation import (
@@ -75,10 +75,9 @@ def prepare(cfg: DictConfig) -> None:
 
 
 def pretrain(cfg: DictConfig) -> None:
-    check_pretrain_config(cfg)
     with user_input("augment"):  # the augmentations too, before any audio is decoded
         build_audio_pipeline(app.pipeline_config(cfg, NormStats(0.0, 1.0)))
-    init_from_env()
+    begin_pretrain(cfg)
     index = app.build_index(cfg)
     dataset = app.clip_dataset(cfg, index)
     run_stats = Path(cfg.run_dir) / app.STATS_FILE

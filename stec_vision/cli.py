@@ -23,14 +23,13 @@ from torch.utils.data import DataLoader
 
 from stec.cli import (
     FLOORS,
-    check_pretrain_config,
+    begin_pretrain,
     compare_command,
     pretrain_run,
     results_path,
     run_cli,
     save_embeddings,
 )
-from stec.distributed import init_from_env
 from stec.engine.trainer import resolve_device
 from stec.errors import ConfigError, DataError, user_input
 from stec.evaluation import (
@@ -102,13 +101,12 @@ def encoder_from_config(cfg: DictConfig) -> tuple[torch.nn.Module, int]:
 
 
 def pretrain(cfg: DictConfig) -> None:
-    check_pretrain_config(cfg)
-    init_from_env()
-    train = dataset(cfg, cfg.data.get("pretrain_split", cfg.data.train_split), train=True)
     overrides = OmegaConf.to_container(cfg.augment, resolve=True) or None
     canvas = _loading(cfg, train=True)["canvas"] > 0
-    with user_input("augment", "data.preset"):
+    with user_input("augment", "data.preset"):  # before any image is read
         augmenter = build_two_views(cfg.data.preset, int(cfg.data.size), overrides, canvas=canvas)
+    begin_pretrain(cfg)
+    train = dataset(cfg, cfg.data.get("pretrain_split", cfg.data.train_split), train=True)
     torch.manual_seed(cfg.seed)
     e = cfg.encoder
     encoder, dim = encoder_from_config(cfg)

@@ -88,6 +88,7 @@ class TrainerConfig:
     seed: int = 0
     device: str = "auto"
     resume: str = ""  # "", "auto" (run_dir/checkpoints/last.pt) or a path
+    overwrite: bool = False  # the CLIs: start afresh in a run_dir that holds a run
     sync_batchnorm: bool = False
     online_probe: bool = True
     probe_lr: float = 1e-3

@@ -1,0 +1,74 @@
+"""Nothing a user made is lost: runs, results, data roots and exports (both CLIs)."""
+
+from __future__ import annotations
+
+import pytest
+
+from stec.engine.checkpoint import load_checkpoint
+from stec_audio.cli import main as audio
+from stec_vision.cli import main as vision
+from tests.cli.test_audio_cli import TINY as AUDIO_TINY
+from tests.cli.test_vision_cli import TINY as VISION_TINY
+
+pytestmark = pytest.mark.usefixtures("isolated")
+
+CLIS = {"audio": (audio, [*AUDIO_TINY, "data.n_per_class=2"]), "vision": (vision, VISION_TINY)}
+
+
+def _one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def _made_run(folder, *parts: str) -> dict:
+    """A run folder holding ``parts`` (as a finished or killed run leaves them); returns
+    the bytes of every file, to check that nothing changed."""
+    files = {
+        "checkpoint": folder / "checkpoints" / "last.pt",
+        "metrics": folder / "metrics.csv",
+        "export": folder / "export" / "encoder.safetensors",
+    }
+    made = {}
+    for part in parts:
+        files[part].parent.mkdir(parents=True, exist_ok=True)
+        files[part].write_bytes(f"the user's {part}".encode())
+        made[files[part]] = files[part].read_bytes()
+    return made
+
+
+@pytest.mark.parametrize("modality", sorted(CLIS))
+@pytest.mark.parametrize("parts", [("checkpoint", "metrics", "export"), ("metrics",), ("export",)])
+def test_pretrain_into_a_run_dir_holding_a_run_is_refused(modality, parts, tmp_path, capsys):
+    main, tiny = CLIS[modality]
+    made = _made_run(tmp_path / "run", *parts)
+    assert main(["pretrain", "run_dir=run", *tiny]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "run_dir=run already holds a run" in line
+    assert "trainer.resume=auto" in line and "trainer.overwrite=true" in line
+    assert "new run_dir" in line
+    for path, content in made.items():
+        assert path.read_bytes() == content
+    assert not (tmp_path / "run" / "config.json").exists()  # refused before any work
+
+
+def test_overwrite_replaces_the_run_and_its_stale_results(tmp_path, capsys):
+    made = _made_run(tmp_path / "run", "checkpoint", "metrics", "export")
+    (tmp_path / "run" / "results.json").write_text("{}")  # evaluated the old weights
+    (tmp_path / "run" / "notes.txt").write_text("mine")  # not a run output: kept
+    assert vision(["pretrain", "run_dir=run", "trainer.overwrite=true", *VISION_TINY]) == 0
+    assert load_checkpoint(tmp_path / "run/checkpoints/last.pt")["step"] == 3
+    for path, content in made.items():
+        assert path.read_bytes() != content
+    assert not (tmp_path / "run" / "results.json").exists()
+    assert (tmp_path / "run" / "notes.txt").read_text() == "mine"
+
+
+def test_a_run_dir_without_a_run_is_used(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    assert vision(["pretrain", "run_dir=run", *VISION_TINY]) == 0
+    assert (tmp_path / "run" / "notes.txt").read_text() == "mine"
+    # and the same command again continues it only when told so
+    assert vision(["pretrain", "run_dir=run", *VISION_TINY]) == 2
+    assert vision(["pretrain", "run_dir=run", "trainer.resume=auto", *VISION_TINY]) == 0
