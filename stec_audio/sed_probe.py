@@ -15,7 +15,7 @@ Decisions:
   (events are a few percent of the frames; unweighted least squares ranks the rare
   positives worse, measured: 0.46 vs 0.43 mean frame F1 on two demo folds).
 - Features are standardised with the training frames' mean and std (as the clip probe
-  does), the intercept is not penalised, and the penalty is ``lambda * sum of weights *
+  does; a feature constant in the training frames is centred, not scaled), the intercept is not penalised, and the penalty is ``lambda * sum of weights *
   ||beta||²`` on the standardised coefficients.
 - ``lambda`` is chosen by cross-validation over inner folds of clips: the one whose
   out-of-fold scores give the best macro frame F1 at their best thresholds (ties go to the
@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from stec.evaluation.probe import feature_scale
 from stec.evaluation.sed import best_thresholds
 
 #: the candidate ``lambda`` (per unit of weight, on standardised features)
@@ -181,8 +182,8 @@ def fit_frame_probe(
         stats = [FrameStats.of(x, y, device) for x, y in groups]
     everything = total(stats)
     mean = everything.s / everything.n
-    var = (torch.diagonal(everything.g) / everything.n - mean**2).clamp_min(0)
-    std = var.sqrt().clamp_min(1e-6)
+    mean_square = torch.diagonal(everything.g) / everything.n
+    std = feature_scale(mean_square - mean**2, mean_square).to(mean)  # constant: 1
     scores = []
     for j, (x, _) in enumerate(groups):
         rest = total([s for i, s in enumerate(stats) if i != j])

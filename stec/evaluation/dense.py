@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stec.evaluation.embed import embed
+from stec.evaluation.probe import feature_scale
 
 
 class _Flattened(nn.Module):
@@ -168,7 +169,8 @@ def _check(maps: Tensor, labels: Tensor, n_classes: int, ignore_index: int, what
 
 def channel_stats(maps: Tensor, chunk: int = 256) -> tuple[Tensor, Tensor]:
     """Per-channel mean and standard deviation ``[C]`` of ``maps [N, C, h, w]`` over every
-    position, in float64 chunk by chunk (no full-size copy); a constant channel gets std 1."""
+    position, in float64 chunk by chunk (no full-size copy); a constant channel gets std 1
+    (:func:`~stec.evaluation.probe.feature_scale`)."""
     total = torch.zeros(maps.shape[1], dtype=torch.float64)
     squares = torch.zeros_like(total)
     for start in range(0, len(maps), chunk):
@@ -177,8 +179,7 @@ def channel_stats(maps: Tensor, chunk: int = 256) -> tuple[Tensor, Tensor]:
         squares += part.square().sum((0, 2, 3))
     count = maps.shape[0] * maps.shape[2] * maps.shape[3]
     mean = total / count
-    std = (squares / count - mean.square()).clamp(min=0).sqrt()
-    return mean, torch.where(std > 1e-6, std, torch.ones_like(std))
+    return mean, feature_scale(squares / count - mean.square(), squares / count).double()
 
 
 def fit_dense_probe(

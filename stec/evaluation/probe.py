@@ -65,6 +65,39 @@ def _check_protocol(protocol: str, options: Mapping[str, Any]) -> None:
         )
 
 
+#: A feature whose variance is at most this share of its mean square is constant: float64
+#: sums of a constant leave a variance of ~1e-14 of it, and a float32 feature varies by at
+#: least ~1e-7 of its size when it varies at all.
+CONSTANT_SHARE = 1e-12
+
+
+def feature_scale(var: Tensor, mean_square: Tensor) -> Tensor:
+    """What each feature is divided by when standardised: its standard deviation, and 1
+    for the features that are constant in the data the statistics come from (variance at
+    most :data:`CONSTANT_SHARE` of the mean square), as scikit-learn's ``StandardScaler``
+    does. A tiny stand-in for a zero std would multiply the values such a feature takes
+    only at test time by about a million.
+
+    Args:
+        var, mean_square: ``[D]`` the features' variance and mean of squares (float64 is
+            best: they come from sums).
+    Returns:
+        ``[D]`` float32.
+    """
+    var, mean_square = var.double().clamp_min(0), mean_square.double()
+    constant = var <= CONSTANT_SHARE * mean_square
+    return torch.where(constant, torch.ones_like(var), var.sqrt()).float()
+
+
+def standardisation(x: Tensor) -> tuple[Tensor, Tensor]:
+    """``(mean [D], scale [D])`` of ``x [N, D]``, in float64 (two passes: a constant feature
+    has variance 0 exactly) and returned as float32; see :func:`feature_scale`."""
+    x = x.double()
+    mean = x.mean(0)
+    var = (x - mean).square().mean(0)
+    return mean.float(), feature_scale(var, x.square().mean(0))
+
+
 @dataclass
 class LinearProbe:
     """A trained linear probe: standardisation statistics and the fitted layer.
@@ -157,8 +190,7 @@ def fit_linear_probe(
     x = train_x.float().cpu()
     y = train_y.float().cpu() if multilabel else train_y.long().cpu()
     out_dim = y.shape[1] if multilabel else max(int(y.max()) + 1, n_classes or 0)
-    mean = x.mean(0)
-    std = x.std(0, unbiased=False).clamp_min(1e-6)  # constant features stay finite
+    mean, std = standardisation(x)  # constant features: centred, not scaled
     x = (x - mean) / std
     if protocol == "logreg":
         fit = fit_logreg(

@@ -11,7 +11,7 @@ import torch
 from stec.errors import ConfigError
 from stec.evaluation.sed import Event
 from stec_audio.sed import FrameData, SedOptions, cross_validate_sed, with_context
-from stec_audio.sed_probe import FrameStats, fit_balanced_ridge
+from stec_audio.sed_probe import FrameStats, fit_balanced_ridge, fit_frame_probe
 
 HOP, T = 0.04, 50  # 2 s clips of 40 ms frames
 
@@ -180,3 +180,22 @@ def test_nan_free_results_when_a_fold_has_no_event_of_a_class():
     data = planted(n_clips=10, n_classes=3)
     results = cross_validate_sed(data, SedOptions())
     assert all(not math.isnan(v) for v in results["per_fold"].values())
+
+
+@pytest.mark.parametrize("value", [0.7, 1000.3])
+def test_a_feature_constant_in_the_training_frames_gets_no_weight(value):
+    # centred, not scaled, as scikit-learn's StandardScaler does: a stand-in std (1e-6, or
+    # the rounding error of the sums) turned rounding noise into weights of 0.07 to 0.2
+    data = planted(n_clips=50)
+    g = torch.Generator().manual_seed(4)
+    for clip, fold in enumerate(data.folds.tolist()):
+        extra = torch.full((T, 1), value)
+        if fold == 5:  # the test clips: the feature varies there only
+            extra = extra + 5 * torch.randn(T, 1, generator=g)
+        data.features[clip] = torch.cat([data.features[clip], extra], 1)
+    train = [c for c, fold in enumerate(data.folds.tolist()) if fold != 5]
+    groups = [(data.features[c], data.targets[c]) for c in train]
+    probe = fit_frame_probe(groups, [1e-3])
+    assert probe.weight[:, -1].abs().max() < 1e-6 < probe.weight[:, :2].abs().max()
+    results = cross_validate_sed(data, SedOptions(eval_folds=(5,)))
+    assert results["frame_f1_mean"] > 0.95 and results["event_f1_mean"] > 0.95

@@ -96,6 +96,16 @@ def test_channel_stats_match_the_full_computation():
     torch.testing.assert_close(std, expected)
 
 
+def test_channel_stats_scale_small_channels_and_leave_large_constants_unscaled():
+    maps = torch.randn(10, 3, 3, 5)
+    maps[:, 0] = maps[:, 0] * 1e-7  # varies, on a small scale: standardised
+    maps[:, 1] = 1234.5  # constant, where float64 sums leave a rounding error
+    _, std = channel_stats(maps, chunk=3)
+    flat = maps.movedim(1, -1).reshape(-1, 3).double()
+    torch.testing.assert_close(std[0], flat[:, 0].std(correction=0))
+    assert std[1] == 1.0
+
+
 def test_a_probe_on_planted_maps_reaches_miou_one_and_shuffled_masks_stay_at_chance():
     n_classes = 4
     train_masks, test_masks = random_masks(48, 16, n_classes, 0), random_masks(16, 16, n_classes, 1)

@@ -140,6 +140,29 @@ def test_fits_in_the_row_space_are_the_fits_in_the_full_space():
     torch.testing.assert_close(probe.layer.weight, full.weight[0], atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("protocol", ["logreg", "evar"])
+def test_a_feature_constant_in_training_is_centred_not_scaled_as_scikit_learn_does(protocol):
+    # a stand-in std of 1e-6 multiplied its test-time values by a million: 0.51 vs 0.855
+    preprocessing = pytest.importorskip("sklearn.preprocessing")
+    linear_model = pytest.importorskip("sklearn.linear_model")
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 2, (400,), generator=g)
+    x = torch.cat(
+        [y[:, None] * 1.5 + torch.randn(400, 2, generator=g), torch.full((400, 1), 0.1)], 1
+    )
+    x[200:, 2] += torch.randn(200, generator=g)  # constant in the training half only
+    train, test = slice(0, 200), slice(200, None)
+    scaler = preprocessing.StandardScaler().fit(x[train].double().numpy())
+    assert scaler.scale_[2] == 1.0
+    reference = linear_model.LogisticRegression(C=1.0, max_iter=10_000)
+    reference.fit(scaler.transform(x[train].numpy()), y[train].numpy())
+    expected = reference.score(scaler.transform(x[test].numpy()), y[test].numpy())
+    options = {"cs": [1.0]} if protocol == "logreg" else {"epochs": 50}
+    probe = fit_linear_probe(x[train], y[train], protocol=protocol, **options)
+    torch.testing.assert_close(probe.std, torch.from_numpy(scaler.scale_).float())
+    assert probe.evaluate(x[test], y[test]) >= expected - 0.05 and expected > 0.8
+
+
 def test_c_is_chosen_by_inner_cross_validation():
     # 40 samples, 60 noise dimensions and one weak signal: strong L2 wins
     g = torch.Generator().manual_seed(0)
