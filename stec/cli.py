@@ -22,6 +22,7 @@ from omegaconf.errors import MissingMandatoryValue
 
 from stec.distributed import barrier, init_from_env, is_main
 from stec.engine.checkpoint import CheckpointError
+from stec.engine.export import WEIGHTS_NAME, find_export
 from stec.engine.trainer import NonFiniteLossError, Trainer, TrainerConfig
 from stec.errors import ConfigError, UserError, user_input
 from stec.methods import SSLMethod, build_method, choose
@@ -378,14 +379,58 @@ def plain(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
+def check_checkpoint(cfg: DictConfig, names: Sequence[str]) -> None:
+    """Check ``checkpoint=`` before any work: one of ``names`` (the floors, ``init``), a
+    run folder, an export folder or an export's ``encoder.safetensors``. Any other file (a
+    training checkpoint ``last.pt``, a state dict) is refused with what the key takes."""
+    takes = (
+        "checkpoint= takes a run folder (checkpoint=RUN), its export folder (RUN/export) or "
+        f"the export's {WEIGHTS_NAME}" + (f", or checkpoint={'|'.join(names)}" if names else "")
+    )
+    given = str(cfg.checkpoint)
+    if not given:
+        raise ConfigError(f"checkpoint is required: {takes}")
+    if given in names:
+        return
+    path = Path(given).expanduser()
+    if path.is_file() and path.name != WEIGHTS_NAME:
+        hint = ""
+        if path.parent.name == "checkpoints":  # a training checkpoint inside its run
+            hint = f"; for the run it belongs to: checkpoint={path.parent.parent}"
+        elif "init" in names:
+            hint = "; a state dict of encoder weights: checkpoint=init encoder.init=FILE"
+        raise ConfigError(f"checkpoint={given} is a file; {takes}{hint}")
+    find_export(path)  # a missing export is named now, before any data is read
+
+
 def results_path(cfg: DictConfig) -> Path:
-    """Where ``evaluate`` writes ``results.json``: ``out=``, else next to the checkpoint
-    (for a floor, or ``init``, the weights of ``encoder.init``, in ``run_dir/NAME-DATA``)."""
+    """Where ``evaluate`` writes ``results.json``: ``out=``, else in the folder of the
+    checkpoint (the run or export folder, the folder of an ``encoder.safetensors``); for a
+    floor in ``run_dir/FLOOR-DATA``, for ``init`` in ``run_dir/init-WEIGHTS-DATA``, keyed
+    to the weights file of ``encoder.init`` (its name and a hash of its bytes)."""
     if cfg.out:
         return Path(cfg.out)
-    if cfg.checkpoint in (*FLOORS, "init"):
-        return Path(cfg.run_dir) / f"{cfg.checkpoint}-{cfg.data.name}" / "results.json"
-    return Path(cfg.checkpoint) / "results.json"
+    name = str(cfg.checkpoint)
+    if name in FLOORS:
+        return Path(cfg.run_dir) / f"{name}-{cfg.data.name}" / "results.json"
+    if name == "init":
+        key = weights_key(str(cfg.encoder.init))
+        return Path(cfg.run_dir) / f"init-{key}-{cfg.data.name}" / "results.json"
+    path = Path(name).expanduser()
+    return (path.parent if path.is_file() else path) / "results.json"
+
+
+def weights_key(path: str | Path) -> str:
+    """``NAME-HASH`` of a weights file: its stem and the start of the sha1 of its bytes, so
+    that results of different weights never share a folder."""
+    import hashlib
+
+    path = Path(path).expanduser()
+    digest = hashlib.sha1()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return f"{path.stem}-{digest.hexdigest()[:8]}"
 
 
 def save_embeddings(out: str | Path, ids: Sequence[str | bytes], labels, features) -> Path:

@@ -15,6 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from stec.cli import check_checkpoint
 from stec.distributed import barrier, is_main
 from stec.errors import ConfigError, user_input
 from stec.methods import choose
@@ -42,6 +43,8 @@ log = logging.getLogger("stec")
 DATASETS = ("demo", "notes", "esc50", "audioset", "manifest", "folder")
 #: the built-in sets, generated on first use (ESC-50 layout)
 GENERATED = {"demo": ensure_demo_dataset, "notes": ensure_notes_dataset}
+#: the encoders ``checkpoint=`` names besides runs and exports
+CHECKPOINT_NAMES = ("random", "init", "logmel_stats")
 STATS_FILE = "stats.json"  # the statistics a run trained with, kept in its run directory
 
 
@@ -266,11 +269,7 @@ def load_encoder(cfg: DictConfig) -> tuple[nn.Module, NormStats | None, dict[str
     """The encoder named by ``checkpoint=``: an export/run dir, ``random`` (the floor of a
     randomly initialised encoder), ``init`` (the weights of ``encoder.init``) or
     ``logmel_stats`` (the plain-feature floor)."""
-    if not cfg.checkpoint:
-        raise ConfigError(
-            "checkpoint is required: a run dir, an export dir, checkpoint=random, "
-            "checkpoint=init (with encoder.init=FILE) or checkpoint=logmel_stats"
-        )
+    check_checkpoint(cfg, CHECKPOINT_NAMES)
     if cfg.checkpoint in ("random", "init"):
         if cfg.checkpoint == "init" and not cfg.encoder.get("init"):
             raise ConfigError("checkpoint=init evaluates encoder.init: set encoder.init=FILE")

@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 from stec import TwoViews
 from stec.cli import (
     begin_pretrain,
+    check_checkpoint,
     compare_command,
     pretrain_run,
     results_path,
@@ -211,6 +212,7 @@ def evaluate(cfg: DictConfig) -> None:
     probe = probe_options(cfg.evaluate, seed=cfg.seed)
     with user_input("task"):
         task = choose("task", str(cfg.task), TASKS)
+    check_checkpoint(cfg, app.CHECKPOINT_NAMES)
     if task == "sed":
         evaluate_sed(cfg, lambda: frozen_encoder(cfg))  # checks its options and labels first
         return
@@ -259,6 +261,7 @@ def embed_command(cfg: DictConfig) -> None:
     ``frames=true``: timestamped frame embeddings (:mod:`stec_audio.frames`)."""
     if not cfg.out:
         raise ValueError("out is required: out=embeddings.npy or out=embeddings.parquet")
+    check_checkpoint(cfg, app.CHECKPOINT_NAMES)
     if cfg.frames:  # timestamped frame embeddings, one row per frame
         frozen = frozen_encoder(cfg)
         embed_frames(cfg, frozen.encoder, frozen.frontend, frozen.norm)

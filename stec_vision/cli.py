@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from stec.cli import (
     FLOORS,
     begin_pretrain,
+    check_checkpoint,
     compare_command,
     pretrain_run,
     results_path,
@@ -59,6 +60,7 @@ from stec_vision.segmentation import evaluate_segmentation
 from stec_vision.torchvision_export import export_torchvision
 
 log = logging.getLogger("stec")
+FLOOR_NAMES = ("random", "pixels")  # the encoders checkpoint= names besides runs and exports
 
 
 def _loading(cfg: DictConfig, train: bool) -> dict[str, int]:
@@ -131,10 +133,7 @@ def pretrain(cfg: DictConfig) -> None:
 
 
 def _encoder(cfg: DictConfig):
-    if not cfg.checkpoint:
-        raise ValueError(
-            "checkpoint is required: a run dir, an export dir, checkpoint=random or checkpoint=pixels"
-        )
+    check_checkpoint(cfg, FLOOR_NAMES)
     if cfg.checkpoint == "pixels":  # the plain-feature floor
         return torch.nn.Flatten(), "none"
     if cfg.checkpoint == "random":
@@ -239,6 +238,7 @@ def export_command(cfg: DictConfig) -> None:
         )
     with user_input("format"):
         choose("format", cfg.format, EXPORT_FORMATS)
+    check_checkpoint(cfg, ())
     weights, sidecar = export_torchvision(cfg.checkpoint, cfg.out or None)
     print(f"torchvision state dict written to {weights} (stem and normalisation: {sidecar})")
 

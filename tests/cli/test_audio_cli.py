@@ -169,7 +169,8 @@ def test_encoder_init_is_evaluated_by_checkpoint_init_and_starts_pretraining(tmp
     torch.save(init, tmp_path / "w.pth")
     demo = ["data.n_per_class=5", "data.prepared=prep", f"encoder.init={tmp_path / 'w.pth'}"]
     assert main(["evaluate", "checkpoint=init", *demo, *TINY]) == 0
-    results = json.loads((tmp_path / "runs/audio/init-demo/results.json").read_text())
+    (path,) = (tmp_path / "runs/audio").glob("init-w-*-demo/results.json")  # keyed to w.pth
+    results = json.loads(path.read_text())
     assert results["checkpoint"] == "init" and 0 <= results["accuracy_mean"] <= 1
     # pretraining starts from those weights: a negligible learning rate keeps them
     budget = ["trainer.lr=1e-12", "trainer.max_steps=1"]
@@ -249,7 +250,9 @@ def test_user_errors_are_one_line_and_debug_shows_their_traceback(capsys):
     assert "checkpoint is required" in err and "Traceback" not in err
     assert main(["--debug", "evaluate", "data.n_per_class=2"]) == 2
     err = capsys.readouterr().err
-    assert "Traceback" in err and err.strip().splitlines()[-1].endswith("checkpoint=logmel_stats")
+    assert "Traceback" in err and err.strip().splitlines()[-1].endswith(
+        "checkpoint=random|init|logmel_stats"
+    )
 
 
 def test_an_internal_error_keeps_its_traceback(monkeypatch, capsys):

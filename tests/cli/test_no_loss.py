@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+import torch
 
 from stec.engine.checkpoint import load_checkpoint
 from stec_audio.cli import main as audio
+from stec_audio.encoders import AudioNTT2020
 from stec_vision.cli import main as vision
 from tests.cli.test_audio_cli import TINY as AUDIO_TINY
+from tests.cli.test_audio_cli import _tiny_export
 from tests.cli.test_vision_cli import TINY as VISION_TINY
 
 pytestmark = pytest.mark.usefixtures("isolated")
@@ -72,3 +77,47 @@ def test_a_run_dir_without_a_run_is_used(tmp_path):
     # and the same command again continues it only when told so
     assert vision(["pretrain", "run_dir=run", *VISION_TINY]) == 2
     assert vision(["pretrain", "run_dir=run", "trainer.resume=auto", *VISION_TINY]) == 0
+
+
+FAST_EVAL = ["data.n_per_class=2", "data.labels=[]", "evaluate.cs=[1.0]", *AUDIO_TINY]
+
+
+def test_evaluate_reads_an_export_file_for_what_it_is(tmp_path, capsys):
+    folder, _, _ = _tiny_export(tmp_path / "run" / "export")
+    weights = folder / "encoder.safetensors"
+    assert audio(["evaluate", f"checkpoint={weights}", *FAST_EVAL]) == 0
+    results = json.loads((folder / "results.json").read_text())
+    assert results["checkpoint"] == str(weights) and results["n_clips"] == 20
+
+
+@pytest.mark.parametrize("modality", sorted(CLIS))
+@pytest.mark.parametrize("command", ["evaluate", "embed"])
+def test_a_checkpoint_file_that_is_no_export_is_refused_before_any_work(
+    modality, command, tmp_path, capsys
+):
+    main, tiny = CLIS[modality]
+    _made_run(tmp_path / "run", "checkpoint")
+    for given, hint in (("run/checkpoints/last.pt", "checkpoint=run"), ("w.pth", "")):
+        (tmp_path / given).write_bytes(b"weights")
+        args = [command, f"checkpoint={given}", "out=e.npy", *tiny]
+        assert main(args) == 2
+        line = _one_line(capsys.readouterr().err)
+        assert f"checkpoint={given} is a file" in line
+        assert "a run folder" in line and "encoder.safetensors" in line
+        assert line.endswith(hint)  # the run a training checkpoint belongs to
+    assert not list(tmp_path.rglob("results.json")) and not (tmp_path / "e.npy").exists()
+    assert not (tmp_path / "cache").exists()  # no data was read or generated
+
+
+def test_evaluating_two_weight_files_keeps_both_results(tmp_path):
+    paths = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        torch.save(AudioNTT2020(d=32).state_dict(), tmp_path / f"w{seed}.pth")
+        assert audio(["evaluate", "checkpoint=init", f"encoder.init=w{seed}.pth", *FAST_EVAL]) == 0
+        (path,) = set((tmp_path / "runs/audio").glob("init-*/results.json")) - set(paths)
+        paths.append(path)
+    assert paths[0].parent.name.startswith("init-w1-") and paths[0].parent.name.endswith("-demo")
+    assert paths[1].parent.name.startswith("init-w2-")
+    first = [json.loads(p.read_text())["per_fold"] for p in paths]
+    assert first[0] != first[1]  # each folder holds its own weights' results
