@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 
 
 class UserError(Exception):
@@ -45,3 +46,18 @@ def user_input(*sections: str, error: type[UserError] = ConfigError) -> Iterator
         if not message.startswith(sections):
             message = f"{', '.join(sections)}: {message}"
         raise error(message) from err
+
+
+def generated_root(root: object) -> Path | None:
+    """The folder ``data.root`` names for a generated data set (the demo sets), or None
+    (empty: the cache folder). It must exist: a mistyped path is refused, never created."""
+    if not root:
+        return None
+    path = Path(str(root)).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"data.root={str(root)!r} does not exist; the generated data goes into an existing "
+            "folder you name, or into the cache folder ($STEC_CACHE, else ~/.cache/stec) with "
+            "data.root='' (the default)"
+        )
+    return path

@@ -17,7 +17,7 @@ from torch import nn
 
 from stec.cli import check_checkpoint
 from stec.distributed import barrier, is_main
-from stec.errors import ConfigError, user_input
+from stec.errors import ConfigError, generated_root, user_input
 from stec.methods import choose
 from stec_audio.audioset import audioset_entries
 from stec_audio.cache import prepare_cache
@@ -36,6 +36,7 @@ from stec_audio.demo import ensure_demo_dataset
 from stec_audio.demo_notes import ensure_notes_dataset
 from stec_audio.encoders import build_encoder
 from stec_audio.frontend import FrontEndConfig, NormStats
+from stec_audio.io import stec_cache_dir
 from stec_audio.strong import StrongLabels, read_strong_labels
 from stec_audio.weights import load_initial_weights, read_audio_export
 
@@ -55,7 +56,7 @@ def frontend_config(cfg: DictConfig) -> FrontEndConfig:
 def data_root(cfg: DictConfig) -> Path:
     data = cfg.data
     if data.name in GENERATED:
-        return GENERATED[data.name](data.root or None, n_per_class=data.n_per_class)
+        return GENERATED[data.name](generated_root(data.root), n_per_class=data.n_per_class)
     root = Path(str(data.root)).expanduser()
     if not root.exists():
         raise FileNotFoundError(f"data.root={str(root)!r} does not exist")
@@ -115,7 +116,7 @@ def _audioset_index(cfg: DictConfig, root: Path, split: str) -> ClipIndex:
         audio_root=root / cfg.data.audio_dir,
         class_labels_csv=root / cfg.data.class_labels,
         mapping_csv=(root / cfg.data.mapping) if cfg.data.mapping else None,
-        cache_dir=Path(cfg.data.prepared) / "index",
+        cache_dir=prepared_base(cfg) / "index",
     )
 
 
@@ -139,10 +140,16 @@ def index_key(index: ClipIndex) -> str:
     return digest.hexdigest()[:12]
 
 
+def prepared_base(cfg: DictConfig) -> Path:
+    """``data.prepared``, by default (``""``) the cache folder's ``prepared``: the same data
+    is prepared once, whatever the working directory."""
+    given = str(cfg.data.prepared or "")
+    return Path(given).expanduser() if given else stec_cache_dir("prepared")
+
+
 def prepared_dir(cfg: DictConfig, frontend: FrontEndConfig | None = None) -> Path:
     """``data.prepared/<name>-<source key>``: statistics and the log-mel cache of this corpus."""
-    base = Path(str(cfg.data.prepared)).expanduser()
-    return base / f"{cfg.data.name}-{source_key(cfg, frontend)}"
+    return prepared_base(cfg) / f"{cfg.data.name}-{source_key(cfg, frontend)}"
 
 
 def clip_dataset(

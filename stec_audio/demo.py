@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -310,7 +310,9 @@ def write_atomically(root: Path, write: Callable[[Path], None]) -> Path:
     if (root / "meta" / "esc50.csv").is_file():
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root.parent))
+    # a unique name made with mkdir, not mkdtemp: the set keeps the umask's permissions
+    tmp = root.parent / f".tmp-{uuid.uuid4().hex}"
+    tmp.mkdir()
     try:
         write(tmp)
         try:

@@ -26,6 +26,7 @@ from torch import Tensor
 from torch.utils.data import ConcatDataset, Dataset
 from torchvision.datasets import CIFAR10, CIFAR100, STL10
 
+from stec.errors import generated_root
 from stec_vision.canvas import pack_canvas
 from stec_vision.demo import ensure_demo_images
 from stec_vision.image_files import (
@@ -364,7 +365,7 @@ def build_vision_dataset(
         if split not in ("train", "test"):
             raise ValueError(f"demo: split={split!r} is not valid; allowed values: train, test")
         # generated at the requested size, so no resizing happens when loading
-        folder = ensure_demo_images(root, size=size)
+        folder = ensure_demo_images(generated_root(root), size=size)
         return image_folder_dataset(folder, split, size, scan="none", **loading)
     if root is None:
         raise ValueError(f"{name}: a data root is required")

@@ -20,7 +20,7 @@ import json
 import math
 import os
 import shutil
-import tempfile
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -160,7 +160,8 @@ def ensure_demo_images(
     if (root / "demo.json").is_file():
         return root
     parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp_", dir=parent))
+    tmp = parent / f".tmp_{uuid.uuid4().hex}"  # mkdir, not mkdtemp: the umask's permissions
+    tmp.mkdir()
     try:
         for split_id, (split, count) in enumerate(
             (("train", n_per_class), ("test", n_test_per_class))

@@ -33,11 +33,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 from torchvision import models
 
-from stec.engine.export import find_export, fit_state_dict
+from stec.engine.export import find_export, fit_state_dict, write_safetensors
 from stec.errors import ConfigError, ExportError
 from stec_vision.augment_presets import NORMALIZATION
 from stec_vision.encoders import load_vision_encoder
@@ -73,11 +72,11 @@ def torchvision_resnet(name: str, kwargs: dict[str, Any]) -> nn.Module:
 
 
 def _save(state: dict[str, torch.Tensor], out: Path) -> None:
-    tmp = out.with_name(f".{out.name}.tmp")
     if out.suffix == ".safetensors":
-        save_file(state, str(tmp))
-    else:
-        torch.save(state, tmp)
+        write_safetensors(state, out)
+        return
+    tmp = out.with_name(f".{out.name}.tmp")
+    torch.save(state, tmp)
     os.replace(tmp, out)
 
 

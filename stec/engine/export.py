@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from stec.errors import ExportError
@@ -31,14 +31,22 @@ def export_backbone(backbone: nn.Module, out_dir: str | Path, meta: dict[str, An
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
-    tmp = out / (WEIGHTS_NAME + ".tmp")
-    save_file(state, str(tmp))
-    os.replace(tmp, out / WEIGHTS_NAME)
+    write_safetensors(state, out / WEIGHTS_NAME)
     full_meta = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, **meta}
     tmp = out / (META_NAME + ".tmp")
     tmp.write_text(json.dumps(full_meta, indent=2, sort_keys=True))
     os.replace(tmp, out / META_NAME)
     return out
+
+
+def write_safetensors(state: dict[str, torch.Tensor], path: str | Path) -> Path:
+    """Write ``state`` as safetensors atomically, with the permissions the umask gives
+    every other output (``safetensors.save_file`` would make the file private, 0600)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(save(state))
+    os.replace(tmp, path)
+    return path
 
 
 def find_export(path: str | Path) -> Path:

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import pytest
 import torch
 
 from stec.engine.checkpoint import load_checkpoint
+from stec.engine.export import export_backbone
 from stec_audio.cli import main as audio
+from stec_audio.demo import ensure_demo_dataset
+from stec_audio.demo_notes import ensure_notes_dataset
 from stec_audio.encoders import AudioNTT2020
 from stec_vision.cli import main as vision
+from stec_vision.demo import ensure_demo_images
+from stec_vision.encoders import build_vision_encoder, encoder_meta
+from stec_vision.torchvision_export import export_torchvision
 from tests.cli.test_audio_cli import TINY as AUDIO_TINY
 from tests.cli.test_audio_cli import _tiny_export
 from tests.cli.test_vision_cli import TINY as VISION_TINY
@@ -121,3 +129,63 @@ def test_evaluating_two_weight_files_keeps_both_results(tmp_path):
     assert paths[1].parent.name.startswith("init-w2-")
     first = [json.loads(p.read_text())["per_fold"] for p in paths]
     assert first[0] != first[1]  # each folder holds its own weights' results
+
+
+@pytest.mark.parametrize(
+    "main, args",
+    [
+        (audio, ["prepare", "data.n_per_class=2"]),
+        (audio, ["prepare", "data=notes", "data.n_per_class=2"]),
+        (vision, ["evaluate", "checkpoint=random", *VISION_TINY]),
+    ],
+)
+def test_a_mistyped_root_of_generated_data_is_never_created(main, args, tmp_path, capsys):
+    assert main([*args, "data.root=nowhere/demo"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "data.root='nowhere/demo' does not exist" in line and "STEC_CACHE" in line
+    assert not (tmp_path / "nowhere").exists() and not (tmp_path / "cache").exists()
+
+
+def test_generated_data_goes_into_an_existing_root_the_user_named(tmp_path):
+    (tmp_path / "mine").mkdir()
+    assert audio(["prepare", "data.n_per_class=1", "data.root=mine", *AUDIO_TINY]) == 0
+    assert len(list((tmp_path / "mine").glob("*/audio/*.wav"))) == 10
+    assert not (tmp_path / "cache" / "demo_audio").exists()
+
+
+def test_prepared_data_defaults_to_the_cache_folder(tmp_path, monkeypatch):
+    assert audio(["prepare", "data.n_per_class=1", *AUDIO_TINY]) == 0
+    (folder,) = (tmp_path / "cache" / "prepared").glob("demo-*")
+    assert list(folder.glob("stats-*.json")) and (folder / "cache" / "config.json").exists()
+    assert not (tmp_path / "prepared").exists()
+    # from another working directory, the same data is found prepared
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert audio(["prepare", "data.n_per_class=1", *AUDIO_TINY]) == 0
+    assert [p.name for p in (tmp_path / "cache" / "prepared").iterdir()] == [folder.name]
+    assert not (tmp_path / "elsewhere" / "prepared").exists()
+
+
+def _private(path) -> int:
+    """The permission bits of ``path`` that the umask would have given, but it lacks."""
+    umask = os.umask(0)
+    os.umask(umask)
+    usual = (0o777 if path.is_dir() else 0o666) & ~umask
+    return usual & ~stat.S_IMODE(path.stat().st_mode)
+
+
+def test_exports_and_generated_sets_get_the_usual_permissions(tmp_path):
+    folder, _, _ = _tiny_export(tmp_path / "export")
+    for path in (folder / "encoder.safetensors", folder / "encoder.json"):
+        assert _private(path) == 0, oct(path.stat().st_mode)
+    model, dim = build_vision_encoder("resnet18")
+    meta = {"modality": "vision", "encoder": encoder_meta("resnet18"), "feature_dim": dim}
+    export_backbone(model, tmp_path / "r18", {**meta, "normalize": "none"})
+    for out in ("r18.safetensors", "r18.pth"):
+        weights, sidecar = export_torchvision(tmp_path / "r18", tmp_path / out)
+        assert _private(weights) == 0 and _private(sidecar) == 0
+    audio_root = ensure_demo_dataset(tmp_path, n_per_class=1)
+    notes_root = ensure_notes_dataset(tmp_path, n_per_class=1)
+    images = ensure_demo_images(tmp_path, n_per_class=1, n_test_per_class=1, size=16)
+    for root in (audio_root, notes_root, images):
+        assert _private(root) == 0, (root, oct(root.stat().st_mode))
