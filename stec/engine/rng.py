@@ -1,9 +1,12 @@
 """The random streams of a training process: seeded per rank, captured and restored exactly.
 
-Every rank of a run draws its own augmentations. The streams of rank ``r`` are derived
-from ``(trainer.seed, r)`` with numpy's ``SeedSequence``, whose children with different
-keys are statistically independent, so no two ranks (and no two loader workers) ever share
-a stream, and a run is reproducible from its seed and its number of processes.
+Every stream is derived from a key tuple ``(trainer.seed, rank, stream, *sub-keys such as
+the epoch)`` with numpy's ``SeedSequence``, whose children with different keys are
+statistically independent. Every rank draws its own augmentations, so no two ranks (and
+no two loader workers) ever share a stream; streams that every rank must draw alike (the
+data order) use the rank key :data:`EVERY_RANK`. Nothing is seeded by adding numbers (seed
+1 at epoch ``e`` would replay seed 0 at epoch ``e + 1``), and a run is reproducible from
+its seed and its number of processes.
 """
 
 from __future__ import annotations
@@ -14,9 +17,13 @@ from typing import Any
 import numpy as np
 import torch
 
-# stream keys below a rank: the global generators, and the DataLoader's per-epoch base seed
+# stream keys below a rank: the global generators, the DataLoader's per-epoch base seed
+# and the sampler's per-epoch data order
 GLOBAL_STREAM = 0
 LOADER_STREAM = 1
+SAMPLER_STREAM = 2
+# the rank key of the streams every rank draws alike (no rank reaches it)
+EVERY_RANK = 2**32 - 1
 
 
 def _words(seed: int, key: tuple[int, ...], n: int) -> np.ndarray:
@@ -40,8 +47,23 @@ def seed_rank(seed: int, rank: int) -> None:
     np.random.seed(words[4:8])
 
 
-def capture_rng() -> dict[str, Any]:
-    """Every RNG the training loop draws from, as tensors and plain values."""
+def _cuda_index(device: torch.device | str | None) -> int | None:
+    """The CUDA device this process draws on: ``device`` when it is a CUDA device (the
+    current one when it names no index), else, with ``device`` None, the current device
+    once CUDA is in use; None when the process draws on no CUDA device."""
+    if not torch.cuda.is_available():
+        return None
+    if device is None:
+        return torch.cuda.current_device() if torch.cuda.is_initialized() else None
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    return torch.cuda.current_device() if device.index is None else device.index
+
+
+def capture_rng(device: torch.device | str | None = None) -> dict[str, Any]:
+    """Every RNG the training loop draws from, as tensors and plain values: torch's CPU
+    generator, numpy's, Python's, and the CUDA generator of the process's ``device``."""
     np_state = np.random.get_state()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
@@ -53,20 +75,34 @@ def capture_rng() -> dict[str, Any]:
         },
         "python": random.getstate(),
     }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    index = _cuda_index(device)
+    if index is not None:
+        state["cuda"] = torch.cuda.get_rng_state(index)
     return state
 
 
-def restore_rng(state: dict[str, Any]) -> None:
+def restore_rng(state: dict[str, Any], device: torch.device | str | None = None) -> None:
+    """Restore what :func:`capture_rng` saved onto the generators this process uses.
+
+    The CUDA state goes to the process's ``device``, whichever index it has here, and is
+    left out on a machine without CUDA. Older checkpoints hold one CUDA state per GPU that
+    was visible when they were written: the process's own device gets its entry, so a run
+    resumes on a machine with fewer GPUs.
+    """
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
     np.random.set_state(
         ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"])
     )
     random.setstate(_as_tuple(state["python"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    saved, index = state.get("cuda"), _cuda_index(device)
+    if saved is None or index is None:
+        return
+    if isinstance(saved, (list, tuple)):  # one state per GPU visible at save time
+        if index >= len(saved):
+            return
+        saved = saved[index]
+    torch.cuda.set_rng_state(saved, index)
 
 
 def _as_tuple(value):

@@ -9,12 +9,19 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from stec import distributed
+from stec.engine.rng import EVERY_RANK, SAMPLER_STREAM, stream_seed
+
+# how an epoch's order is seeded: from the stream of (seed, every rank, epoch), or, for
+# runs whose checkpoints were written before the streams, from seed + epoch as they were
+ORDERS = ("streams", "seed+epoch")
 
 
 class ResumableSampler(Sampler[int]):
-    """Like ``DistributedSampler`` (shuffled per epoch from ``seed + epoch``, padded so every
-    rank gets the same count), plus :meth:`set_start` to skip the samples a resumed run has
-    already consumed in the current epoch. It never touches the global RNG."""
+    """Like ``DistributedSampler`` (shuffled per epoch, padded so every rank gets the same
+    count), plus :meth:`set_start` to skip the samples a resumed run has already consumed
+    in the current epoch. Every rank shuffles alike, from the stream of ``(seed, epoch)``
+    (:func:`stec.engine.rng.stream_seed`), so seeds never share shifted orders. It never
+    touches the global RNG."""
 
     def __init__(
         self,
@@ -31,6 +38,7 @@ class ResumableSampler(Sampler[int]):
         self.world = distributed.world_size() if world is None else world
         self.per_rank = math.ceil(length / self.world)
         self.epoch, self.start = 0, 0
+        self.order = ORDERS[0]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -42,9 +50,15 @@ class ResumableSampler(Sampler[int]):
     def __len__(self) -> int:
         return self.per_rank - self.start
 
+    def epoch_seed(self) -> int:
+        """The seed of this epoch's order."""
+        if self.order == "seed+epoch":
+            return self.seed + self.epoch
+        return stream_seed(self.seed, EVERY_RANK, SAMPLER_STREAM, self.epoch)
+
     def __iter__(self) -> Iterator[int]:
         if self.shuffle:
-            gen = torch.Generator().manual_seed(self.seed + self.epoch)
+            gen = torch.Generator().manual_seed(self.epoch_seed())
             order = torch.randperm(self.length, generator=gen).tolist()
         else:
             order = list(range(self.length))

@@ -206,7 +206,7 @@ class Trainer:
 
     def rank_state(self) -> dict[str, Any]:
         """This process's own state: its RNG streams and augmenter buffers, on the CPU."""
-        state: dict[str, Any] = {"rng": capture_rng()}
+        state: dict[str, Any] = {"rng": capture_rng(self.device)}
         if self.augmenter is not None:
             state["augmenter"] = {
                 k: v.detach().cpu() for k, v in self.augmenter.state_dict().items()
@@ -225,6 +225,7 @@ class Trainer:
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
             "sampler_seed": self.sampler.seed,
+            "sampler_order": self.sampler.order,
             "world_size": self.world,
             "ranks": ranks if ranks is not None else [self.rank_state()],
             "config": self.run_config,
@@ -286,10 +287,13 @@ class Trainer:
             raise CheckpointError(
                 f"checkpoint {path}: optimiser state does not fit this run ({err})"
             ) from err
+        # a run keeps the data order it started with (checkpoints without the key predate
+        # the sampler's streams), so that it resumes exactly
+        self.sampler.order = state.get("sampler_order", "seed+epoch")
         self.step, self.epoch = state["step"], state["epoch"]
         self.batch_in_epoch, self.saved_step = state["batch_in_epoch"], state["step"]
         self.non_finite.start_at(self.step)
-        restore_rng(mine["rng"])
+        restore_rng(mine["rng"], self.device)
         log.info("resumed from %s at step %d (epoch %d)", path, self.step, self.epoch)
 
     # ----------------------------------------------------------------- training

@@ -9,7 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stec.engine.rng import GLOBAL_STREAM, LOADER_STREAM, seed_rank, stream_seed
+from stec.engine.rng import (
+    GLOBAL_STREAM,
+    LOADER_STREAM,
+    capture_rng,
+    restore_rng,
+    seed_rank,
+    stream_seed,
+)
 from stec.engine.step import host_labels, new_probe, probe_step
 from tests.core.test_trainer import make_trainer
 
@@ -34,6 +41,94 @@ def test_rank_streams_are_reproducible_and_differ_between_ranks():
     assert stream_seed(7, 0, LOADER_STREAM, 0) != stream_seed(7, 0, GLOBAL_STREAM, 0)
     with pytest.raises(ValueError, match="trainer.seed must be a non-negative integer, got -1"):
         seed_rank(-1, 0)
+
+
+def _orders(seed: int, epoch: int, world: int = 1) -> list[list[int]]:
+    from stec.engine.sampler import ResumableSampler
+
+    shards = []
+    for rank in range(world):
+        sampler = ResumableSampler(40, seed=seed, rank=rank, world=world)
+        sampler.set_epoch(epoch)
+        shards.append(list(sampler))
+    return shards
+
+
+def test_seeds_never_share_shifted_data_orders():
+    # seed + epoch made seed 1 at epoch e replay seed 0 at epoch e + 1
+    for epoch in range(3):
+        assert _orders(1, epoch) != _orders(0, epoch + 1)
+        assert _orders(0, epoch) == _orders(0, epoch)  # reproducible
+    orders = {tuple(_orders(seed, epoch)[0]) for seed in range(3) for epoch in range(3)}
+    assert len(orders) == 9
+    # every rank shuffles alike: the shards split one permutation
+    two = _orders(5, 2, world=2)
+    assert sorted(two[0] + two[1]) == list(range(40)) and not set(two[0]) & set(two[1])
+
+
+def test_a_run_begun_with_seed_plus_epoch_orders_keeps_them_on_resume(tmp_path):
+    from stec.engine.checkpoint import load_checkpoint, save_checkpoint
+
+    make_trainer(tmp_path / "a", max_steps=3).fit()
+    state = load_checkpoint(tmp_path / "a/checkpoints/last.pt")
+    assert state["sampler_order"] == "streams"
+    del state["sampler_order"]  # as written before the streams
+    save_checkpoint(tmp_path / "old.pt", state)
+    resumed = make_trainer(tmp_path / "b", max_steps=5, resume=str(tmp_path / "old.pt"))
+    resumed.fit()
+    assert resumed.sampler.order == "seed+epoch" and resumed.sampler.epoch_seed() == 0 + 1
+    assert load_checkpoint(tmp_path / "b/checkpoints/last.pt")["sampler_order"] == "seed+epoch"
+
+
+class OneGPU:
+    """A machine with one CUDA device, for the generators' bookkeeping only."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.set: list[tuple[int, int]] = []
+        for name, value in (("is_available", True), ("is_initialized", True),
+                            ("device_count", 1), ("current_device", 0)):  # fmt: skip
+            monkeypatch.setattr(torch.cuda, name, lambda value=value: value)
+        for module in (torch.cuda, torch.cuda.random):
+            monkeypatch.setattr(module, "set_rng_state", self.set_rng_state)
+            monkeypatch.setattr(module, "get_rng_state", self.get_rng_state)
+
+    @staticmethod
+    def _index(device) -> int:
+        index = device if isinstance(device, int) else torch.device(device).index
+        if index is None or index >= 1:
+            raise RuntimeError(f"CUDA error: invalid device ordinal {index}")
+        return index
+
+    def set_rng_state(self, state, device="cuda"):
+        self.set.append((self._index(device), int(state[0])))
+
+    def get_rng_state(self, device="cuda"):
+        return torch.full((8,), 10 + self._index(device), dtype=torch.uint8)
+
+
+def test_rng_written_with_two_gpus_restores_on_one(monkeypatch):
+    seed_rank(3, 0)
+    state = capture_rng()
+    # as written by a process that saw two GPUs: one CUDA state per device
+    state["cuda"] = [torch.full((8,), 1, dtype=torch.uint8), torch.full((8,), 2, dtype=torch.uint8)]
+    gpu = OneGPU(monkeypatch)
+    restore_rng(state)
+    assert gpu.set == [(0, 1)]  # its own device's state; the other GPU is not here
+    # the state of a restored CPU stream is back too
+    seed_rank(3, 0)
+    expected = draws()
+    restore_rng(state)
+    assert draws() == expected
+
+
+def test_rng_keeps_the_cuda_state_of_the_process_device_only(monkeypatch):
+    gpu = OneGPU(monkeypatch)
+    state = capture_rng(torch.device("cuda", 0))
+    assert torch.equal(state["cuda"], torch.full((8,), 10, dtype=torch.uint8))
+    assert "cuda" not in capture_rng(torch.device("cpu"))
+    restore_rng(state, torch.device("cuda", 0))
+    restore_rng(state, "cpu")  # a CUDA state resumed on the CPU is left out
+    assert gpu.set == [(0, 10)]
 
 
 def test_the_masked_probe_step_equals_training_on_the_labelled_items():
