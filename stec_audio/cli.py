@@ -173,8 +173,8 @@ def _action_probe(cfg: DictConfig, frozen: FrozenEncoder, dataset) -> dict[str, 
     )  # fmt: skip
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        pairs = [
-            tuple(views(batch[0]))
+        pairs = [  # with the clips' indices: a clip's pairs stay on one side of the split
+            (*views(batch[0]), batch[2])
             for _ in range(int(cfg.evaluate.action_probe_epochs))
             for batch in loader
             if batch is not None

@@ -9,7 +9,10 @@
   relative-action targets (what :func:`probe_actions` learns from).
 
 The module being evaluated runs on ``device`` for the call and is left where it was found
-(:func:`stec.evaluation.embed.placed_on`).
+(:func:`stec.evaluation.embed.placed_on`). A batch is ``(view_a, view_b, params_a,
+params_b)``, optionally followed by the ids ``[B]`` of the clips the pairs were made from:
+pairs of one clip (several passes over the data make several pairs of each) then stay on
+one side of the probe's train/held-out split.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from stec.actions import ActionSpace, ActionTargets, ViewParams
 from stec.efference import InverseModel
 from stec.evaluation.embed import features_of, frozen_eval, placed_on
 
-PairBatch = tuple[Tensor, Tensor, ViewParams, ViewParams]
+PairBatch = tuple[Tensor, Tensor, ViewParams, ViewParams]  # plus, optionally, clip ids [B]
 
 
 def _to(params: ViewParams, device: str | torch.device) -> ViewParams:
@@ -32,13 +35,24 @@ def _to(params: ViewParams, device: str | torch.device) -> ViewParams:
 
 
 def _unpack(batch_no: int, batch) -> PairBatch:
-    if not isinstance(batch, (tuple, list)) or len(batch) != 4:
+    return _unpack_with_ids(batch_no, batch)[:4]
+
+
+def _unpack_with_ids(
+    batch_no: int, batch
+) -> tuple[Tensor, Tensor, ViewParams, ViewParams, Tensor | None]:
+    if not isinstance(batch, (tuple, list)) or len(batch) not in (4, 5):
         raise ValueError(
-            f"batch {batch_no}: expected (view_a, view_b, params_a, params_b), got "
+            f"batch {batch_no}: expected (view_a, view_b, params_a, params_b[, clip_ids]), got "
             f"{type(batch).__name__}"
             + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else "")
         )
-    return batch[0], batch[1], batch[2], batch[3]
+    ids = torch.as_tensor(batch[4]).reshape(-1).long().cpu() if len(batch) == 5 else None
+    if ids is not None and ids.numel() != batch[0].shape[0]:
+        raise ValueError(
+            f"batch {batch_no}: {ids.numel()} clip ids for {batch[0].shape[0]} view pairs"
+        )
+    return batch[0], batch[1], batch[2], batch[3], ids
 
 
 def action_prediction_accuracy(
@@ -103,12 +117,29 @@ def embed_pairs(
     Returns:
         ``(h_a [N, D], h_b [N, D], targets)``, all on the CPU.
     """
-    feats_a, feats_b, classes, values, masks = [], [], [], [], []
+    return _embed_pairs(encoder, batches, action_space, device, transform)[:3]
+
+
+def _embed_pairs(
+    encoder: nn.Module,
+    batches: Iterable[PairBatch | None],
+    action_space: ActionSpace,
+    device: str | torch.device,
+    transform: Callable[[Tensor], Tensor] | None,
+) -> tuple[Tensor, Tensor, ActionTargets, Tensor]:
+    """:func:`embed_pairs` plus the clip of every pair ``[N]``: the batches' clip ids, or
+    a clip of its own for each pair of a batch without them."""
+    feats_a, feats_b, classes, values, masks, clips = [], [], [], [], [], []
+    own = 0  # ids of the pairs without one, apart from every given id
     with frozen_eval(encoder), placed_on(device, encoder, transform), torch.no_grad():
         for batch_no, batch in enumerate(batches):
             if batch is None:
                 continue
-            view_a, view_b, params_a, params_b = _unpack(batch_no, batch)
+            view_a, view_b, params_a, params_b, ids = _unpack_with_ids(batch_no, batch)
+            if ids is None:
+                ids = -1 - own - torch.arange(view_a.shape[0])
+                own += view_a.shape[0]
+            clips.append(ids)
             views = torch.cat([view_a, view_b]).to(device)
             if transform is not None:
                 views = transform(views)
@@ -123,7 +154,24 @@ def embed_pairs(
     if not feats_a:
         raise ValueError("embed_pairs: no (non-None) batches")
     targets = ActionTargets(torch.cat(classes), torch.cat(values), torch.cat(masks))
-    return torch.cat(feats_a), torch.cat(feats_b), targets
+    return torch.cat(feats_a), torch.cat(feats_b), targets, torch.cat(clips)
+
+
+def clip_split(
+    clips: Tensor, test_fraction: float, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """``(test_idx, train_idx)`` of pairs whose clips are ``clips [N]``: whole clips, in a
+    random order, go to the held-out side until it holds ``round(N * test_fraction)``
+    pairs, so no clip has pairs on both sides. With one pair per clip this is a random
+    split of the pairs."""
+    unique, of_pair = clips.unique(return_inverse=True)
+    order = torch.randperm(unique.numel(), generator=generator)
+    sizes = torch.bincount(of_pair, minlength=unique.numel())[order]
+    n_test = int(round(clips.numel() * test_fraction))
+    held_out = torch.zeros(unique.numel(), dtype=torch.bool)
+    held_out[order[: int(torch.searchsorted(sizes.cumsum(0), n_test)) + 1]] = True
+    test = held_out[of_pair]
+    return torch.nonzero(test).flatten(), torch.nonzero(~test).flatten()
 
 
 def _subset(t: ActionTargets, idx: Tensor) -> ActionTargets:
@@ -148,19 +196,21 @@ def probe_actions(
     """Train a fresh :class:`~stec.efference.InverseModel` on frozen features and score it.
 
     Both views of every batch are embedded once by the frozen ``encoder`` on ``device``
-    (:func:`embed_pairs`; ``None`` batches are skipped). The view pairs are split at random
-    into train and held-out (``test_fraction``); the inverse model (``hidden`` units, batch
-    norm) is trained with Adam on ``device`` on the train pairs for ``epochs`` epochs, and
-    scored on all held-out pairs at once. Initialisation and batch
-    order depend only on ``seed``; the global RNG state is restored afterwards.
+    (:func:`embed_pairs`; ``None`` batches are skipped). The view pairs are split into
+    train and held-out (``test_fraction`` of the pairs) by clip (:func:`clip_split`: the
+    batches' clip ids, else one clip per pair), so a held-out pair never comes from a clip
+    the probe was trained on; the inverse model (``hidden`` units, batch norm) is trained
+    with Adam on ``device`` on the train pairs for ``epochs`` epochs, and scored on all
+    held-out pairs at once. Initialisation and batch order depend only on ``seed``; the
+    global RNG state is restored afterwards.
 
     Alongside, ``majority_acc/<component>`` gives the accuracy of always predicting each
     target's most frequent training class: the floor an informative representation beats.
 
     Args:
         encoder: maps views ``[B, ...]`` to features ``[B, D, ...]`` (e.g. ``method.backbone``).
-        batches: ``(view_a, view_b, params_a, params_b)`` batches, e.g. from
-            :class:`stec.augment.TwoViews`.
+        batches: ``(view_a, view_b, params_a, params_b[, clip_ids])`` batches, e.g.
+            from :class:`stec.augment.TwoViews` and the dataset's item indices.
         action_space: the components to predict (e.g. ``two_views.action_space()``).
     Returns:
         ``{"action_acc/<component>": float, "majority_acc/<component>": float, ...}``
@@ -168,16 +218,14 @@ def probe_actions(
     """
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
-    h_a, h_b, targets = embed_pairs(
-        encoder, batches, action_space, device=device, transform=transform
-    )
-    n = h_a.shape[0]
-    n_test = int(round(n * test_fraction))
-    if n_test < 1 or n - n_test < 2:
-        raise ValueError(f"probe_actions: {n} view pairs are too few to split train/held-out")
+    h_a, h_b, targets, clips = _embed_pairs(encoder, batches, action_space, device, transform)
     generator = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(n, generator=generator)
-    test_idx, train_idx = perm[:n_test], perm[n_test:]
+    test_idx, train_idx = clip_split(clips, test_fraction, generator)
+    if int(round(clips.numel() * test_fraction)) < 1 or train_idx.numel() < 2:
+        raise ValueError(
+            f"probe_actions: {clips.numel()} view pairs of {clips.unique().numel()} clips are "
+            f"too few to split train/held-out"
+        )
     train_t = _subset(targets, train_idx)
     devices = [torch.device(device)] if torch.device(device).type == "cuda" else []
     with torch.random.fork_rng(devices=devices):

@@ -128,3 +128,31 @@ def test_embed_pairs_runs_the_encoder_on_the_device_and_targets_on_the_cpu():
         encoder.inner.eval()
         torch.testing.assert_close(h_a, encoder.inner(batches[0][0]))
         torch.testing.assert_close(h_b, encoder.inner(batches[0][1]))
+
+
+def _repeated_clips(n_clips: int = 150, passes: int = 3, batch: int = 50):
+    """Every clip gives ``passes`` view pairs (as ``evaluate.action_probe_epochs`` passes
+    over the data do). Its features identify the clip, and the flip of each of its pairs
+    is the clip's own: only memorising clips predicts it."""
+    g = torch.Generator().manual_seed(5)
+    features = torch.randn(n_clips, 64, generator=g)
+    flips = torch.randint(0, 2, (2, n_clips), generator=g)
+    order = torch.cat([torch.randperm(n_clips, generator=g) for _ in range(passes)])
+    out = []
+    for ids in order.split(batch):
+        views = features[ids] + 0.01 * torch.randn(len(ids), 64, generator=g)
+        params = [{"gain": torch.zeros(len(ids)), "flip": flips[side, ids]} for side in range(2)]
+        out.append((views, views.clone(), params[0], params[1], ids))
+    return out
+
+
+def test_pairs_of_one_clip_stay_on_one_side_of_the_probe_split():
+    kwargs = dict(hidden=128, epochs=30, lr=1e-2, batch_size=64)
+    by_clip = probe_actions(nn.Identity(), _repeated_clips(), SPACE, **kwargs)
+    # held-out clips were never seen: their flips cannot be read from the features
+    assert by_clip["action_acc/flip"] < 0.7
+    # split by pair, held-out pairs mostly come from clips seen in training: memorised
+    by_pair = probe_actions(nn.Identity(), [b[:4] for b in _repeated_clips()], SPACE, **kwargs)
+    assert by_pair["action_acc/flip"] > 0.9
+    with pytest.raises(ValueError, match="3 clip ids for 50 view pairs"):
+        probe_actions(nn.Identity(), [(*_repeated_clips()[0][:4], torch.arange(3))], SPACE)
