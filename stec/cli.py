@@ -208,8 +208,8 @@ def run_cli(
         if isinstance(err, MissingMandatoryValue):
             key = err.full_key
             message = f"{key} is required: set it, e.g. {key}=..."
-        else:
-            message = str(err)
+        else:  # one line, whatever the error's own layout
+            message = "; ".join(line.strip() for line in str(err).splitlines() if line.strip())
         print(f"{prog} {command}: error: {message}", file=sys.stderr)
         return 2 if isinstance(err, INPUT_ERRORS) else 1
     return 0

@@ -17,7 +17,7 @@ from torch import nn
 
 from stec.cli import check_checkpoint
 from stec.distributed import barrier, is_main
-from stec.errors import ConfigError, generated_root, user_input
+from stec.errors import ConfigError, DataError, generated_root, user_input
 from stec.methods import choose
 from stec_audio.audioset import audioset_entries
 from stec_audio.cache import prepare_cache
@@ -64,9 +64,26 @@ def data_root(cfg: DictConfig) -> Path:
 
 
 def build_index(cfg: DictConfig, split: str = "train") -> ClipIndex:
-    """The clip index of ``cfg.data``; ``split="eval"`` is AudioSet's evaluation list."""
+    """The clip index of ``cfg.data``; ``split="eval"`` is AudioSet's evaluation list. An
+    index without a clip is refused here, naming the clips listed without a file."""
     name = choose("data.name", cfg.data.name, DATASETS)
     root = data_root(cfg)
+    index = _audioset_index(cfg, root, split) if name == "audioset" else _index(cfg, name, root)
+    if len(index) == 0:
+        found = index.missing_summary() or "no audio file found"
+        raise DataError(f"data.root={root}: no usable clip: {found}")
+    folds = cfg.data.get("folds")
+    if folds:  # e.g. tune on the training folds only: data.folds=[1,2,3,4]
+        keep = np.flatnonzero(np.isin(index.folds, list(folds)))
+        if keep.size == 0:
+            raise ConfigError(
+                f"data.folds={list(folds)} selects no clip; the data has folds {sorted(set(index.folds.tolist()))}"
+            )
+        index = index.subset(keep)
+    return index
+
+
+def _index(cfg: DictConfig, name: str, root: Path) -> ClipIndex:
     labels = list(cfg.data.get("labels") or [])
     if name in ("demo", "notes", "esc50"):
         index = esc50_entries(root, esc10=bool(cfg.data.get("esc10", False)))
@@ -81,18 +98,8 @@ def build_index(cfg: DictConfig, split: str = "train") -> ClipIndex:
             f"data.labels={labels}: further label sets are read from the metadata of "
             "data=demo, notes, esc50 or manifest"
         )
-    elif name == "folder":
-        index = folder_entries(root)
     else:
-        return _audioset_index(cfg, root, split)
-    folds = cfg.data.get("folds")
-    if folds:  # e.g. tune on the training folds only: data.folds=[1,2,3,4]
-        keep = np.flatnonzero(np.isin(index.folds, list(folds)))
-        if keep.size == 0:
-            raise ConfigError(
-                f"data.folds={list(folds)} selects no clip; the data has folds {sorted(set(index.folds.tolist()))}"
-            )
-        index = index.subset(keep)
+        index = folder_entries(root)
     return index
 
 

@@ -176,7 +176,7 @@ def prepare_cache(dataset, workers: int = 2, progress: bool = True) -> CacheRepo
     if store is None:
         raise ValueError("prepare_cache needs a dataset made with cache_dir=")  # a caller's bug
     index = dataset.index
-    done = np.array([store.has(index.id(i), index.path(i)) for i in range(len(index))])
+    done = np.array([store.has(index.id(i), index.path(i)) for i in range(len(index))], dtype=bool)
     n_reused = int(done.sum())
     todo = np.flatnonzero(~done).tolist()
     loader = DataLoader(

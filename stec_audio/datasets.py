@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from stec.errors import DataError
 from stec_audio.clip_index import (  # noqa: F401 - re-exported
     ClipEntry,
     ClipIndex,
@@ -168,9 +169,7 @@ class InMemoryLogMels(IndexedClips):
                 xs.append(batch[0].half())
                 positions.append(batch[2])
         if not xs:
-            raise ValueError(
-                f"no usable audio among {len(source)} clips.\n{source.bad_log.summary()}"
-            )
+            raise no_usable_audio(len(source), source.bad_log)
         pos = torch.cat(positions)
         order = pos.argsort()
         self.data = torch.cat(xs)[order]
@@ -206,6 +205,13 @@ def collate_skip_bad(
     return torch.stack(xs), y, torch.tensor(idx, dtype=torch.long)
 
 
+def no_usable_audio(n_clips: int, bad_log) -> DataError:
+    """The error of a dataset none of whose ``n_clips`` clips could be read, with the
+    reasons, on one line."""
+    reasons = "; ".join(line.strip() for line in bad_log.summary().splitlines() if line.strip())
+    return DataError(f"no usable audio among {n_clips} clips: {reasons or 'none could be read'}")
+
+
 def compute_norm_stats(
     dataset: IndexedClips,
     max_items: int | None = None,
@@ -237,9 +243,7 @@ def compute_norm_stats(
         total_sq += float((x * x).sum())
         count += x.numel()
     if count == 0:
-        raise ValueError(
-            f"no usable audio among {len(positions)} clips.\n{dataset.bad_log.summary()}"
-        )
+        raise no_usable_audio(len(positions), dataset.bad_log)
     mean = total / count
     std = max(total_sq / count - mean * mean, 0.0) ** 0.5
     if not std > 0:

@@ -119,3 +119,9 @@ def test_dataset_reads_through_and_writes_the_cache(esc50_dir, tmp_path):
 def test_prepare_stops_when_most_files_are_bad(mostly_bad_dir, tmp_path):
     with pytest.raises(TooManyBadFiles, match="cannot decode audio"):
         prepare_cache(cached_dataset(esc50_entries(mostly_bad_dir), tmp_path / "c"), workers=0, progress=False)  # fmt: skip
+
+
+def test_an_index_without_clips_fills_nothing(esc50_dir, tmp_path):
+    index = esc50_entries(esc50_dir).subset(np.array([], dtype=np.int64))
+    report = prepare_cache(cached_dataset(index, tmp_path / "c"), workers=0, progress=False)
+    assert (report.n_clips, report.n_cached, report.n_new, report.n_bad) == (0, 0, 0, 0)

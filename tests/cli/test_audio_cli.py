@@ -418,3 +418,38 @@ def test_a_well_formed_export_loads_with_its_norm_and_front_end(tmp_path):
     assert model.norm == NormStats(0.5, 2.0) and model.frontend == FrontEndConfig()
     x = torch.randn(2, 1, 64, 96)
     assert torch.equal(model.encoder.eval()(x), encoder.eval()(x))
+
+
+def _listed_but_absent(root, names):
+    (root / "audio").mkdir(parents=True)
+    (root / "meta").mkdir()
+    rows = [f"{name},{name[0]},0,dog,True,{i},A" for i, name in enumerate(names)]
+    header = "filename,fold,target,category,esc10,src_file,take"
+    (root / "meta" / "esc50.csv").write_text("\n".join([header, *rows]) + "\n")
+    return root
+
+
+@pytest.mark.parametrize("cache", ["true", "false"])
+@pytest.mark.parametrize("command", [["prepare"], ["pretrain"], ["evaluate", "checkpoint=random"]])
+def test_a_dataset_without_a_usable_clip_is_one_line(command, cache, tmp_path, capsys):
+    esc = _listed_but_absent(tmp_path / "esc", ["1-1-A-0.wav", "2-2-A-0.wav"])
+    (tmp_path / "empty").mkdir()
+    for data, message in (
+        (["data=esc50", f"data.root={esc}"], "2 listed clip(s) have no audio file: 1-1-A-0.wav"),
+        (["data=folder", f"data.root={tmp_path / 'empty'}"], "no usable clip: no audio file found"),
+    ):
+        assert main([*command, *data, f"data.cache={cache}", *TINY]) == 2
+        err = capsys.readouterr().err
+        assert f"data.root={data[1].split('=')[1]}: no usable clip" in err and message in err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_dataset_whose_every_file_is_unusable_is_one_line(tmp_path, capsys):
+    files = {f"{1 + i % 5}-{i:03d}-A-{i % 2}.wav": "corrupt" for i in range(4)}
+    root = make_esc50(tmp_path / "broken", files)
+    for cache in ("true", "false"):
+        args = [f"data.root={root}", "data.max_bad_fraction=1.0", f"data.cache={cache}"]
+        assert main(["prepare", "data=esc50", *args, *TINY]) == 2
+        err = capsys.readouterr().err
+        assert "no usable audio among 4 clips" in err and "cannot decode audio" in err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
