@@ -25,7 +25,9 @@ Decisions:
   version) by :func:`stec.evaluation.sed.event_counts`: 200 ms onset collar, offset
   collar ``max(200 ms, 20% of the event)``, optimal one-to-one matching per class:
   sed_eval's event-based metric as DCASE task 4 uses it. Both F1s are macro averages over
-  classes, per test fold; the results give their mean and std over folds.
+  the classes with reference in the test fold, as sed_eval averages them
+  (``results["macro_rule"]``), per test fold; the results give their mean and std over
+  folds.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from stec.engine.trainer import resolve_device
 from stec.errors import ConfigError
 from stec.evaluation import write_results
 from stec.evaluation.sed import (
+    MACRO_RULE,
     Event,
     event_counts,
     f1_scores,
@@ -287,6 +290,7 @@ def _summary(
         "rule": EVENT_RULE,
     }
     results["threshold_rule"] = THRESHOLD_RULE
+    results["macro_rule"] = MACRO_RULE
     results["split"] = (
         f"train on the other folds, evaluate on folds {list(options.eval_folds)}"
         if options.eval_folds

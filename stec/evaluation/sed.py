@@ -13,8 +13,12 @@ are intervals on a time axis with a class index).
   ``EventBasedMetrics(t_collar=0.2, percentage_of_length=0.2)`` that DCASE task 4 scores
   with (sed_eval's own default length share is 0.5).
 
-A class whose F1 is undefined (no reference and no predicted positive: ``0 / 0``) is left
-out of the macro average; the macro F1 of a set with no defined class is NaN.
+Which classes the macro average counts follows sed_eval (its class-wise F-measure and
+``numpy.nanmean``, as DCASE task 4 calls it with ``empty_system_output_handling=
+"zero_score"``): a class without reference (no positive frame, no event) in the scored set
+has no F1 and is left out, whether or not it was predicted; a class with reference counts,
+with F1 0 when it was never predicted. The macro F1 of a set with no reference at all is
+NaN. (:data:`MACRO_RULE` says so in results files.)
 """
 
 from __future__ import annotations
@@ -25,6 +29,13 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
+
+MACRO_RULE = (
+    "macro F1: the mean over the classes with reference (positive frames or events) in the "
+    "scored fold; a class without reference is left out, predicted or not, and one never "
+    "predicted counts with F1 0 (sed_eval's class-wise average with "
+    "empty_system_output_handling='zero_score', as DCASE task 4 scores)"
+)
 
 
 class Event(NamedTuple):
@@ -53,14 +64,15 @@ def frame_counts(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def f1_scores(tp: Tensor, fp: Tensor, fn: Tensor) -> Tensor:
-    """``[C]`` float64 F1 ``= 2 tp / (2 tp + fp + fn)``; NaN where it is ``0 / 0``."""
+    """``[C]`` float64 F1 ``= 2 tp / (2 tp + fp + fn)``; NaN for a class without reference
+    (``tp + fn = 0``), whose recall is undefined, as in sed_eval (see :data:`MACRO_RULE`)."""
     tp, fp, fn = (torch.as_tensor(v, dtype=torch.float64) for v in (tp, fp, fn))
     denominator = 2 * tp + fp + fn
-    return torch.where(denominator > 0, 2 * tp / denominator.clamp_min(1), torch.nan)
+    return torch.where(tp + fn > 0, 2 * tp / denominator.clamp_min(1), torch.nan)
 
 
 def macro_f1(tp: Tensor, fp: Tensor, fn: Tensor) -> float:
-    """The mean F1 over the classes where it is defined (NaN when none is)."""
+    """The mean F1 over the classes with reference (NaN when none has any)."""
     f1 = f1_scores(tp, fp, fn)
     defined = ~f1.isnan()
     return float(f1[defined].mean()) if defined.any() else math.nan

@@ -96,6 +96,33 @@ def test_frame_f1_counts_and_macro_average():
         frame_counts(pred[:, 0], target[:, 0])
 
 
+def _sed_eval_class_f1(tp: int, fp: int, fn: int) -> float:
+    """sed_eval 0.2.1's class-wise F-measure as DCASE task 4 calls it
+    (``empty_system_output_handling="zero_score"``): precision 0 without output, recall
+    NaN without reference, F 0 when both are 0, else 2PR / (P + R) (NaN stays NaN)."""
+    n_sys, n_ref = tp + fp, tp + fn
+    precision = 0.0 if n_sys == 0 else tp / n_sys
+    recall = math.nan if n_ref == 0 else tp / n_ref
+    if precision == 0 and recall == 0:
+        return 0.0
+    return 2 * precision * recall / (precision + recall)
+
+
+def test_macro_f1_leaves_out_the_classes_sed_eval_leaves_out():
+    # per class (tp, fp, fn): scored; predicted but absent from the fold; present but
+    # never predicted; neither present nor predicted
+    counts = [(3, 1, 2), (0, 2, 0), (0, 0, 3), (0, 0, 0)]
+    tp, fp, fn = (torch.tensor(c) for c in zip(*counts, strict=True))
+    expected = [_sed_eval_class_f1(*c) for c in counts]
+    assert math.isnan(expected[1]) and expected[2] == 0.0 and math.isnan(expected[3])
+    f1 = f1_scores(tp, fp, fn)
+    for ours, theirs in zip(f1.tolist(), expected, strict=True):
+        assert (math.isnan(ours) and math.isnan(theirs)) or ours == pytest.approx(theirs)
+    # sed_eval's class-wise average is numpy.nanmean over the classes
+    defined = [v for v in expected if not math.isnan(v)]
+    assert macro_f1(tp, fp, fn) == pytest.approx(sum(defined) / len(defined)) == (6 / 9) / 2
+
+
 def test_best_thresholds_maximise_frame_f1_exactly():
     scores = torch.tensor(
         [[0.9, 0.5, 0.3], [0.8, 0.5, 0.2], [0.7, 0.1, 0.1], [0.2, 0.0, 0.0], [0.1, 0.0, 0.4]]
