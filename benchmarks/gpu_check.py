@@ -14,7 +14,13 @@ Checks, each timed and run on its own (a failure is recorded and the next check 
 7. ``sync_debug``: training steps (SimCLR and BYOL with the inverse model, the default
    audio pipeline with the mixup bank) under ``torch.cuda.set_sync_debug_mode("error")``,
    then under ``"warn"`` to list every line that still synchronises;
-8. ``throughput``: training clips/s of AudioNTT2020 (d=2048) at batch 256 (per-step
+8. ``syncbn``: the same steps with every BatchNorm as SyncBatchNorm on the path it takes
+   under DDP (``trainer.sync_batchnorm=true``, on in every official vision preset):
+   host synchronisations per step and per SyncBatchNorm call under
+   ``set_sync_debug_mode("warn")``, the lines they come from, and the step time beside
+   plain BatchNorm (one GPU: torch's SyncBatchNorm function runs as with two ranks, its
+   collectives replaced by local copies, which never synchronise);
+9. ``throughput``: training clips/s of AudioNTT2020 (d=2048) at batch 256 (per-step
    augmentation on the device, forward, backward, optimiser, bf16 autocast) for SimCLR and
    BYOL with ``efference=off`` and ``inverse`` side by side: the S-TEC overhead.
 
@@ -165,6 +171,41 @@ class Check:
                 torch.cuda.synchronize()
         return result
 
+    def syncbn(self) -> dict[str, Any]:
+        import torch
+
+        if not self.device.startswith("cuda"):
+            return {"note": "SyncBatchNorm's kernels need CUDA"}
+        steps = self.b["sync_steps"]
+        result: dict[str, Any] = {}
+        for kind in ("batchnorm", "syncbatchnorm"):
+            trainer, batch = self._trainer("simclr", "inverse", d=self.b["encoder_d"])
+            with SyncBatchNormPath(trainer.method if kind == "syncbatchnorm" else None) as path:
+                for _ in range(2):  # lazy initialisation may synchronise once
+                    trainer.train_step(batch)
+                torch.cuda.synchronize()
+                path.calls = 0
+                start = time.perf_counter()
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    with _sync_mode("warn"):
+                        for _ in range(steps):
+                            trainer.train_step(batch)
+                torch.cuda.synchronize()
+            syncs = [w for w in caught if "synchroniz" in str(w.message)]
+            result[kind] = {
+                "step_ms": round(1000 * (time.perf_counter() - start) / steps, 2),
+                "host_syncs_per_step": len(syncs) / steps,
+                "sync_lines": sorted({_relative(w.filename, w.lineno) for w in syncs}),
+            }
+            if kind == "syncbatchnorm":
+                result[kind].update(
+                    layers=path.layers,
+                    calls_per_step=path.calls / steps,
+                    host_syncs_per_call=round(len(syncs) / max(path.calls, 1), 2),
+                )
+        return result
+
     def throughput(self) -> dict[str, Any]:
         import torch
 
@@ -214,6 +255,64 @@ class Check:
         cfg = TrainerConfig(batch_size=batch_size, device=self.device, amp=amp, progress=False)
         trainer = Trainer(model, data, cfg, self.out / "unused", augmenter, num_classes=10)
         return trainer, next(iter(trainer.loader))
+
+
+class SyncBatchNormPath:
+    """Within the block, the BatchNorm layers of ``model`` (converted in place to
+    ``nn.SyncBatchNorm``) run torch's SyncBatchNorm autograd function as they do under DDP
+    with two ranks, in this one process: the all-gather of the statistics and the
+    all-reduce of the gradients are local copies (which never synchronise), so what
+    synchronises is the function itself. ``calls`` counts the layers' forward calls and
+    ``layers`` the layers. Nothing changes with ``model`` None."""
+
+    class _Group:  # what the function asks of a process group
+        def _get_backend_name(self) -> str:
+            return "nccl"
+
+    def __init__(self, model) -> None:
+        self.model, self.calls, self.layers, self._undo = model, 0, 0, []
+
+    def __enter__(self) -> SyncBatchNormPath:
+        if self.model is None:
+            return self
+        import torch.distributed as dist
+        from torch import nn
+        from torch.nn.modules._functions import SyncBatchNorm as SyncFunction
+
+        converted = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        if converted is not self.model:
+            raise ValueError("SyncBatchNormPath needs a model that is not itself a BatchNorm")
+        self.layers = sum(isinstance(m, nn.SyncBatchNorm) for m in self.model.modules())
+        group = self._Group()
+
+        def forward(layer, x):  # nn.SyncBatchNorm.forward in training under DDP, 2 ranks
+            self.calls += 1
+            if layer.num_batches_tracked is not None:
+                layer.num_batches_tracked.add_(1)
+            return SyncFunction.apply(
+                x, layer.weight, layer.bias, layer.running_mean, layer.running_var,
+                layer.eps, layer.momentum or 0.0, group, 2,
+            )  # fmt: skip
+
+        def all_gather_into_tensor(out, x, group=None, async_op=False):
+            out.copy_(x.reshape(1, -1).repeat(1, out.numel() // x.numel()).reshape(out.shape))
+
+        def all_reduce(x, op=None, group=None, async_op=False):
+            x.mul_(2)  # the sum over two ranks of equal values
+
+        for owner, name, value in (
+            (nn.SyncBatchNorm, "forward", forward),
+            (dist, "all_gather_into_tensor", all_gather_into_tensor),
+            (dist, "all_reduce", all_reduce),
+        ):
+            self._undo.append((owner, name, getattr(owner, name)))
+            setattr(owner, name, value)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for owner, name, value in reversed(self._undo):
+            setattr(owner, name, value)
+        self._undo.clear()
 
 
 class _sync_mode:
@@ -266,6 +365,7 @@ def run_checks(out: Path, smoke: bool, device: str) -> dict[str, Any]:
         ("compare", check.compare),
         ("torchrun", check.torchrun),
         ("sync_debug", check.sync_debug),
+        ("syncbn", check.syncbn),
         ("throughput", check.throughput),
     ]
     results: dict[str, Any] = {}

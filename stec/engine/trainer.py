@@ -11,7 +11,8 @@ Under ``torchrun`` every rank draws its own augmentations from streams seeded by
 ``(trainer.seed, rank)``, and the checkpoint keeps each rank's RNG state and augmenter
 buffers. The step itself never waits for the GPU: host values (batch sizes, label counts)
 travel over a CPU group, and a non-finite loss is recorded on the device and read at the
-log and checkpoint steps, which synchronise anyway.
+log and checkpoint steps, which synchronise anyway. (PyTorch's SyncBatchNorm, with
+``sync_batchnorm`` under DDP, and the fp16 grad scaler do synchronise: docs/training.md.)
 """
 
 from __future__ import annotations
@@ -339,7 +340,8 @@ class Trainer:
         self.non_finite.raise_if_bad(self.step, last)
 
     def train_step(self, batch, plan: StepPlan | None = None) -> dict[str, Tensor]:
-        """One optimiser step. Nothing in it reads a value back from the device."""
+        """One optimiser step. Nothing in the engine reads a value back from the device
+        (SyncBatchNorm under DDP and the fp16 scaler do: docs/training.md)."""
         plan = plan or self.plan(batch)
         view_a, view_b, params_a, params_b, labels = self._unpack(batch)
         self.method.train()

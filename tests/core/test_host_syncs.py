@@ -1,17 +1,22 @@
-"""The training step never makes the host wait for the device.
+"""The training step never makes the host wait for the device, except in SyncBatchNorm.
 
 On this CPU machine the step runs on ``device="meta"`` under a detector of every
 synchronising operation (tests/core/syncs.py); on a GPU, the same steps run under
-``torch.cuda.set_sync_debug_mode``.
+``torch.cuda.set_sync_debug_mode``. Under DDP with ``trainer.sync_batchnorm=true``,
+PyTorch's SyncBatchNorm forward synchronises: the last test shows where and how often
+(``benchmarks/gpu_check.py``'s ``syncbn`` check measures it on a GPU).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from stec import build_method
 from stec.engine.trainer import Trainer, TrainerConfig
@@ -123,3 +128,57 @@ def test_cuda_steps_under_sync_debug_mode(method_name):
         torch.cuda.set_sync_debug_mode("default")
     sites = {f"{w.filename}:{w.lineno}" for w in caught if "synchroniz" in str(w.message)}
     assert not sites, sorted(sites)
+
+
+class MetaBatchNormKernels(TorchDispatchMode):
+    """Shapes for SyncBatchNorm's CUDA-only kernels on meta tensors (no data, no sync)."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = str(func).split(".")[1]
+        x = args[0]
+        per_channel = lambda: x.new_empty(x.shape[1])  # noqa: E731
+        if name in ("batch_norm_stats", "batch_norm_gather_stats_with_counts"):
+            return per_channel(), per_channel()
+        if name in ("batch_norm_elemt", "batch_norm_backward_elemt"):
+            return torch.empty_like(x)
+        if name == "batch_norm_backward_reduce":
+            return tuple(per_channel() for _ in range(4))
+        return func(*args, **(kwargs or {}))
+
+
+def gpu_check():
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("gpu_check", root / "benchmarks/gpu_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_syncbatchnorm_under_ddp_synchronises_the_host_in_every_layer():
+    # trainer.sync_batchnorm=true under DDP (on in every official vision preset): PyTorch's
+    # SyncBatchNorm drops the statistics of ranks with an empty batch by boolean masks,
+    # whose sizes the host must read, in every layer's forward
+    trainer = make("toy", "simclr", "inverse", "meta")
+    batch = next(iter(trainer.loader))
+    per_call = []
+    layers = sum(isinstance(m, nn.BatchNorm1d) for m in trainer.method.modules())
+    with gpu_check().SyncBatchNormPath(trainer.method) as path:
+        assert path.layers == layers >= 2  # backbone, projector, inverse model
+        plain_forward = nn.SyncBatchNorm.forward
+
+        def counted(layer, x):
+            before = len(detector.syncs)
+            out = plain_forward(layer, x)
+            per_call.append({s.op for s in detector.syncs[before:]})
+            return out
+
+        nn.SyncBatchNorm.forward = counted
+        try:
+            with HostSyncDetector() as detector, MetaBatchNormKernels():
+                trainer.train_step(batch)
+        finally:
+            nn.SyncBatchNorm.forward = plain_forward
+    assert path.calls == len(per_call) >= path.layers
+    assert all(ops == {"aten.index.Tensor"} for ops in per_call), per_call
+    # nothing else in the step synchronises
+    assert len(detector.syncs) == 3 * path.calls
