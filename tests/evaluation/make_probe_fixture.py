@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,22 +22,35 @@ import torch
 from stec.cli import compose_config
 from stec.evaluation import embed
 from stec_audio import app
+from stec_audio.cli import frozen_encoder
 from stec_audio.datasets import collate_skip_bad
+from stec_audio.frontend import LogMelNormalizer
 
 DEFAULT_OUT = Path(__file__).parent / "data" / "demo_random_audiontt.npz"
 
 
-def demo_embeddings(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(features [N, D] float32, labels [N], folds [N])`` of the random encoder."""
-    with tempfile.TemporaryDirectory() as prepared:  # the normalisation statistics
-        overrides = ["data=demo", "checkpoint=random", f"seed={seed}", f"data.prepared={prepared}"]
-        cfg = compose_config("audio", overrides)
-        encoder, _, _ = app.load_encoder(cfg)
-        index = app.build_index(cfg)
-        dataset = app.clip_dataset(cfg, index, app.norm_stats(cfg, index), use_cache=False)
-        loader = torch.utils.data.DataLoader(dataset, batch_size=16, collate_fn=collate_skip_bad)
-        features, labels, positions = embed(encoder, loader)
-    folds = index.folds[positions.numpy()].astype(np.int64)
+def demo_embeddings(
+    seed: int, overrides: Sequence[str] = ()
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(features [N, D] float32, labels [N], folds [N])`` of the random encoder, embedded
+    as ``stec-audio evaluate checkpoint=random`` embeds the training clips: the encoder
+    drawn from ``seed``, the clips normalised on the device with the statistics of the
+    training clips. ``overrides``: further config overrides (the tests use a smaller set)."""
+    with tempfile.TemporaryDirectory() as prepared:  # statistics and cache, thrown away
+        cfg = compose_config(
+            "audio",
+            ["data=demo", "checkpoint=random", f"seed={seed}", f"data.prepared={prepared}",
+             "trainer.num_workers=0", "trainer.progress=false", *overrides],
+        )  # fmt: skip
+        frozen = frozen_encoder(cfg)
+        dataset = app.clip_dataset(cfg, app.build_index(cfg, "train"), frozen.frontend)
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=int(cfg.evaluate.embed_batch_size), collate_fn=collate_skip_bad
+        )
+        features, labels, positions = embed(
+            frozen.encoder, loader, transform=LogMelNormalizer(frozen.norm)
+        )
+    folds = np.asarray(dataset.index.folds)[positions.numpy()].astype(np.int64)
     return features.numpy(), labels.numpy().astype(np.int64), folds
 
 

@@ -49,3 +49,22 @@ def _sklearn_accuracy(linear_model, preprocessing, x, y, folds, fold) -> float:
     model = linear_model.LogisticRegression(C=1.0, max_iter=10_000)
     model.fit(scaler.transform(x[train].astype(np.float64)), y[train])
     return float(model.score(scaler.transform(x[test].astype(np.float64)), y[test]))
+
+
+@pytest.mark.usefixtures("isolated")
+def test_the_fixture_script_embeds_as_stec_audio_does():
+    # make_probe_fixture.py writes the fixture; on a smaller demo set its embeddings are
+    # those of `stec-audio embed checkpoint=random` (the full set regenerates the committed
+    # file: 400 x 512, within one float16 step)
+    from stec_audio.cli import main
+    from tests.evaluation.make_probe_fixture import demo_embeddings
+
+    small = ["data.n_per_class=2"]
+    features, labels, folds = demo_embeddings(0, small)
+    assert features.shape == (20, 512) and np.bincount(labels).tolist() == [2] * 10
+    assert set(folds.tolist()) <= {1, 2, 3, 4, 5} and len(folds) == 20
+    args = ["embed", "data=demo", *small, "checkpoint=random", "seed=0", "out=cli.npy"]
+    assert main([*args, "trainer.progress=false"]) == 0
+    cli = np.load("cli.npy", allow_pickle=True).item()
+    np.testing.assert_allclose(features, cli["embeddings"], rtol=0, atol=1e-6)
+    assert np.array_equal(labels, cli["labels"])
