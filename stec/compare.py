@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from stec.engine.checkpoint import setting_changes, settings_of, training_changes
+from stec.engine.trainer import with_trainer_defaults
 from stec.errors import ConfigError
 
 # two-sided 95% Student-t quantiles by degrees of freedom (scipy is not a dependency)
@@ -125,7 +126,9 @@ def run_plan(
         for seed in plan.seeds:
             run_dir = out_dir / arm.name / f"seed{seed}"
             overrides = [*common, *arm.overrides, f"seed={seed}", f"run_dir={run_dir}"]
-            config = _plain_json(resolve(overrides)) if resolve is not None else None
+            config = None
+            if resolve is not None:  # as the Trainer records it (trainer section complete)
+                config = _plain_json(with_trainer_defaults(resolve(overrides)))
             runs.append((arm, seed, run_dir, overrides, config))
     _refuse_other_training(runs, out_dir)
     for arm, seed, run_dir, run, config in runs:
@@ -158,11 +161,11 @@ def _refuse_other_training(runs: list, out_dir: Path) -> None:
     refused = []
     for arm, seed, run_dir, _, config in runs:
         trained = _read_json(run_dir / "config.json")
-        if arm.kind != "pretrain" or config is None or trained is None:
+        if arm.kind != "pretrain" or config is None or not isinstance(trained, dict):
             continue
         if not (run_dir / "checkpoints" / "last.pt").exists():
             continue
-        changes = training_changes(trained, config)
+        changes = training_changes(with_trainer_defaults(trained), config)
         if changes:
             refused.append(f"{arm.name} seed {seed} ({'; '.join(changes)})")
     if refused:

@@ -60,7 +60,13 @@ from stec.methods.base import SSLMethod, choose
 
 log = logging.getLogger("stec")
 AMP_MODES = ("off", "bf16", "fp16")
-__all__ = ["NonFiniteLossError", "Trainer", "TrainerConfig", "resolve_device"]
+__all__ = [
+    "NonFiniteLossError",
+    "Trainer",
+    "TrainerConfig",
+    "resolve_device",
+    "with_trainer_defaults",
+]
 
 
 @dataclass
@@ -104,6 +110,16 @@ class TrainerConfig:
                 f"unknown trainer key(s) {unknown}; allowed keys: {', '.join(sorted(known))}"
             )
         return cls(**values)
+
+
+def with_trainer_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """A run config with its ``trainer`` section completed by :class:`TrainerConfig`'s
+    defaults, which a run takes for the keys its config leaves out: how the Trainer records
+    a run's settings, so that configs written with and without those keys compare equal."""
+    section = config.get("trainer")
+    if not isinstance(section, dict):
+        return config
+    return {**config, "trainer": {**asdict(TrainerConfig()), **section}}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -252,7 +268,9 @@ class Trainer:
             log.info("trainer.resume=auto: no checkpoint at %s, starting fresh", path)
             return
         state = load_checkpoint(path)
-        changes = training_changes(state.get("config") or {}, self.run_config)
+        changes = training_changes(
+            with_trainer_defaults(state.get("config") or {}), self.run_config
+        )
         if changes:
             raise CheckpointError(
                 f"checkpoint {path} was trained with other settings than this run: "

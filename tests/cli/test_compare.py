@@ -226,3 +226,44 @@ def test_compare_reuses_results_only_when_their_settings_are_the_same(tmp_path, 
     assert error.count("\n") == 0 and "simclr-off seed 0 (method.temperature: " in error
     assert "Use a new compare.out" in error
     assert (floor / "results.json").read_text() == floor_results
+
+
+def test_a_rerun_of_a_config_that_leaves_trainer_keys_out_reuses_its_runs(tmp_path):
+    # the audio config has no trainer.trust_coefficient: the Trainer records its default,
+    # and a rerun must compare equal to that record, not "removed"
+    from dataclasses import asdict
+
+    from stec.compare import run_plan
+    from stec.engine.trainer import TrainerConfig
+
+    plan = build_plan(["simclr"], ["off"], [0], floors=["random"])
+    calls = []
+
+    def resolve(overrides):
+        values = dict(o.split("=", 1) for o in overrides)
+        return {"seed": int(values["seed"]), "run_dir": values["run_dir"],
+                "method": {"name": "simclr"}, "trainer": {"lr": 0.001, "epochs": 1}}  # fmt: skip
+
+    def train(overrides):  # what the Trainer leaves in run_dir
+        config = resolve(overrides)
+        config["trainer"] = asdict(TrainerConfig(**config["trainer"]))
+        run_dir = tmp_path / config["run_dir"]
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (run_dir / "checkpoints/last.pt").write_bytes(b"")
+        (run_dir / "config.json").write_text(json.dumps(config))
+        calls.append("train")
+
+    def evaluate(overrides):
+        out = next(o.split("=", 1)[1] for o in overrides if o.startswith("out="))
+        (tmp_path / out).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / out).write_text(json.dumps({"accuracy_mean": 0.5}))
+        calls.append("evaluate")
+
+    def run():
+        run_plan(plan, "cmp", [], train, evaluate, "accuracy_mean", log=lambda _: None,
+                 resolve=resolve)  # fmt: skip
+
+    run()  # in tmp_path (the isolated fixture)
+    assert calls == ["train", "evaluate", "evaluate"]
+    run()  # the same settings: nothing runs again, nothing is refused
+    assert calls == ["train", "evaluate", "evaluate"]

@@ -362,6 +362,19 @@ def test_resume_compares_the_whole_config_added_and_removed_keys_included(
     assert "start afresh: train into a new run_dir without trainer.resume" in message
 
 
+def test_resume_reads_trainer_keys_a_checkpoint_left_out_as_their_defaults(tmp_path):
+    # a config without trainer.trust_coefficient (the audio one) ran with its default
+    make_trainer(tmp_path, max_steps=3).fit()
+    state = load_checkpoint(tmp_path / "checkpoints/last.pt")
+    del state["config"]["trainer"]["trust_coefficient"]
+    save_checkpoint(tmp_path / "checkpoints/last.pt", state)
+    resumed = make_trainer(tmp_path, max_steps=5, resume="auto")
+    resumed.fit()
+    assert resumed.step == 5
+    with pytest.raises(CheckpointError, match=r"trainer.trust_coefficient: 0.001 -> 0.002"):
+        make_trainer(tmp_path, max_steps=8, resume="auto", trust_coefficient=0.002).fit()
+
+
 def test_resume_allows_moved_data_another_loader_and_other_evaluation(tmp_path):
     make_trainer(tmp_path, max_steps=3, run_config=RUN).fit()
     moved = _with("data.root", "/data/b")
