@@ -28,7 +28,12 @@ class Augmenter(nn.Module, ABC):
     untouched must record the component's identity parameters (see
     :meth:`ActionComponent.identity_params`) so that relative actions stay exact, or
     ``"<name>.valid" = False`` where an untouched view has no meaningful parameters.
+
+    ``predict = False`` keeps the augmentation but leaves its components out of the action
+    space (an action that cannot be read from the views teaches the inverse model nothing).
     """
+
+    predict: bool = True
 
     def __init__(self, p: float = 1.0) -> None:
         super().__init__()
@@ -71,7 +76,13 @@ class Compose(nn.Module):
         return x, params
 
     def components(self) -> list[ActionComponent]:
-        return [c for aug in self.augmenters for c in getattr(aug, "components", list)()]
+        """The components of the augmenters whose actions are predicted."""
+        return [
+            c
+            for aug in self.augmenters
+            if getattr(aug, "predict", True)
+            for c in getattr(aug, "components", list)()
+        ]
 
     def action_space(self, names: Sequence[str] | None = None) -> ActionSpace:
         """The action space of all enabled augmenters, or only of the named components."""

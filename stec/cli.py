@@ -25,7 +25,7 @@ from stec.engine.checkpoint import CheckpointError
 from stec.engine.export import WEIGHTS_NAME, find_export
 from stec.engine.trainer import NonFiniteLossError, Trainer, TrainerConfig
 from stec.errors import ConfigError, UserError, user_input
-from stec.methods import SSLMethod, build_method, choose
+from stec.methods import INVERSE_INPUTS, SSLMethod, build_method, choose
 
 log = logging.getLogger("stec")
 
@@ -223,7 +223,7 @@ def check_pretrain_config(cfg: DictConfig) -> None:
     choose("method.name", cfg.method.name, ("simclr", "byol", "relic"))
     choose("efference.mode", cfg.efference.mode, ("off", "inverse", "forward", "both"))
     choose("efference.inverse_output", cfg.efference.inverse_output, ("categorical", "regression"))
-    choose("efference.inverse_input", cfg.efference.inverse_input, ("backbone", "projector_hidden"))
+    choose("efference.inverse_input", cfg.efference.inverse_input, INVERSE_INPUTS)
     choose("method.norm", cfg.method.get("norm", "batch"), ("batch", "layer", "none"))
 
 

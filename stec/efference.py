@@ -7,6 +7,7 @@ import math
 from collections.abc import Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stec.actions import ActionSpace, ActionTargets
@@ -35,6 +36,59 @@ def mlp(
     return nn.Sequential(*blocks)
 
 
+class FrameCorrelation(nn.Module):
+    """What two views' frame sequences hold that their pooled features lose: where their
+    content sits relative to each other.
+
+    Each frame ``[B, T, D]`` is projected to ``groups`` groups of ``proj // groups``
+    channels, centred over time and normalised per group; the output is, per group, the
+    mean cosine similarity of view a's frame ``t`` and view b's frame ``t + ℓ`` for every
+    lag ``ℓ`` in ``[-max_lag, max_lag]`` (over the frames both views have; 0 where none):
+    ``[B, groups * (2 max_lag + 1)]``. A time shift between the views moves the peak of
+    this profile, a time scale widens it; a pooled embedding cannot say either.
+    """
+
+    def __init__(self, in_dim: int, proj: int = 64, groups: int = 8, max_lag: int = 12) -> None:
+        super().__init__()
+        if proj % groups or min(proj, groups, max_lag + 1) < 1:
+            raise ValueError(
+                f"FrameCorrelation: proj={proj} must be a positive multiple of groups={groups}, "
+                f"max_lag={max_lag} >= 0"
+            )
+        self.proj = nn.Linear(in_dim, proj)
+        self.groups, self.max_lag = groups, max_lag
+        self.out_dim = groups * (2 * max_lag + 1)
+        self._lag_maps: dict[tuple[int, torch.device], Tensor] = {}
+
+    def lag_map(self, t_a: int, t_b: int, device: torch.device) -> Tensor:
+        """``[t_a * t_b, 2 max_lag + 1]``: averages similarity-matrix entries by lag."""
+        key = (t_a * 100_003 + t_b, torch.device(device))
+        if key not in self._lag_maps:  # built on the host once per shape: no sync per step
+            lag = torch.arange(t_b)[None, :] - torch.arange(t_a)[:, None]  # [t_a, t_b]
+            column = (lag + self.max_lag).flatten()
+            inside = (lag.abs() <= self.max_lag).flatten()
+            table = torch.zeros(t_a * t_b, 2 * self.max_lag + 1)
+            table[inside.nonzero().squeeze(1), column[inside]] = 1.0
+            table = table / table.sum(0).clamp_min(1.0)
+            self._lag_maps[key] = table.to(device)
+        return self._lag_maps[key]
+
+    def forward(self, frames_a: Tensor, frames_b: Tensor) -> Tensor:
+        """``[B, T_a, D]``, ``[B, T_b, D]`` -> ``[B, groups * (2 max_lag + 1)]``."""
+        b = frames_a.shape[0]
+
+        def grouped(frames: Tensor) -> Tensor:
+            p = self.proj(frames)
+            p = p - p.mean(dim=1, keepdim=True)
+            p = p.reshape(b, p.shape[1], self.groups, -1).transpose(1, 2)  # [B, G, T, P/G]
+            return F.normalize(p, dim=-1)
+
+        g_a, g_b = grouped(frames_a), grouped(frames_b)
+        sim = g_a @ g_b.transpose(-1, -2)  # [B, G, T_a, T_b]
+        lags = self.lag_map(sim.shape[-2], sim.shape[-1], sim.device).to(sim.dtype)
+        return (sim.flatten(2) @ lags).flatten(1)
+
+
 class InverseModel(nn.Module):
     """``q(action | h_a, h_b)``: an MLP over ``concat(h_a, h_b)``.
 
@@ -42,6 +96,10 @@ class InverseModel(nn.Module):
     with ``output="regression"`` it regresses each target scaled to ``[-1, 1]``. Components
     weigh in the loss by ``component_weights`` (1 each by default), whatever their number
     of targets (:meth:`~stec.actions.ActionSpace.target_weights`).
+
+    With ``frames=True`` it also reads the two views' frame sequences (before pooling
+    over time) through a :class:`FrameCorrelation`, whose lag profile joins the MLP's
+    input: a time shift or time scale between the views is then readable.
     """
 
     def __init__(
@@ -52,6 +110,7 @@ class InverseModel(nn.Module):
         output: str = "categorical",
         norm: str = "batch",
         component_weights: Mapping[str, float] | None = None,
+        frames: bool = False,
     ) -> None:
         super().__init__()
         if output not in INVERSE_OUTPUTS:
@@ -63,7 +122,9 @@ class InverseModel(nn.Module):
         self.space, self.output = action_space, output
         n_t, n_c = action_space.n_targets, action_space.max_classes
         per_target = n_c if output == "categorical" else 1
-        self.net = mlp(2 * in_dim, hidden, n_t * per_target, norm=norm)
+        self.frame_reader = FrameCorrelation(in_dim) if frames else None
+        extra = self.frame_reader.out_dim if self.frame_reader is not None else 0
+        self.net = mlp(2 * in_dim + extra, hidden, n_t * per_target, norm=norm)
         class_mask = torch.zeros(n_t, n_c, dtype=torch.bool)
         for t, c in enumerate(action_space.target_classes):
             class_mask[t, :c] = True
@@ -75,9 +136,23 @@ class InverseModel(nn.Module):
         # floor reported next to the accuracy (saved, so a resumed run keeps counting)
         self.register_buffer("seen_classes", torch.zeros(n_t, n_c))
 
-    def forward(self, h_a: Tensor, h_b: Tensor) -> Tensor:
-        """``[B, F]`` x2 -> ``[B, T, C]`` logits (categorical) or ``[B, T]`` (regression)."""
-        out = self.net(torch.cat([h_a, h_b], dim=1))
+    def forward(
+        self,
+        h_a: Tensor,
+        h_b: Tensor,
+        frames_a: Tensor | None = None,
+        frames_b: Tensor | None = None,
+    ) -> Tensor:
+        """``[B, F]`` x2 (and, with ``frames``, ``[B, T, F]`` x2) -> ``[B, T, C]`` logits
+        (categorical) or ``[B, T]`` (regression)."""
+        inputs = [h_a, h_b]
+        if self.frame_reader is not None:
+            if frames_a is None or frames_b is None:
+                raise ValueError(
+                    "this inverse model reads frame sequences: pass frames_a, frames_b"
+                )
+            inputs.append(self.frame_reader(frames_a, frames_b))
+        out = self.net(torch.cat(inputs, dim=1))
         if self.output == "categorical":
             return out.view(out.shape[0], self.space.n_targets, self.space.max_classes)
         return torch.tanh(out)
@@ -101,6 +176,8 @@ class InverseModel(nn.Module):
                     )
             metrics = per_component("action_acc", per_target, self.space)
             metrics.update(per_component("action_majority", majority, self.space))
+            metrics.update(per_target_metrics("target_acc", per_target, self.space))
+            metrics.update(per_target_metrics("target_majority", majority, self.space))
             return loss, metrics
         loss, r2 = action_regression_loss(
             prediction, targets.values, targets.mask, self.target_weight
@@ -111,6 +188,17 @@ class InverseModel(nn.Module):
 def per_component(prefix: str, per_target: Tensor, space: ActionSpace) -> dict[str, Tensor]:
     """``{"<prefix>/<component>": mean of its targets' values}`` (NaN-aware, on device)."""
     return {f"{prefix}/{name}": torch.nanmean(per_target[sl]) for name, sl in space.slices.items()}
+
+
+def per_target_metrics(prefix: str, per_target: Tensor, space: ActionSpace) -> dict[str, Tensor]:
+    """``{"<prefix>/<target label>": value}`` for the targets of components with several
+    (a time shift and a pitch shift of one map are read very differently)."""
+    return {
+        f"{prefix}/{space.target_names[t]}": per_target[t]
+        for sl in space.slices.values()
+        if sl.stop - sl.start > 1
+        for t in range(sl.start, sl.stop)
+    }
 
 
 class ActionEncoder(nn.Module):

@@ -239,22 +239,28 @@ def _workers_for(dataset: IndexedClips, cfg: DictConfig) -> int:
 def pipeline_config(cfg: DictConfig, norm: NormStats) -> dict[str, Any]:
     """The ``augment`` section with what the data decides filled in: the dataset std (so
     that energy weighting and fader gains work in real power units, and mixup too with
-    ``domain: power``) and the time crop's action range (the largest relative offset a
-    clip of ``clip_seconds`` allows)."""
+    ``domain: power``), the front end's mel axis (for the pitch warps) and the time
+    shifts' action range where views may lie anywhere in the clip (the largest relative
+    offset a clip of ``clip_seconds`` allows)."""
     sections = OmegaConf.to_container(cfg.augment, resolve=True)
-    for name in ("time_crop", "fader", "mixup"):
+    for name in ("time_crop", "geometry", "fader", "mixup"):
         section = sections.get(name)
         if section is not None and section.get("norm_std") is None:
             section["norm_std"] = float(norm.std)
-    pitch = sections.get("pitch")
-    if pitch is not None:  # the pitch shift warps the front end's own mel axis
-        front = frontend_config(cfg)
-        pitch.update(n_mels=front.n_mels, f_min=front.f_min, f_max=front.f_max)
+    front = frontend_config(cfg)
+    for name in ("pitch", "geometry"):  # they warp the front end's own mel axis
+        if sections.get(name) is not None:
+            sections[name].update(n_mels=front.n_mels, f_min=front.f_min, f_max=front.f_max)
+    clip = front.frames(float(cfg.data.clip_seconds))
     crop = sections.get("time_crop")
     if crop is not None and crop.get("action_range") is None:
-        clip = frontend_config(cfg).frames(float(cfg.data.clip_seconds))
         reach = max((clip - int(crop.get("frames", 96))) / int(crop.get("frames", 96)), 0.5)
         crop["action_range"] = [-reach, reach]
+    geometry = sections.get("geometry")
+    if geometry is not None and geometry.get("span", 1.0) is None:
+        # views drawn anywhere in the clip: time shifts reach across the whole clip
+        frames = int(geometry.get("frames", 96))
+        geometry.setdefault("time_shift_range", max((clip - frames) / frames, 0.5))
     return sections
 
 

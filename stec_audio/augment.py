@@ -6,7 +6,12 @@ the training segment. Every augmenter samples its parameters per example on the 
 device with the global torch RNG, applies them as batched tensor ops, and records them
 under the names of the action components it declares (see :mod:`stec.augment`).
 
-The pipeline order is fixed (:data:`PIPELINE_ORDER`): crop the segment, shift its pitch
+The pipeline order is fixed (:data:`PIPELINE_ORDER`). With ``geometry``
+(:class:`~stec_audio.augment_geometry.TimeFrequencyCrop`), one composed map per view does
+the crop, the time scale and the pitch shift in one resampling, and the augmenters whose
+actions it composes (``time_crop``, ``pitch``, ``rrc``, ``freq_shift``, ``time_stretch``)
+are off; a background is mixed in after it. Without it (the separate action space of the
+earlier releases): crop the segment, shift its pitch
 (on the front end's own mel axis, where the shift is exact, and before a background is
 mixed in, so that the background keeps its pitch), mix in a background clip, then the
 geometric maps, the level ramp, and the masks last (a mask is the only step that destroys
@@ -20,6 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from stec.augment import Augmenter, Compose
+from stec_audio.augment_geometry import TimeFrequencyCrop
 from stec_audio.augment_mix import NATS_PER_DB, LinearFader, Mixup
 from stec_audio.augment_pitch import PitchShift
 from stec_audio.augment_spectral import (
@@ -32,6 +38,7 @@ from stec_audio.augment_spectral import (
 from stec_audio.augment_time import TimeCrop, TimeStretch
 
 AUGMENTERS: dict[str, type[Augmenter]] = {
+    "geometry": TimeFrequencyCrop,
     "time_crop": TimeCrop,
     "pitch": PitchShift,
     "mixup": Mixup,
@@ -42,11 +49,25 @@ AUGMENTERS: dict[str, type[Augmenter]] = {
     "spec_mask": SpecAugmentMask,
 }
 PIPELINE_ORDER: tuple[str, ...] = tuple(AUGMENTERS)
+#: the augmenters whose actions ``geometry`` composes into its one map
+COMPOSED_BY_GEOMETRY = ("time_crop", "pitch", "rrc", "freq_shift", "time_stretch")
 
 # BYOL-A's recipe (mixup, random resize crop, linear fader) on energy-aware 0.96 s crops.
 # Frequency shift, time stretch and masks are available but off: RRC already scales and
 # shifts both axes.
 DEFAULT_AUDIO_PIPELINE: dict[str, dict[str, Any]] = {
+    "geometry": {
+        "enabled": False,
+        "p": 1.0,
+        "frames": 96,
+        "span": 1.0,
+        "time_scale": (0.6, 1.5),
+        "max_semitones": 12.0,
+        "freq_scale": (1.0, 1.0),
+        "energy_weighted": True,
+        "uniform_mix": 0.1,
+        "interpolation": "bilinear",
+    },
     "time_crop": {
         "enabled": True,
         "p": 1.0,
@@ -79,9 +100,10 @@ DEFAULT_AUDIO_PIPELINE: dict[str, dict[str, Any]] = {
 
 
 def allowed_keys(name: str) -> list[str]:
-    """The keys a pipeline section may hold: ``enabled`` plus the constructor's arguments."""
+    """The keys a pipeline section may hold: ``enabled``, ``predict`` (false: augment, but
+    leave the action out of the inverse model's targets) and the constructor's arguments."""
     params = inspect.signature(AUGMENTERS[name].__init__).parameters
-    return ["enabled"] + [k for k in params if k != "self"]
+    return ["enabled", "predict"] + [k for k in params if k != "self"]
 
 
 def _plain(value: Any) -> Any:
@@ -110,11 +132,16 @@ def build_augmenter(name: str, section: Mapping[str, Any]) -> Augmenter:
         raise ValueError(
             f"augment.{name}: unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(allowed)}"
         )
-    kwargs = {k: v for k, v in section.items() if k != "enabled"}
+    predict = section.get("predict", True)
+    if not isinstance(predict, bool):
+        raise ValueError(f"augment.{name}.predict must be true or false, got {predict!r}")
+    kwargs = {k: v for k, v in section.items() if k not in ("enabled", "predict")}
     try:
-        return AUGMENTERS[name](**kwargs)
+        augmenter = AUGMENTERS[name](**kwargs)
     except ValueError as err:
         raise ValueError(f"augment.{name}: {err}") from err
+    augmenter.predict = predict
+    return augmenter
 
 
 def build_audio_pipeline(cfg: Mapping[str, Any] | None = None) -> Compose:
@@ -151,11 +178,20 @@ def build_audio_pipeline(cfg: Mapping[str, Any] | None = None) -> Compose:
         augmenter = build_augmenter(name, section)  # validates keys even when disabled
         if enabled:
             augmenters.append(augmenter)
+    names = [n for n in PIPELINE_ORDER if (cfg.get(n) or {}).get("enabled", True) and n in cfg]
+    clash = [n for n in COMPOSED_BY_GEOMETRY if "geometry" in names and n in names]
+    if clash:
+        raise ValueError(
+            f"augment.geometry composes the time crop, time scale and pitch into one map; "
+            f"disable {', '.join(f'augment.{n}' for n in clash)} (set enabled=false) or "
+            "augment.geometry, or use augment=separate"
+        )
     return Compose(augmenters)
 
 
 __all__ = [
     "AUGMENTERS",
+    "COMPOSED_BY_GEOMETRY",
     "DEFAULT_AUDIO_PIPELINE",
     "NATS_PER_DB",
     "PIPELINE_ORDER",
@@ -168,6 +204,7 @@ __all__ = [
     "RandomResizeCrop",
     "SpecAugmentMask",
     "TimeCrop",
+    "TimeFrequencyCrop",
     "TimeStretch",
     "allowed_keys",
     "build_audio_pipeline",

@@ -116,3 +116,35 @@ def segment_sums(frame_values: Tensor, length: int) -> Tensor:
     """
     csum = torch.nn.functional.pad(frame_values.double().cumsum(dim=1), (1, 0))
     return (csum[:, length:] - csum[:, :-length]).to(frame_values.dtype)
+
+
+def draw_offsets(
+    x: Tensor,
+    frames: int,
+    energy_weighted: bool,
+    norm_std: float | None = None,
+    uniform_mix: float = 0.0,
+) -> Tensor:
+    """``[B]`` int64 offsets in ``[0, T - frames]`` of ``frames``-long segments of clips
+    ``x [B, C, F, T]``: uniform, or with probability proportional to the segment's energy
+    (blended with ``uniform_mix`` of the uniform distribution).
+
+    A frame's energy is the mean over mels of ``exp(x * norm_std)``: with ``norm_std`` the
+    dataset std of the log-mels this is the mel power up to a constant. Needs
+    ``T >= frames + 1``."""
+    b, t = x.shape[0], x.shape[-1]
+    n_offsets = t - frames + 1
+    if not energy_weighted:
+        offsets = (torch.rand(b, device=x.device) * n_offsets).long()
+        return offsets.clamp_(max=n_offsets - 1)
+    # subtract the per-clip maximum first: exp never overflows and proportions stay
+    scaled = x.detach().float() * (norm_std or 1.0)
+    peak = scaled.flatten(1).amax(dim=1).reshape(-1, 1, 1, 1)
+    energy = (scaled - peak).exp_().mean(dim=(1, 2))  # [B, T]
+    weights = segment_sums(energy, frames).clamp_min(0.0)  # [B, n_offsets]
+    weights = weights / weights.sum(dim=1, keepdim=True).clamp_min(1e-30)
+    weights = (1.0 - uniform_mix) * weights + uniform_mix / n_offsets
+    # argmax of weight / Exp(1) noise draws an offset with probability proportional to its
+    # weight, like torch.multinomial, without the host read-back of the probabilities that
+    # multinomial's accelerator kernel does
+    return (weights / torch.empty_like(weights).exponential_()).argmax(dim=1)

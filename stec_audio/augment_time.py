@@ -13,9 +13,9 @@ from stec_audio.augment_ops import (
     check_fill,
     check_range,
     check_spectrogram,
+    draw_offsets,
     keep_where,
     resample_axis,
-    segment_sums,
     uniform,
 )
 
@@ -83,21 +83,9 @@ class TimeCrop(Augmenter):
         if n_offsets <= 1:
             return torch.zeros(b, dtype=torch.long, device=x.device)
         centre = torch.full((b,), (t - self.frames) // 2, dtype=torch.long, device=x.device)
-        if self.energy_weighted:
-            # subtract the per-clip maximum first: exp never overflows and proportions stay
-            scaled = x.detach().float() * (self.norm_std or 1.0)
-            peak = scaled.flatten(1).amax(dim=1).reshape(-1, 1, 1, 1)
-            energy = (scaled - peak).exp_().mean(dim=(1, 2))  # [B, T]
-            weights = segment_sums(energy, self.frames).clamp_min(0.0)  # [B, n_offsets]
-            weights = weights / weights.sum(dim=1, keepdim=True).clamp_min(1e-30)
-            weights = (1.0 - self.uniform_mix) * weights + self.uniform_mix / n_offsets
-            # argmax of weight / Exp(1) noise draws an offset with probability proportional
-            # to its weight, like torch.multinomial, without the host read-back of the
-            # probabilities that multinomial's accelerator kernel does
-            race = weights / torch.empty_like(weights).exponential_()
-            offsets = race.argmax(dim=1)
-        else:
-            offsets = (torch.rand(b, device=x.device) * n_offsets).long().clamp_(max=n_offsets - 1)
+        offsets = draw_offsets(
+            x, self.frames, self.energy_weighted, self.norm_std, self.uniform_mix
+        )
         return keep_where(self.applied(b, x.device), offsets, centre)
 
     def forward(self, x: Tensor) -> tuple[Tensor, ViewParams]:

@@ -98,9 +98,13 @@ class AudioNTT2020(nn.Module):
         b, t, f, c = x.shape
         return self.fc(x.reshape(b, t, f * c))
 
+    def pool(self, frames: Tensor) -> Tensor:
+        """``[B, T', d] -> [B, d]``: the clip feature of frame features (max + mean)."""
+        return pool_frames(frames)
+
     def forward(self, x: Tensor) -> Tensor:
         """``[B, 1, F, T] -> [B, d]``."""
-        return pool_frames(self.frame_features(x))
+        return self.pool(self.frame_features(x))
 
 
 class BasicBlock(nn.Module):
@@ -203,9 +207,13 @@ class AudioResNet(nn.Module):
         b, t, f, c = x.shape
         return self.head(x.reshape(b, t, f * c))
 
+    def pool(self, frames: Tensor) -> Tensor:
+        """``[B, T', d] -> [B, d]``: the clip feature of frame features (max + mean)."""
+        return pool_frames(frames)
+
     def forward(self, x: Tensor) -> Tensor:
         """``[B, 1, F, T] -> [B, d]``."""
-        return pool_frames(self.frame_features(x))
+        return self.pool(self.frame_features(x))
 
 
 ENCODERS: dict[str, type[nn.Module]] = {"audiontt": AudioNTT2020, "resnet": AudioResNet}

@@ -27,6 +27,7 @@ from stec_audio.augment import (
     RandomResizeCrop,
     SpecAugmentMask,
     TimeCrop,
+    TimeFrequencyCrop,
     TimeStretch,
 )
 from stec_vision.augment import (
@@ -48,6 +49,7 @@ def _image_input() -> torch.Tensor:
 
 AUGMENTERS = [
     (lambda: TimeCrop(frames=32, action_range=(-5, 5)), _audio_input),
+    (lambda: TimeFrequencyCrop(32, n_mels=16, freq_scale=(0.8, 1.25)), _audio_input),
     (lambda: Mixup(source="batch"), _audio_input),
     (lambda: RandomResizeCrop(), _audio_input),
     (lambda: FrequencyShift(max_shift=3), _audio_input),
@@ -89,6 +91,7 @@ def _common_transform(comp, pa: dict, pb: dict) -> tuple[dict, dict]:
         g = torch.eye(3).repeat(batch, 1, 1)
         g[:, 0, 0], g[:, 1, 1] = 0.5 + torch.rand(batch, generator=gen), 0.7
         g[:, :2, 2] = torch.rand(batch, 2, generator=gen) - 0.5
+        g = g.to(pa[comp.name].dtype)
         out_a[comp.name] = pa[comp.name] @ g
         out_b[comp.name] = pb[comp.name] @ g
     elif comp.relation == "difference":

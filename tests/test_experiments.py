@@ -29,14 +29,25 @@ def test_crop_coverage_finds_energy_weighted_crops_holding_the_event_more_often(
     assert rates["energy_weighted"] > rates["uniform"] + 0.25
 
 
-def test_action_readability_reads_the_gain_from_the_views_and_returns_every_component():
-    views = ["--passes", "2", "--clips", "400"]
-    no_rrc_no_mixup = ["augment.rrc.enabled=false", "augment.mixup.enabled=false"]
-    readability = _script("action_readability").main([*views, *no_rrc_no_mixup])
-    assert set(readability) == {"time_crop[0]", "pitch[0]", "gain[0]"}
+def test_action_readability_reads_the_gain_and_the_pitch_from_the_views():
+    views = ["--passes", "2", "--clips", "400", "--epochs", "4"]
+    composed = ["augment=composed", "augment.mixup.enabled=false", "augment.geometry.time_scale=[1,1]"]
+    readability = _script("action_readability").main([*views, *composed])
+    assert set(readability) == {"geometry.shift_x", "geometry.shift_y", "gain[0]", "gain[1]"}
     gain = readability["gain[0]"]
-    assert set(gain) == {"majority", "linear_concat", "linear_diff", "mlp_concat"}
+    assert set(gain) == {"majority", "cnn", "linear_concat", "linear_diff", "mlp_concat"}
     # a gain difference moves every log-mel bin's mean: the difference of the views shows it
     assert gain["linear_diff"] > gain["majority"] + 0.25
+    # the whole-view reader sees the pitch difference of the two views' spectra
+    pitch = readability["geometry.shift_y"]
+    assert pitch["cnn"] > pitch["majority"] + 0.1
     for scores in readability.values():
         assert all(0.0 <= v <= 1.0 for v in scores.values())
+
+
+def test_action_readability_runs_the_whole_view_reader_on_images():
+    readability = _script("action_readability").main(
+        ["--modality", "vision", "--passes", "1", "--clips", "200", "--epochs", "2"]
+    )
+    assert {"crop.shift_x", "grayscale[0]", "brightness[0]"} <= set(readability)
+    assert all(set(scores) == {"majority", "cnn"} for scores in readability.values())

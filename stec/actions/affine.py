@@ -17,6 +17,8 @@ stated its direction) is refused instead of silently giving a non-egocentric tar
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -39,6 +41,29 @@ AXIS_ALIGNED_ENTRIES = ((0, 0), (0, 2), (1, 1), (1, 2))
 ALL_ENTRIES = ((0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2))
 _LABELS = {(0, 0): "scale_x", (0, 1): "shear_xy", (0, 2): "shift_x"}
 _LABELS.update({(1, 0): "shear_yx", (1, 1): "scale_y", (1, 2): "shift_y"})
+
+
+AxisRanges = tuple[float, float] | tuple[tuple[float, float], tuple[float, float]]
+
+
+def per_axis(name: str, label: str, value: AxisRanges) -> tuple[tuple[float, float], ...]:
+    """``(low, high)`` or ``((x_low, x_high), (y_low, y_high))`` -> one range per axis."""
+    try:
+        pairs = [tuple(map(float, v)) for v in value] if hasattr(value[0], "__len__") else None
+        ranges = tuple(pairs) if pairs is not None else (tuple(map(float, value)),) * 2
+    except (TypeError, ValueError, IndexError) as err:
+        raise ValueError(
+            f"action component {name!r}: {label} must be (low, high) or "
+            f"((x_low, x_high), (y_low, y_high)), got {value!r}"
+        ) from err
+    if len(ranges) != 2 or any(len(r) != 2 for r in ranges):
+        raise ValueError(
+            f"action component {name!r}: {label} must be (low, high) or "
+            f"((x_low, x_high), (y_low, y_high)), got {value!r}"
+        )
+    for axis, (low, high) in zip("xy", ranges, strict=True):
+        check_range(name, f"{label} ({axis})", low, high)
+    return ranges
 
 
 def invert_affine(theta: Tensor) -> Tensor:
@@ -79,39 +104,53 @@ class Affine(ActionComponent):
     off-diagonal entries are always 0 and carry no information, so only the four others
     are targets: ``scale_x, shift_x, scale_y, shift_y``; otherwise all six entries of the
     top 2x3 block are. The linear part is binned over ``linear_range`` and the translation
-    over ``translation_range`` (the paper's defaults: [-2, 2] and [-0.5, 0.5], 6 bins).
+    over ``translation_range`` (the paper's defaults: [-2, 2] and [-0.5, 0.5], 6 bins). Each
+    range is one ``(low, high)`` for both axes, or ``((x_low, x_high), (y_low, y_high))``
+    when the axes have different units (an audio map's time in crop lengths and frequency
+    in semitones). ``targets`` keeps only some entries (e.g. ``("shift_x", "shift_y")``
+    for maps whose scales never change: a constant target would be free accuracy).
     """
 
     def __init__(
         self,
         name: str,
         n_bins: int = 6,
-        linear_range: tuple[float, float] = (-2.0, 2.0),
-        translation_range: tuple[float, float] = (-0.5, 0.5),
+        linear_range: AxisRanges = (-2.0, 2.0),
+        translation_range: AxisRanges = (-0.5, 0.5),
         axis_aligned: bool = True,
+        targets: Sequence[str] | None = None,
     ) -> None:
         check_name(name)
         check_bins(name, n_bins)
-        check_range(name, "linear_range", *linear_range)
-        check_range(name, "translation_range", *translation_range)
         self.name, self.n_classes = name, int(n_bins)
         self.axis_aligned = bool(axis_aligned)
         self.entries = AXIS_ALIGNED_ENTRIES if self.axis_aligned else ALL_ENTRIES
+        if targets is not None:  # a map that never scales an axis has no ratio to predict
+            labels = {_LABELS[e]: e for e in self.entries}
+            unknown = [t for t in targets if t not in labels]
+            if unknown or not targets:
+                raise ValueError(
+                    f"action component {name!r}: targets {list(targets)} must be a non-empty "
+                    f"subset of {list(labels)}"
+                )
+            self.entries = tuple(e for e in self.entries if _LABELS[e] in targets)
         self.param_shape = (3, 3)
         self.n_targets = len(self.entries)
-        is_shift = torch.tensor([col == 2 for _, col in self.entries])
-        lin, shift = tuple(map(float, linear_range)), tuple(map(float, translation_range))
-        self.linear_range, self.translation_range = lin, shift
-        low = torch.where(is_shift, shift[0], lin[0])
-        high = torch.where(is_shift, shift[1], lin[1])
+        # one (low, high) per axis: row 0 of the matrix is x, row 1 is y
+        lin = per_axis(name, "linear_range", linear_range)
+        shift = per_axis(name, "translation_range", translation_range)
+        self.linear_range = lin if lin[0] != lin[1] else lin[0]
+        self.translation_range = shift if shift[0] != shift[1] else shift[0]
+        self.ranges = [shift[row] if col == 2 else lin[row] for row, col in self.entries]
         self._constants = DeviceConstants(
-            low=low,
-            high=high,
-            is_shift=is_shift,
-            linear_edges=torch.tensor(bin_edges(*lin, self.n_classes), dtype=torch.float64),
-            shift_edges=torch.tensor(bin_edges(*shift, self.n_classes), dtype=torch.float64),
+            low=torch.tensor([lo for lo, _ in self.ranges]),
+            high=torch.tensor([hi for _, hi in self.ranges]),
             rows=torch.tensor([r for r, _ in self.entries]),
             cols=torch.tensor([c for _, c in self.entries]),
+            **{
+                f"edges{i}": torch.tensor(bin_edges(lo, hi, self.n_classes), dtype=torch.float64)
+                for i, (lo, hi) in enumerate(self.ranges)
+            },
         )
 
     @property
@@ -157,9 +196,11 @@ class Affine(ActionComponent):
 
     def classes(self, action: Tensor) -> Tensor:
         device = action.device
-        linear = bucketize_rounded(action, self._constants.get("linear_edges", device))
-        shift = bucketize_rounded(action, self._constants.get("shift_edges", device))
-        return torch.where(self._constants.get("is_shift", device), shift, linear)
+        columns = [
+            bucketize_rounded(action[:, i], self._constants.get(f"edges{i}", device))
+            for i in range(self.n_targets)
+        ]
+        return torch.stack(columns, dim=1)
 
     def normalised(self, action: Tensor) -> Tensor:
         low = self._constants.get("low", action.device)

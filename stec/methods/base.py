@@ -31,7 +31,7 @@ from stec.distributed import gather_with_grad
 from stec.efference import ActionEncoder, InverseModel, mlp
 
 EFFERENCE_MODES = ("off", "inverse", "forward", "both")
-INVERSE_INPUTS = ("backbone", "projector_hidden")
+INVERSE_INPUTS = ("backbone", "projector_hidden", "frames")
 
 StepResult = tuple[Tensor, dict[str, Tensor], Tensor]
 
@@ -62,10 +62,25 @@ class SSLMethod(nn.Module, ABC):
         inverse_input: str = "backbone",
         action_embed_dim: int = 128,
         component_weights: Mapping[str, float] | None = None,
+        equivariant_dims: int = 0,
     ) -> None:
         super().__init__()
         self.efference = choose("efference", efference, EFFERENCE_MODES)
         self.inverse_input = choose("inverse_input", inverse_input, INVERSE_INPUTS)
+        if inverse_input == "frames" and not callable(getattr(backbone, "frame_features", None)):
+            raise ValueError(
+                f"inverse_input='frames' needs a backbone with frame_features(x) -> [B, T, D] "
+                f"and pool(frames) -> [B, D]; {type(backbone).__name__} has none"
+            )
+        if int(equivariant_dims) != equivariant_dims or not 0 <= equivariant_dims < feature_dim:
+            raise ValueError(
+                f"equivariant_dims={equivariant_dims} must be an integer in [0, {feature_dim})"
+            )
+        if equivariant_dims and inverse_input == "projector_hidden":
+            raise ValueError(
+                "equivariant_dims splits the backbone features: the inverse model reads their "
+                "equivariant part, so inverse_input must be backbone or frames"
+            )
         if self.efference != "off" and (action_space is None or len(action_space) == 0):
             raise ValueError(
                 f"efference={efference!r} needs an action space with at least one component; "
@@ -74,14 +89,24 @@ class SSLMethod(nn.Module, ABC):
         self.action_space = action_space if self.efference != "off" else None
         self.lambda_switch, self.lambda_manip = float(lambda_switch), float(lambda_manip)
         self.backbone, self.feature_dim = backbone, feature_dim
-        self.projector = mlp(feature_dim, proj_hidden, proj_dim, norm=norm)
+        # the SSL loss sees the first feature_dim - equivariant_dims features only; the rest
+        # are the inverse model's own room, which no invariance term pulls on
+        self.equivariant_dims = int(equivariant_dims) if self.efference != "off" else 0
+        self.invariant_dims = feature_dim - self.equivariant_dims
+        self.projector = mlp(self.invariant_dims, proj_hidden, proj_dim, norm=norm)
         self.proj_dim, self.proj_hidden, self.norm = proj_dim, proj_hidden, norm
         self.inverse: InverseModel | None = None
         self.action_encoder: ActionEncoder | None = None
         if self.uses_inverse:
-            in_dim = feature_dim if inverse_input == "backbone" else proj_hidden
+            in_dim = proj_hidden if inverse_input == "projector_hidden" else self.inverse_dims
             self.inverse = InverseModel(
-                in_dim, action_space, inverse_hidden, inverse_output, norm, component_weights
+                in_dim,
+                action_space,
+                inverse_hidden,
+                inverse_output,
+                norm,
+                component_weights,
+                frames=inverse_input == "frames",
             )
         if self.uses_forward:
             self.action_encoder = ActionEncoder(action_space, action_embed_dim)
@@ -94,17 +119,41 @@ class SSLMethod(nn.Module, ABC):
     def uses_forward(self) -> bool:
         return self.efference in ("forward", "both")
 
-    def embed(self, views: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``views -> (h, projector hidden, z)``."""
-        h = self.backbone(views)
-        hidden = self.projector[:-1](h)
-        return h, hidden, self.projector[-1](hidden)
+    @property
+    def inverse_dims(self) -> int:
+        """How many backbone features the inverse model reads: the equivariant part when
+        the features are split, else all."""
+        return self.equivariant_dims or self.feature_dim
+
+    @property
+    def reads_frames(self) -> bool:
+        return self.inverse is not None and self.inverse_input == "frames"
+
+    def invariant(self, h: Tensor) -> Tensor:
+        """The part of the features the SSL loss sees: ``[..., D] -> [..., D - equivariant]``."""
+        return h[..., : self.invariant_dims] if self.equivariant_dims else h
+
+    def equivariant(self, h: Tensor) -> Tensor:
+        """The part the inverse model reads: ``[..., D] -> [..., equivariant or D]``."""
+        return h[..., self.invariant_dims :] if self.equivariant_dims else h
+
+    def embed(self, views: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """``views -> (h, projector hidden, z, frames)``; ``frames`` (``[N, T, D]``, the
+        backbone's features before pooling over time) only when the inverse model reads them."""
+        frames = None
+        if self.reads_frames:
+            frames = self.backbone.frame_features(views)
+            h = self.backbone.pool(frames)
+        else:
+            h = self.backbone(views)
+        hidden = self.projector[:-1](self.invariant(h))
+        return h, hidden, self.projector[-1](hidden), frames
 
     def forward(
         self, view_a: Tensor, view_b: Tensor, params_a: ViewParams, params_b: ViewParams
     ) -> StepResult:
         b = view_a.shape[0]
-        h, hidden, z = self.embed(torch.cat([view_a, view_b]))
+        h, hidden, z, frames = self.embed(torch.cat([view_a, view_b]))
         h_a, h_b = h[:b], h[b:]
         z_a, z_b = z[:b], z[b:]
         actions: tuple[ActionTargets, ActionTargets | None] | None = None
@@ -119,10 +168,14 @@ class SSLMethod(nn.Module, ABC):
             loss = loss + self.lambda_manip * forward_loss
             metrics["forward_loss"] = forward_loss.detach()
         if self.inverse is not None:
-            src_a, src_b = (
-                (h_a, h_b) if self.inverse_input == "backbone" else (hidden[:b], hidden[b:])
-            )
-            act_loss, act_metrics = self.inverse.loss(self.inverse(src_a, src_b), actions[0])
+            if self.inverse_input == "projector_hidden":
+                read = (hidden[:b], hidden[b:])
+            else:
+                read = (self.equivariant(h_a), self.equivariant(h_b))
+            if frames is not None:
+                frames = self.equivariant(frames)
+                read = (*read, frames[:b], frames[b:])
+            act_loss, act_metrics = self.inverse.loss(self.inverse(*read), actions[0])
             loss = loss + self.lambda_manip * act_loss
             metrics["action_loss"] = act_loss.detach()
             metrics.update({k: v.detach() for k, v in act_metrics.items()})

@@ -59,7 +59,9 @@ class BYOL(SSLMethod):
         emb_ab, emb_ba = self.action_embeddings(actions)
         p_a, p_b = self.predictor(z_a, emb_ab), self.predictor(z_b, emb_ba)
         with torch.no_grad():
-            target = self.target_projector(self.target_backbone(torch.cat([view_a, view_b])))
+            target = self.target_projector(
+                self.invariant(self.target_backbone(torch.cat([view_a, view_b])))
+            )
             t_a, t_b = target.chunk(2)
             sim = F.normalize(p_a, dim=1) @ F.normalize(t_b, dim=1).T
             pos_acc = (

@@ -61,11 +61,11 @@ def test_sections_are_built_in_the_fixed_order_and_can_be_disabled():
 
 
 def test_unknown_augmenter_and_unknown_key_are_named():
-    with pytest.raises(ValueError, match=r"'pitch_shift'.*allowed: time_crop, pitch, mixup, rrc"):
+    with pytest.raises(ValueError, match=r"'pitch_shift'.*allowed: geometry, time_crop, pitch, mixup, rrc"):
         build_audio_pipeline({"pitch_shift": {}})
     with pytest.raises(
         ValueError,
-        match=r"augment\.rrc: unknown key\(s\) 'scale'; allowed: enabled, virtual_crop_scale",
+        match=r"augment\.rrc: unknown key\(s\) 'scale'; allowed: enabled, predict, virtual_crop_scale",
     ):
         build_audio_pipeline({"rrc": {"scale": (0.5, 1.0)}})
     with pytest.raises(ValueError, match=r"augment\.time_crop\.enabled"):

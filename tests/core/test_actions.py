@@ -50,6 +50,27 @@ def test_affine_component_identity_targets_and_bins():
     assert general.classes(full)[0].tolist() == [4, 3, 3, 3, 4, 3]
 
 
+def test_affine_axes_bin_in_their_own_units_and_predict_only_the_targets_asked_for():
+    # time in crop lengths on x, frequency in semitones on y
+    comp = Affine("tf", linear_range=((0.5, 2.0), (0.8, 1.25)),
+                  translation_range=((-1.0, 1.0), (-24.0, 24.0)))  # fmt: skip
+    eye = torch.eye(3).expand(3, 3, 3)
+    moved = eye.clone()
+    moved[:, 0, 2] = torch.tensor([-0.9, 0.1, 0.9])  # crop lengths
+    moved[:, 1, 2] = torch.tensor([-20.0, 1.0, 20.0])  # semitones
+    classes = comp.classes(comp.relative(eye, moved))
+    assert classes[:, 1].tolist() == [0, 3, 5] and classes[:, 3].tolist() == [0, 3, 5]
+    assert comp.ranges == [(0.5, 2.0), (-1.0, 1.0), (0.8, 1.25), (-24.0, 24.0)]
+    shifts = Affine("tf", translation_range=((-1.0, 1.0), (-24.0, 24.0)),
+                    targets=["shift_x", "shift_y"])  # fmt: skip
+    assert shifts.target_labels == ["tf.shift_x", "tf.shift_y"] and shifts.n_targets == 2
+    assert shifts.classes(shifts.relative(eye, moved)).tolist() == [[0, 0], [3, 3], [5, 5]]
+    with pytest.raises(ValueError, match=r"targets \['shear_xy'\] must be a non-empty subset"):
+        Affine("tf", targets=["shear_xy"])
+    with pytest.raises(ValueError, match=r"translation_range \(y\)"):
+        Affine("tf", translation_range=((-1.0, 1.0), (2.0, 1.0)))
+
+
 def test_affine_records_state_their_direction():
     comp = Affine("crop")
     theta = random_crops_and_flips(8)

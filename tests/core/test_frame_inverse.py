@@ -1,0 +1,122 @@
+"""The inverse model can read what pooling over time loses, and the features can be split
+so that the invariance term never pulls on the inverse model's part."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from stec import ActionSpace, Continuous, InverseModel, SimCLR
+from stec.efference import FrameCorrelation
+from tests.core.toy import toy_augmenter
+
+FRAMES, DIM, MAX_SHIFT = 12, 16, 3
+
+
+def _shifted_pairs(batch: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Frame sequences ``b[t] = a[t + k]`` for ``k`` in ``[-3, 3]`` (new frames where ``a``
+    has none), and ``k``."""
+    long = torch.randn(batch, FRAMES + 2 * MAX_SHIFT, DIM)
+    k = torch.randint(-MAX_SHIFT, MAX_SHIFT + 1, (batch,))
+    steps = torch.arange(FRAMES)
+    a = long[:, MAX_SHIFT + steps]
+    b = long[torch.arange(batch)[:, None], MAX_SHIFT + steps + k[:, None]]
+    return a, b, k
+
+
+def test_the_lag_profile_peaks_at_the_shift_between_the_sequences():
+    torch.manual_seed(0)
+    reader = FrameCorrelation(DIM, proj=16, groups=4, max_lag=5)
+    a, b, k = _shifted_pairs(64)
+    profile = reader(a, b).reshape(64, 4, 11)
+    # b[t] = a[t + k]: frame t of a meets its copy in b at lag -k
+    assert torch.equal(profile.argmax(dim=2), (5 - k)[:, None].expand(64, 4))
+    assert reader(a, b).shape == (64, reader.out_dim) and reader.out_dim == 44
+    # sequences of other lengths (a longer view) work, lags beyond them read 0
+    short = reader(a[:, :3], b[:, :4]).reshape(64, 4, 11)
+    assert torch.equal(short[..., :2], torch.zeros(64, 4, 2))
+
+
+def _train(frames: bool, steps: int = 250) -> float:
+    torch.manual_seed(0)
+    space = ActionSpace([Continuous("shift", -MAX_SHIFT - 0.5, MAX_SHIFT + 0.5, n_bins=7)])
+    model = InverseModel(DIM, space, hidden=64, frames=frames)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    accuracy = []
+    for step in range(steps + 20):
+        a, b, k = _shifted_pairs(128)
+        targets = space.targets({"shift": torch.zeros(128)}, {"shift": k.float()})
+        # the pooled features (max + mean over time) barely see where the content sits
+        h_a, h_b = a.amax(1) + a.mean(1), b.amax(1) + b.mean(1)
+        logits = model(h_a, h_b, a, b) if frames else model(h_a, h_b)
+        loss, metrics = model.loss(logits, targets)
+        if step < steps:
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        else:
+            model.eval()
+            accuracy.append(float(metrics["action_acc/shift"]))
+    return sum(accuracy) / len(accuracy)
+
+
+def test_reading_the_frames_makes_a_time_shift_readable_that_pooled_features_hide():
+    pooled, frames = _train(frames=False), _train(frames=True)
+    assert frames > 0.9, frames
+    assert pooled < 0.5, pooled  # 7 classes, the middle one 1/7 of pairs
+
+
+class FramedBackbone(nn.Module):
+    """A toy backbone with the frame interface: ``[B, 1, L] -> [B, L/4, D]`` frames."""
+
+    def __init__(self, dim: int = 24) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(1, dim, 4, stride=4)
+        self.feature_dim = dim
+        self.last_h: Tensor | None = None
+
+    def frame_features(self, x: Tensor) -> Tensor:
+        return self.conv(x).transpose(1, 2)
+
+    def pool(self, frames: Tensor) -> Tensor:
+        self.last_h = frames.amax(1) + frames.mean(1)
+        self.last_h.retain_grad()
+        return self.last_h
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.pool(self.frame_features(x))
+
+
+def _feature_grads(lambda_switch: float, lambda_manip: float) -> Tensor:
+    torch.manual_seed(0)
+    views = toy_augmenter()
+    backbone = FramedBackbone()
+    method = SimCLR(backbone, 24, action_space=views.action_space(), inverse_input="frames",
+                    equivariant_dims=8, lambda_switch=lambda_switch, lambda_manip=lambda_manip,
+                    proj_hidden=32, proj_dim=16, inverse_hidden=32)  # fmt: skip
+    loss, metrics, _ = method(*views(torch.randn(16, 1, 32)))
+    loss.backward()
+    assert "target_acc/shift" not in metrics  # single-target components: no per-target rows
+    return backbone.last_h.grad.abs().sum(0)
+
+
+def test_the_invariance_term_never_reaches_the_equivariant_features():
+    ssl_only = _feature_grads(lambda_switch=1.0, lambda_manip=0.0)
+    assert ssl_only[16:].sum() == 0 and ssl_only[:16].sum() > 0
+    inverse_only = _feature_grads(lambda_switch=0.0, lambda_manip=1.0)
+    assert inverse_only[:16].sum() == 0 and inverse_only[16:].sum() > 0
+
+
+def test_wrong_frame_or_split_settings_say_what_is_needed():
+    space = toy_augmenter().action_space()
+    with pytest.raises(ValueError, match="frame_features"):
+        SimCLR(nn.Linear(32, 8), 8, action_space=space, inverse_input="frames")
+    with pytest.raises(ValueError, match=r"equivariant_dims=8 must be an integer in \[0, 8\)"):
+        SimCLR(FramedBackbone(8), 8, action_space=space, equivariant_dims=8)
+    with pytest.raises(ValueError, match="inverse_input must be backbone or frames"):
+        SimCLR(FramedBackbone(8), 8, action_space=space, equivariant_dims=2,
+               inverse_input="projector_hidden")  # fmt: skip
+    # without an efference copy there is nothing to split off
+    plain = SimCLR(FramedBackbone(8), 8, action_space=space, efference="off", equivariant_dims=2)
+    assert plain.invariant_dims == 8
