@@ -24,6 +24,11 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable, unsafe or does not fit the model."""
 
 
+class ResumeRefused(CheckpointError, ValueError):
+    """A resume under other settings, budget or number of processes than the checkpoint
+    allows: the user's input, so the CLIs exit with status 2 (a ``ValueError``)."""
+
+
 def rank_entry(state: dict[str, Any], path: str | Path, rank: int, world: int) -> dict[str, Any]:
     """This rank's own part of a checkpoint: its RNG state and augmenter buffers.
 
@@ -34,13 +39,13 @@ def rank_entry(state: dict[str, Any], path: str | Path, rank: int, world: int) -
     entries = state.get("ranks")
     if entries is None:
         if world != 1:
-            raise CheckpointError(
+            raise ResumeRefused(
                 f"checkpoint {path} has the format of version 1, which kept one process's "
                 f"random streams and augmenter memory: it resumes a single process, not {world}"
             )
         entries = [{"rng": state["rng"], "augmenter": state.get("augmenter")}]
     if len(entries) != world:
-        raise CheckpointError(
+        raise ResumeRefused(
             f"checkpoint {path} was written by {len(entries)} process(es) and this run has "
             f"{world}: each process keeps its own random streams and augmenter memory (e.g. "
             f"the mixup bank), which cannot be split or merged. Resume with {len(entries)} "

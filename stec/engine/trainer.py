@@ -34,6 +34,7 @@ from torch.utils.data import Dataset
 from stec import distributed
 from stec.engine.checkpoint import (
     CheckpointError,
+    ResumeRefused,
     load_checkpoint,
     load_module_state,
     rank_entry,
@@ -272,7 +273,7 @@ class Trainer:
             with_trainer_defaults(state.get("config") or {}), self.run_config
         )
         if changes:
-            raise CheckpointError(
+            raise ResumeRefused(
                 f"checkpoint {path} was trained with other settings than this run: "
                 f"{'; '.join(changes)}. Resume with the checkpoint's settings (a resume may "
                 f"change only the budget, the loader, logging, devices, where the data lies "
@@ -280,7 +281,7 @@ class Trainer:
                 f"run_dir without trainer.resume"
             )
         if state["step"] > self.total_steps:  # its weights would be sold as this budget's
-            raise CheckpointError(
+            raise ResumeRefused(
                 f"checkpoint {path} is at step {state['step']}, past this run's budget of "
                 f"{self.total_steps} steps (trainer.epochs={self.cfg.epochs}, "
                 f"trainer.max_steps={self.cfg.max_steps}): resume with at least its budget, or "

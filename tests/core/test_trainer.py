@@ -357,6 +357,7 @@ def test_resume_compares_the_whole_config_added_and_removed_keys_included(
     with pytest.raises(CheckpointError) as refused:
         make_trainer(tmp_path, max_steps=5, resume="auto", run_config=_with(path, value)).fit()
     message = str(refused.value)
+    assert isinstance(refused.value, ValueError)  # the user's input: the CLIs exit with 2
     assert named in message and "\n" not in message
     assert message.count(" -> ") + message.count(": added") + message.count(": removed") == 1
     assert "start afresh: train into a new run_dir without trainer.resume" in message
