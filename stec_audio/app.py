@@ -15,10 +15,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from stec.cli import check_checkpoint
 from stec.distributed import barrier, is_main
 from stec.errors import ConfigError, DataError, generated_root, user_input
 from stec.methods import choose
+from stec.run_dirs import check_checkpoint
 from stec_audio.audioset import audioset_entries
 from stec_audio.cache import prepare_cache
 from stec_audio.clip_index import add_label_columns

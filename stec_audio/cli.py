@@ -24,13 +24,15 @@ from omegaconf import DictConfig
 from stec import TwoViews
 from stec.cli import (
     begin_pretrain,
-    check_checkpoint,
+    check_components,
+    check_embed_out,
     compare_command,
     pretrain_run,
-    results_path,
     run_cli,
     save_embeddings,
 )
+from stec.compose import ConfigSchema
+from stec.config_check import Rule, at_least, fraction, one_of, positive
 from stec.distributed import is_main
 from stec.engine.trainer import resolve_device
 from stec.errors import user_input
@@ -47,6 +49,7 @@ from stec.evaluation import (
     write_results,
 )
 from stec.methods import choose
+from stec.run_dirs import check_checkpoint, results_path
 from stec_audio import app
 from stec_audio.augment import build_audio_pipeline
 from stec_audio.clip_index import data_summary
@@ -76,8 +79,9 @@ def prepare(cfg: DictConfig) -> None:
 
 
 def pretrain(cfg: DictConfig) -> None:
-    with user_input("augment"):  # the augmentations too, before any audio is decoded
-        build_audio_pipeline(app.pipeline_config(cfg, NormStats(0.0, 1.0)))
+    check_components(cfg, action_names(cfg))  # the augmentations too, before any audio is read
+    if cfg.encoder.get("init"):
+        app.new_encoder(cfg)  # and the starting weights
     begin_pretrain(cfg)
     index = app.build_index(cfg)
     dataset = app.clip_dataset(cfg, index)
@@ -110,6 +114,14 @@ def pretrain(cfg: DictConfig) -> None:
         items="clips",
         data_summary=lambda: data_summary(index, getattr(dataset, "bad_log", None)),
     )
+
+
+def action_names(cfg: DictConfig) -> list[str]:
+    """The action components of the ``augment`` pipeline (built to check its settings)."""
+    with user_input("augment"):
+        return (
+            build_audio_pipeline(app.pipeline_config(cfg, NormStats(0.0, 1.0))).action_space().names
+        )
 
 
 @dataclass
@@ -259,8 +271,7 @@ def evaluate(cfg: DictConfig) -> None:
 def embed_command(cfg: DictConfig) -> None:
     """Scene embeddings with ids and labels, to .npy (a dict archive) or .parquet;
     ``frames=true``: timestamped frame embeddings (:mod:`stec_audio.frames`)."""
-    if not cfg.out:
-        raise ValueError("out is required: out=embeddings.npy or out=embeddings.parquet")
+    check_embed_out(cfg.out)
     check_checkpoint(cfg, app.CHECKPOINT_NAMES)
     if cfg.frames:  # timestamped frame embeddings, one row per frame
         frozen = frozen_encoder(cfg)
@@ -290,13 +301,53 @@ COMMANDS = {
             embed_command,
             "accuracy_mean",
             evaluate_overrides=["evaluate.action_probe=true"],
+            components=action_names,
         ),
     ),
 }
 
 
+def _feature_size(key: str, value: int) -> str | None:
+    if value < 1 or value & (value - 1):
+        return (
+            "expected a power of two: 512, 1024 or 2048 (the sizes of BYOL-A's weights), "
+            "or a smaller one for quick runs"
+        )
+    return None
+
+
+#: What the audio keys take beyond their defaults' types (stec.config_check).
+SCHEMA = ConfigSchema(
+    rules={
+        "task": one_of(*TASKS),
+        "data.name": one_of(*app.DATASETS),
+        "data.n_per_class": at_least(1),
+        "data.clip_seconds": positive(),
+        "data.max_bad_fraction": fraction(),
+        "data.in_memory": one_of("auto", True, False, kinds=("str", "bool")),
+        "data.folds": Rule(kinds=("null", "list[int]")),
+        "data.labels": Rule(kinds=("list[str]",)),
+        "data.segments": Rule(kinds=("list[str]",)),
+        "frontend.f_min": at_least(0),
+        "frontend.*": positive(),
+        "encoder.name": one_of("audiontt", "resnet"),
+        "encoder.kwargs.d": Rule(check=_feature_size),
+        "augment.*.p": fraction(),
+        "augment.geometry.span": at_least(0, kinds=("float", "null")),
+        "evaluate.action_probe_epochs": at_least(1),
+        "evaluate.sed.context_frames": at_least(0),
+        "evaluate.sed.*collar*": at_least(0),
+        "evaluate.sed.eval_folds": Rule(kinds=("list[int]",)),
+        "evaluate.sed.lambdas": positive(),
+        "compare.floors": one_of("random", "logmel_stats"),
+    }
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_cli(argv, "stec-audio", "audio", COMMANDS, user_errors=(TooManyBadFiles,))
+    return run_cli(
+        argv, "stec-audio", "audio", COMMANDS, user_errors=(TooManyBadFiles,), schema=SCHEMA
+    )
 
 
 if __name__ == "__main__":

@@ -32,7 +32,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
-from stec.engine.export import META_NAME, find_export, fit_state_dict, load_exported_encoder
+from stec.engine.export import (
+    META_NAME,
+    check_weights_file,
+    find_export,
+    fit_state_dict,
+    load_exported_encoder,
+)
 from stec.errors import ExportError
 from stec_audio.encoders import build_encoder
 from stec_audio.frontend import FrontEndConfig, NormStats
@@ -125,6 +131,7 @@ def load_initial_weights(encoder: nn.Module, path: str | Path) -> nn.Module:
 
 
 def _read_state(path: Path) -> dict[str, Any]:
+    check_weights_file(path, f"encoder.init={path}")
     if path.suffix == ".safetensors":
         try:
             return load_file(str(path))
@@ -139,7 +146,7 @@ def _read_state(path: Path) -> dict[str, Any]:
             f"({_refusal(str(err))}); the file must hold a state dict of tensors"
         ) from err
     except (RuntimeError, OSError, EOFError, ValueError) as err:
-        first = str(err).strip().splitlines()[0]
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise ExportError(f"encoder.init={path}: cannot read it as a torch file ({first})") from err
     for wrapper in ("state_dict", "model"):  # checkpoints of BYOL-A's training code
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):

@@ -16,21 +16,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from stec.cli import (
-    FLOORS,
     begin_pretrain,
-    check_checkpoint,
+    check_components,
+    check_embed_out,
     compare_command,
     pretrain_run,
-    results_path,
     run_cli,
     save_embeddings,
 )
+from stec.compose import ConfigSchema
+from stec.config_check import Rule, at_least, fraction, one_of, positive
 from stec.engine.trainer import resolve_device
 from stec.errors import ConfigError, DataError, user_input
 from stec.evaluation import (
@@ -43,14 +45,17 @@ from stec.evaluation import (
     write_results,
 )
 from stec.methods import choose
-from stec_vision.augment_presets import build_normalize, build_two_views, preset_config
+from stec.run_dirs import FLOORS, check_checkpoint, results_path
+from stec_vision.augment_presets import PRESETS, build_normalize, build_two_views, preset_config
 from stec_vision.datasets import (
+    DATASETS,
     JoinedDataset,
     build_vision_dataset,
     collate_skip_bad,
     item_ids,
 )
 from stec_vision.encoders import (
+    ENCODERS,
     FeatureMap,
     build_vision_encoder,
     encoder_meta,
@@ -102,11 +107,21 @@ def encoder_from_config(cfg: DictConfig) -> tuple[torch.nn.Module, int]:
     )
 
 
-def pretrain(cfg: DictConfig) -> None:
-    overrides = OmegaConf.to_container(cfg.augment, resolve=True) or None
+def _augment(cfg: DictConfig) -> dict[str, Any] | None:
+    """The ``augment`` keys given, which override the data's preset."""
+    return OmegaConf.to_container(cfg.augment, resolve=True) or None
+
+
+def _two_views(cfg: DictConfig):
+    """The training views of ``data.preset`` with the ``augment`` overrides."""
     canvas = _loading(cfg, train=True)["canvas"] > 0
-    with user_input("augment", "data.preset"):  # before any image is read
-        augmenter = build_two_views(cfg.data.preset, int(cfg.data.size), overrides, canvas=canvas)
+    with user_input("augment", "data.preset"):
+        return build_two_views(cfg.data.preset, int(cfg.data.size), _augment(cfg), canvas=canvas)
+
+
+def pretrain(cfg: DictConfig) -> None:
+    augmenter = _two_views(cfg)  # its settings are checked before any image is read
+    check_components(cfg, augmenter.action_space().names)
     begin_pretrain(cfg)
     train = dataset(cfg, cfg.data.get("pretrain_split", cfg.data.train_split), train=True)
     torch.manual_seed(cfg.seed)
@@ -117,7 +132,7 @@ def pretrain(cfg: DictConfig) -> None:
         "encoder": encoder_meta(e.name, e.cifar_stem, e.width, e.get("maxpool")),
         "feature_dim": dim,
         "image_size": int(cfg.data.size),
-        "normalize": preset_config(cfg.data.preset, overrides)["normalize"],
+        "normalize": preset_config(cfg.data.preset, _augment(cfg))["normalize"],
     }
     pretrain_run(
         cfg,
@@ -139,8 +154,8 @@ def _encoder(cfg: DictConfig):
     if cfg.checkpoint == "random":
         torch.manual_seed(cfg.seed)
         encoder = encoder_from_config(cfg)[0]
-        overrides = OmegaConf.to_container(cfg.augment, resolve=True) or None
-        return encoder, preset_config(cfg.data.preset, overrides)["normalize"]
+        with user_input("augment", "data.preset"):
+            return encoder, preset_config(cfg.data.preset, _augment(cfg))["normalize"]
     encoder, meta = load_vision_encoder(cfg.checkpoint)
     return encoder, meta.get("normalize", "none")
 
@@ -222,8 +237,7 @@ def _classification(cfg: DictConfig, encoder, normalize) -> dict:
 
 
 def embed_command(cfg: DictConfig) -> None:
-    if not cfg.out:
-        raise ValueError("out is required: out=embeddings.npy or out=embeddings.parquet")
+    check_embed_out(cfg.out)
     encoder, normalize = _encoder(cfg)
     x, y, ids = _features(cfg, encoder, normalize, cfg.data.test_split)
     out = save_embeddings(cfg.out, ids, y, x)
@@ -262,6 +276,7 @@ _COMPARE = {
         evaluate,
         embed_command,
         metric,
+        components=lambda cfg: _two_views(cfg).action_space().names,
     )
     for task, what, metric in (
         ("classification", "linear probe", "accuracy"),
@@ -293,8 +308,61 @@ COMMANDS = {
 }
 
 
+def _preset_keys(defaults: dict[str, Any], cfg: DictConfig | None) -> None:
+    """The ``augment`` keys are those of the data's preset (``data.preset``), with its
+    values as defaults."""
+    preset = defaults["data"]["preset"]
+    if cfg is not None and cfg.data.preset in PRESETS:
+        preset = cfg.data.preset
+    values = preset_config(preset)
+    defaults["augment"] = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
+
+#: What the vision keys take beyond their defaults' types (stec.config_check).
+SCHEMA = ConfigSchema(
+    rules={
+        "task": one_of(*TASKS),
+        "format": one_of(*EXPORT_FORMATS),
+        "data.name": one_of(*DATASETS),
+        "data.size": at_least(8),
+        "data.preset": one_of(*PRESETS),
+        "data.canvas": at_least(0),
+        "data.eval_resize": at_least(0),
+        "encoder.name": one_of(*ENCODERS),
+        "encoder.width": at_least(1),
+        "encoder.cifar_stem": Rule(kinds=("null", "bool")),
+        "encoder.maxpool": Rule(kinds=("null", "bool")),
+        "segmentation.num_classes": at_least(0),
+        "segmentation.epochs": at_least(1),
+        "segmentation.lr": positive(),
+        "segmentation.weight_decay": at_least(0),
+        "segmentation.batch_size": at_least(1),
+        "compare.floors": one_of("random", "pixels"),
+        "augment.hue": Rule(kinds=("null", "float"), low=0, high=0.5),
+        "augment.brightness": at_least(0, kinds=("null", "float")),
+        "augment.contrast": at_least(0, kinds=("null", "float")),
+        "augment.saturation": at_least(0, kinds=("null", "float")),
+        "augment.blur_sigma_ref_size": at_least(1, kinds=("null", "int")),
+        "augment.blur_kernel": at_least(1, kinds=("null", "int")),
+        "augment.mask_noninvertible": one_of(
+            True, False, "grayscale", "solarize", kinds=("bool", "str", "list[str]")
+        ),
+        "augment.normalize": Rule(kinds=("null", "str")),
+        "augment.*_p": fraction(kinds=("float", "list[float]")),
+        "augment.solarize_threshold": fraction(),
+        "augment.color_strength": at_least(0),
+        "augment.*bins": at_least(1),
+        "augment.scale": positive(),
+        "augment.ratio": positive(),
+    },
+    expand=_preset_keys,
+    note="augment: the keys of the data's preset (data.preset) and its values; "
+    "change one with augment.KEY=VALUE",
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_cli(argv, "stec-vision", "vision", COMMANDS)
+    return run_cli(argv, "stec-vision", "vision", COMMANDS, schema=SCHEMA)
 
 
 if __name__ == "__main__":

@@ -63,6 +63,25 @@ def find_export(path: str | Path) -> Path:
     )
 
 
+LFS_POINTER = b"version https://git-lfs.github.com/spec/"
+
+
+def check_weights_file(path: str | Path, name: str) -> None:
+    """Refuse, naming it as ``name``, a weights file that is empty or a Git LFS pointer
+    (the small text file a clone without git-lfs holds in place of the weights)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(LFS_POINTER))
+    except OSError:
+        return  # reading it reports what is wrong
+    if not head:
+        raise ExportError(f"{name}: the file is empty")
+    if head == LFS_POINTER:
+        raise ExportError(
+            f"{name}: a Git LFS pointer, not the weights; fetch the file itself (git lfs pull)"
+        )
+
+
 def load_export(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Load ``(state_dict, meta)`` of an exported backbone. Never unpickles anything.
 
@@ -72,6 +91,7 @@ def load_export(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, An
     """
     folder = find_export(path)
     meta = _read_meta(folder / META_NAME)
+    check_weights_file(folder / WEIGHTS_NAME, str(folder / WEIGHTS_NAME))
     try:
         state = load_file(str(folder / WEIGHTS_NAME))
     except (SafetensorError, OSError) as err:

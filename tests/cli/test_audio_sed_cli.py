@@ -157,7 +157,7 @@ def test_demo_sed_for_the_floors_beside_the_clip_evaluation(tmp_path):
         (["data=esc50", "data.root={root}", "data.strong_labels=meta/late.tsv"],
          "late.tsv: row 2: the event ends at 2.5 s, past the end of '1-100-A-0.wav' (2 s)"),
         (["task=segment"], "task='segment' is not valid; allowed values: clip, sed"),
-        (["evaluate.sed.context_frames=-2"], "evaluate.sed.context_frames must be an integer >= 0"),
+        (["evaluate.sed.context_frames=-2"], "evaluate.sed.context_frames=-2 is not valid: expected an integer >= 0"),
     ],
 )  # fmt: skip
 def test_sed_input_errors_are_one_line_naming_key_file_and_row(tmp_path, capsys, args, message):

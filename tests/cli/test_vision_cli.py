@@ -277,7 +277,7 @@ def _break_first_mask(root, how):
         (None, ["segmentation.num_classes=5"], "num_classes=5 but "),
         (None, ["task=detection"], "task='detection' is not valid; allowed values: classification, segmentation"),
         (None, ["data=cifar10"], "task=segmentation needs images with masks; data=cifar10 has none"),
-        (None, ["segmentation.epochs=0"], "segmentation: dense probe: epochs and batch_size must be >= 1"),
+        (None, ["segmentation.epochs=0"], "segmentation.epochs=0 is not valid: expected an integer >= 1"),
     ],
 )  # fmt: skip
 def test_segmentation_input_errors_are_one_line(tmp_path, capsys, how, extra, message):

@@ -109,7 +109,7 @@ def test_canvas_training_and_resized_evaluation_through_the_cli(tmp_path, monkey
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("data.canvas=-1", "data.canvas=-1 must be 0 (off)"),
+        ("data.canvas=-1", "data.canvas=-1 is not valid: expected an integer >= 0"),
         ("data.eval_resize=8", "data.eval_resize=8 must be 0 (off) or at least data.size=16"),
     ],
 )

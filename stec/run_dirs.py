@@ -1,0 +1,103 @@
+"""Where the command-line tools read and write, and what they refuse so that nothing a
+user made is lost: run folders (a run is never trained over unless the user says how to go
+on), the ``checkpoint=`` that ``evaluate`` and ``embed`` read, and where results go (keyed
+to what was evaluated)."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from stec.engine.export import WEIGHTS_NAME, find_export
+from stec.errors import ConfigError
+
+FLOORS = ("random", "logmel_stats", "pixels")
+
+#: What a pretraining leaves in its run_dir: any of these means the folder holds a run
+#: (finished, or killed after its first log or checkpoint).
+RUN_MARKS = (
+    "checkpoints/last.pt",
+    "metrics.csv",
+    "export/encoder.safetensors",
+    "export/encoder.json",
+)
+#: What ``trainer.overwrite=true`` removes first, so that nothing in the folder (an
+#: evaluation's results.json, TensorBoard curves) describes the replaced run. Other files stay.
+RUN_OUTPUTS = (
+    "checkpoints", "export", "metrics.csv", "config.json", "tensorboard", "results.json",
+    "sed", "segmentation",
+)  # fmt: skip
+
+
+def run_held(run_dir: str | Path) -> list[str]:
+    """The :data:`RUN_MARKS` found in ``run_dir``: not empty when it holds a run."""
+    return [mark for mark in RUN_MARKS if (Path(run_dir) / mark).exists()]
+
+
+def clear_run(run_dir: str | Path) -> None:
+    """Remove the :data:`RUN_OUTPUTS` of ``run_dir``; other files stay."""
+    for name in RUN_OUTPUTS:
+        _remove(Path(run_dir) / name)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def check_checkpoint(cfg: DictConfig, names: Sequence[str]) -> None:
+    """Check ``checkpoint=`` before any work: one of ``names`` (the floors, ``init``), a
+    run folder, an export folder or an export's ``encoder.safetensors``. Any other file (a
+    training checkpoint ``last.pt``, a state dict) is refused with what the key takes."""
+    takes = (
+        "checkpoint= takes a run folder (checkpoint=RUN), its export folder (RUN/export) or "
+        f"the export's {WEIGHTS_NAME}" + (f", or checkpoint={'|'.join(names)}" if names else "")
+    )
+    given = str(cfg.checkpoint)
+    if not given:
+        raise ConfigError(f"checkpoint is required: {takes}")
+    if given in names:
+        return
+    path = Path(given).expanduser()
+    if path.is_file() and path.name != WEIGHTS_NAME:
+        hint = ""
+        if path.parent.name == "checkpoints":  # a training checkpoint inside its run
+            hint = f"; for the run it belongs to: checkpoint={path.parent.parent}"
+        elif "init" in names:
+            hint = "; a state dict of encoder weights: checkpoint=init encoder.init=FILE"
+        raise ConfigError(f"checkpoint={given} is a file; {takes}{hint}")
+    find_export(path)  # a missing export is named now, before any data is read
+
+
+def results_path(cfg: DictConfig) -> Path:
+    """Where ``evaluate`` writes ``results.json``: ``out=``, else in the folder of the
+    checkpoint (the run or export folder, the folder of an ``encoder.safetensors``); for a
+    floor in ``run_dir/FLOOR-DATA``, for ``init`` in ``run_dir/init-WEIGHTS-DATA``, keyed
+    to the weights file of ``encoder.init`` (its name and a hash of its bytes)."""
+    if cfg.out:
+        return Path(cfg.out)
+    name = str(cfg.checkpoint)
+    if name in FLOORS:
+        return Path(cfg.run_dir) / f"{name}-{cfg.data.name}" / "results.json"
+    if name == "init":
+        key = weights_key(str(cfg.encoder.init))
+        return Path(cfg.run_dir) / f"init-{key}-{cfg.data.name}" / "results.json"
+    path = Path(name).expanduser()
+    return (path.parent if path.is_file() else path) / "results.json"
+
+
+def weights_key(path: str | Path) -> str:
+    """``NAME-HASH`` of a weights file: its stem and the start of the sha1 of its bytes, so
+    that results of different weights never share a folder."""
+    path = Path(path).expanduser()
+    digest = hashlib.sha1()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return f"{path.stem}-{digest.hexdigest()[:8]}"
