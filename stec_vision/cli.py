@@ -58,6 +58,7 @@ from stec_vision.encoders import (
     ENCODERS,
     FeatureMap,
     build_vision_encoder,
+    cifar_stem_for,
     encoder_meta,
     load_vision_encoder,
 )
@@ -99,12 +100,18 @@ def n_classes(ds) -> int:
     return len(getattr(ds, "classes", []))
 
 
+def encoder_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The keyword arguments of ``cfg.encoder``; ``encoder.cifar_stem`` null follows the
+    data's image size (:func:`~stec_vision.encoders.cifar_stem_for`)."""
+    e = cfg.encoder
+    stem = e.get("cifar_stem")
+    stem = cifar_stem_for(int(cfg.data.size)) if stem is None else bool(stem)
+    return {"cifar_stem": stem, "width": int(e.width), "maxpool": e.get("maxpool")}
+
+
 def encoder_from_config(cfg: DictConfig) -> tuple[torch.nn.Module, int]:
     """``(backbone, feature_dim)`` of ``cfg.encoder``, randomly initialised."""
-    e = cfg.encoder
-    return build_vision_encoder(
-        e.name, cifar_stem=e.cifar_stem, width=e.width, maxpool=e.get("maxpool")
-    )
+    return build_vision_encoder(cfg.encoder.name, **encoder_settings(cfg))
 
 
 def _augment(cfg: DictConfig) -> dict[str, Any] | None:
@@ -125,11 +132,10 @@ def pretrain(cfg: DictConfig) -> None:
     begin_pretrain(cfg)
     train = dataset(cfg, cfg.data.get("pretrain_split", cfg.data.train_split), train=True)
     torch.manual_seed(cfg.seed)
-    e = cfg.encoder
     encoder, dim = encoder_from_config(cfg)
     meta = {
         "modality": "vision",
-        "encoder": encoder_meta(e.name, e.cifar_stem, e.width, e.get("maxpool")),
+        "encoder": encoder_meta(cfg.encoder.name, **encoder_settings(cfg)),
         "feature_dim": dim,
         "image_size": int(cfg.data.size),
         "normalize": preset_config(cfg.data.preset, _augment(cfg))["normalize"],

@@ -26,6 +26,14 @@ from torchvision.models import ResNet, resnet18, resnet50
 from stec.engine.export import load_exported_encoder
 
 ENCODERS = ("resnet18", "resnet50", "small")
+#: Up to this image side the ResNets take the CIFAR stem unless told otherwise: the ImageNet
+#: stem divides the side by 4 before the first block, leaving 64 px images a 2x2 last map.
+CIFAR_STEM_MAX_SIZE = 64
+
+
+def cifar_stem_for(size: int) -> bool:
+    """The stem for images of ``size`` px: the CIFAR stem up to :data:`CIFAR_STEM_MAX_SIZE`."""
+    return int(size) <= CIFAR_STEM_MAX_SIZE
 
 
 class SmallCNN(nn.Module):

@@ -8,7 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
+from stec.compose import compose_config
 from stec.engine.export import export_backbone
+from stec_vision.cli import encoder_from_config, encoder_settings
 from stec_vision.datasets import build_vision_dataset
 from stec_vision.demo import DEMO_CLASSES, ensure_demo_images, render_demo_image
 from stec_vision.encoders import build_vision_encoder, encoder_meta, load_vision_encoder
@@ -93,3 +95,28 @@ def test_export_round_trip(tmp_path):
     export_backbone(model, tmp_path / "other", {"encoder": {"name": "audio_ntt", "kwargs": {}}})
     with pytest.raises(ValueError, match="not a vision encoder"):
         load_vision_encoder(tmp_path / "other")
+
+
+@pytest.mark.parametrize(
+    "overrides, kernel",
+    [
+        (["data=imagefolder", "data.size=224", "encoder=resnet18"], 7),
+        (["data=imagefolder", "data.size=96", "encoder=resnet50"], 7),
+        (["data=imagefolder", "encoder=resnet18"], 3),  # 64 px
+        (["encoder=resnet18"], 3),  # the demo's 32 px
+        (["data=imagefolder", "data.size=224", "encoder=resnet18", "encoder.cifar_stem=true"], 3),
+        (["encoder=resnet18", "encoder.cifar_stem=false"], 7),
+        (["data=cifar10"], 3),
+        (["data=stl10"], 7),
+        (["data=imagenet"], 7),
+    ],
+)
+def test_the_resnet_stem_follows_the_image_size_unless_set(overrides, kernel, tmp_path):
+    cfg = compose_config("vision", [*overrides, f"data.root={tmp_path}"])
+    encoder, _ = encoder_from_config(cfg)
+    assert encoder.conv1.kernel_size == (kernel, kernel)
+    # the export records the stem the encoder was built with
+    spec = encoder_meta(cfg.encoder.name, **encoder_settings(cfg))
+    export_backbone(encoder, tmp_path / "export", {"encoder": spec, "normalize": "none"})
+    loaded, _ = load_vision_encoder(tmp_path / "export")
+    assert loaded.conv1.kernel_size == (kernel, kernel)
