@@ -7,8 +7,9 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -41,6 +42,7 @@ from stec_audio.strong import StrongLabels, read_strong_labels
 from stec_audio.weights import load_initial_weights, read_audio_export
 
 log = logging.getLogger("stec")
+T = TypeVar("T")
 DATASETS = ("demo", "notes", "esc50", "audioset", "manifest", "folder")
 #: the built-in sets, generated on first use (ESC-50 layout)
 GENERATED = {"demo": ensure_demo_dataset, "notes": ensure_notes_dataset}
@@ -67,8 +69,10 @@ def build_index(cfg: DictConfig, split: str = "train") -> ClipIndex:
     """The clip index of ``cfg.data``; ``split="eval"`` is AudioSet's evaluation list. An
     index without a clip is refused here, naming the clips listed without a file."""
     name = choose("data.name", cfg.data.name, DATASETS)
+    # rank 0 generates a built-in set and parses AudioSet's lists into the index cache; the
+    # other ranks wait for it, then find both ready
+    index = rank_0_first(lambda: _read_index(cfg, name, split))
     root = data_root(cfg)
-    index = _audioset_index(cfg, root, split) if name == "audioset" else _index(cfg, name, root)
     if len(index) == 0:
         found = index.missing_summary() or "no audio file found"
         raise DataError(f"data.root={root}: no usable clip: {found}")
@@ -83,7 +87,21 @@ def build_index(cfg: DictConfig, split: str = "train") -> ClipIndex:
     return index
 
 
-def _index(cfg: DictConfig, name: str, root: Path) -> ClipIndex:
+def rank_0_first(make: Callable[[], T]) -> T:
+    """``make()`` on rank 0 first, then on the other ranks (which find what it prepared);
+    every rank calls it (collective under ``torchrun``, a plain call otherwise)."""
+    if is_main():
+        result = make()
+        barrier()
+        return result
+    barrier()
+    return make()
+
+
+def _read_index(cfg: DictConfig, name: str, split: str) -> ClipIndex:
+    root = data_root(cfg)
+    if name == "audioset":
+        return _audioset_index(cfg, root, split)
     labels = list(cfg.data.get("labels") or [])
     if name in ("demo", "notes", "esc50"):
         index = esc50_entries(root, esc10=bool(cfg.data.get("esc10", False)))
@@ -211,23 +229,27 @@ def _fits_in_memory(cfg: DictConfig, dataset: IndexedClips) -> bool:
 def norm_stats(cfg: DictConfig, index: ClipIndex, dataset: IndexedClips) -> NormStats:
     """Normalisation statistics of exactly these clips: read from the prepared folder when
     they were computed from this index (same clips, front end and clip length), else
-    computed now (over up to 2,000 clips spread over the index) and saved there."""
+    computed now (over up to 2,000 clips spread over the index) and saved there. Under
+    ``torchrun`` rank 0 alone computes them; the other ranks wait for it and read them."""
     path = prepared_dir(cfg, dataset.frontend) / f"stats-{index_key(index)}.json"
+    return rank_0_first(lambda: _stats(cfg, index, dataset, path))
+
+
+def _stats(cfg: DictConfig, index: ClipIndex, dataset: IndexedClips, path: Path) -> NormStats:
     if path.exists():
         return NormStats.load(path)
     log.info("computing normalisation statistics of %d clips into %s", len(index), path)
     stats = compute_norm_stats(dataset, max_items=2000, num_workers=_workers_for(dataset, cfg))
-    if is_main():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        stats.save(
-            path,
-            data=cfg.data.name,
-            root=str(data_root(cfg).resolve()),
-            n_clips=len(index),
-            index_key=index_key(index),
-            frontend=dataclasses.asdict(dataset.frontend),
-            clip_seconds=float(cfg.data.clip_seconds),
-        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stats.save(
+        path,
+        data=cfg.data.name,
+        root=str(data_root(cfg).resolve()),
+        n_clips=len(index),
+        index_key=index_key(index),
+        frontend=dataclasses.asdict(dataset.frontend),
+        clip_seconds=float(cfg.data.clip_seconds),
+    )
     return stats
 
 

@@ -9,6 +9,8 @@ import shutil
 import numpy as np
 import pytest
 
+from stec.compose import compose_config
+from stec_audio import app
 from stec_audio.cli import main
 from stec_audio.frontend import NormStats
 from tests.audio_data.conftest import make_esc50
@@ -103,3 +105,26 @@ def test_demo_evaluation_reports_every_label_set_and_the_action_probe(tmp_path):
     assert {"action_acc/rrc", "majority_acc/rrc", "action_acc/gain"} <= set(probe)
     assert all(0.0 <= v <= 1.0 for v in probe.values())
     assert main(["evaluate", "checkpoint=random", *demo, "data.labels=[tempo]", *TINY]) == 2
+
+
+def test_only_rank_0_computes_the_statistics_and_the_others_read_them(tmp_path, monkeypatch):
+    cfg = compose_config("audio", ["data.n_per_class=1", "data.prepared=prep", *TINY])
+    index = app.build_index(cfg)
+    dataset = app.clip_dataset(cfg, index)
+    path = app.prepared_dir(cfg) / f"stats-{app.index_key(index)}.json"
+    computed = []
+    real = app.compute_norm_stats
+    monkeypatch.setattr(
+        app, "compute_norm_stats", lambda *a, **k: computed.append(1) or real(*a, **k)
+    )
+    # rank 1: rank 0 writes the statistics while the others wait at the barrier
+    monkeypatch.setattr(app, "is_main", lambda: False)
+    monkeypatch.setattr(app, "barrier", lambda: NormStats(1.5, 2.5).save(path))
+    assert app.norm_stats(cfg, index, dataset) == NormStats(1.5, 2.5) and not computed
+    # rank 0 computes them once, and every later call reads them
+    path.unlink()
+    monkeypatch.setattr(app, "is_main", lambda: True)
+    monkeypatch.setattr(app, "barrier", lambda: None)
+    stats = app.norm_stats(cfg, index, dataset)
+    assert computed == [1] and NormStats.load(path) == stats
+    assert app.norm_stats(cfg, index, dataset) == stats and computed == [1]

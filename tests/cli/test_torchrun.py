@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from stec.engine.checkpoint import load_checkpoint
+from tests.cli.test_audio_cli import TINY as AUDIO_TINY
 from tests.cli.test_vision_cli import TINY
 
 
@@ -35,3 +36,25 @@ def test_stec_vision_pretrain_under_torchrun(tmp_path):
     assert state["step"] == 3
     assert (tmp_path / "run/export/encoder.safetensors").exists()
     assert done.stdout.count("pretraining simclr") == 1  # only rank 0 reports
+
+
+@pytest.mark.slow
+def test_stec_audio_pretrain_under_torchrun_prepares_the_data_on_rank_0_only(tmp_path):
+    env = {**os.environ, "STEC_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_port=29519",
+        "-m",
+        "stec_audio.cli",
+        "pretrain",
+        *AUDIO_TINY,
+        "data.n_per_class=2",
+        "run_dir=run",
+    ]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert load_checkpoint(tmp_path / "run/checkpoints/last.pt")["step"] == 3
+    assert done.stderr.count("computing normalisation statistics") == 1
