@@ -23,7 +23,7 @@ from stec.engine.checkpoint import CheckpointError
 from stec.engine.trainer import NonFiniteLossError, Trainer, TrainerConfig
 from stec.errors import ConfigError, UserError, user_input
 from stec.methods import INVERSE_INPUTS, SSLMethod, build_method, choose
-from stec.run_dirs import clear_run, results_path, run_held  # noqa: F401 - results_path: stec_audio.sed
+from stec.run_dirs import check_out, clear_run, results_path, run_held  # noqa: F401 - results_path: stec_audio.sed
 
 log = logging.getLogger("stec")
 
@@ -310,12 +310,8 @@ def save_embeddings(out: str | Path, ids: Sequence[str | bytes], labels, feature
 
 def check_embed_out(out: str | Path) -> Path:
     """``out=`` of ``embed``, checked before any work: a ``.npy`` or ``.parquet`` file."""
-    if not str(out or ""):
-        raise ConfigError("out is required: out=embeddings.npy or out=embeddings.parquet")
-    path = Path(str(out))
-    if path.suffix not in (".npy", ".parquet"):
-        raise ConfigError(f"out={str(out)!r}: use a .npy or .parquet file name")
-    return path
+    required = "out is required: out=embeddings.npy or out=embeddings.parquet"
+    return check_out(out, (".npy", ".parquet"), required=required)
 
 
 def compare_command(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from stec.engine.export import WEIGHTS_NAME, find_export
+from stec.engine.export import META_NAME, WEIGHTS_NAME, find_export
 from stec.errors import ConfigError
 
 FLOORS = ("random", "logmel_stats", "pixels")
@@ -101,3 +101,35 @@ def weights_key(path: str | Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return f"{path.stem}-{digest.hexdigest()[:8]}"
+
+
+def check_out(
+    out: object, suffixes: Sequence[str], required: str = "", sidecar: str = ""
+) -> Path | None:
+    """``out=``, checked before any work: None when not given (``required`` says how to
+    give it where it must be), else a file name ending in one of ``suffixes`` that is not
+    a folder and does not replace an exported encoder's files (nor does its ``sidecar``,
+    the same name with that suffix)."""
+    if not str(out or ""):
+        if required:
+            raise ConfigError(required)
+        return None
+    path = Path(str(out)).expanduser()
+    if path.is_dir():
+        raise ConfigError(
+            f"out={out} is a folder; give a file name, e.g. out={path / ('results' + suffixes[0])}"
+        )
+    if path.suffix not in suffixes:
+        raise ConfigError(f"out={str(out)!r}: use a {' or '.join(suffixes)} file name")
+    for target in (path, path.with_suffix(sidecar) if sidecar else None):
+        if target is not None and _export_file(target):
+            raise ConfigError(
+                f"out={out} would replace the exported encoder's {target.name} in "
+                f"{target.parent}; choose another file name"
+            )
+    return path
+
+
+def _export_file(path: Path) -> bool:
+    exported = (path.parent / WEIGHTS_NAME).exists() or (path.parent / META_NAME).exists()
+    return path.name in (WEIGHTS_NAME, META_NAME) and exported

@@ -49,7 +49,7 @@ from stec.evaluation import (
     write_results,
 )
 from stec.methods import choose
-from stec.run_dirs import check_checkpoint, results_path
+from stec.run_dirs import check_checkpoint, check_out, results_path
 from stec_audio import app
 from stec_audio.augment import build_audio_pipeline
 from stec_audio.clip_index import data_summary
@@ -197,6 +197,8 @@ def _action_probe(cfg: DictConfig, frozen: FrozenEncoder, dataset) -> dict[str, 
         views.action_space(),
         device=resolve_device(cfg.evaluate.device),
         seed=cfg.seed,
+        # read what the inverse model reads: with inverse_input=frames, the frame sequences
+        frames=cfg.efference.inverse_input == "frames",
     )
 
 
@@ -225,6 +227,7 @@ def evaluate(cfg: DictConfig) -> None:
     with user_input("task"):
         task = choose("task", str(cfg.task), TASKS)
     check_checkpoint(cfg, app.CHECKPOINT_NAMES)
+    check_out(cfg.out, (".json",))
     if task == "sed":
         evaluate_sed(cfg, lambda: frozen_encoder(cfg))  # checks its options and labels first
         return

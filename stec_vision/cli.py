@@ -45,7 +45,7 @@ from stec.evaluation import (
     write_results,
 )
 from stec.methods import choose
-from stec.run_dirs import FLOORS, check_checkpoint, results_path
+from stec.run_dirs import FLOORS, check_checkpoint, check_out, results_path
 from stec_vision.augment_presets import PRESETS, build_normalize, build_two_views, preset_config
 from stec_vision.datasets import (
     DATASETS,
@@ -63,6 +63,7 @@ from stec_vision.encoders import (
     load_vision_encoder,
 )
 from stec_vision.segmentation import evaluate_segmentation
+from stec_vision.torchvision_export import SUFFIXES as TORCHVISION_SUFFIXES
 from stec_vision.torchvision_export import export_torchvision
 
 log = logging.getLogger("stec")
@@ -189,6 +190,7 @@ def evaluate(cfg: DictConfig) -> None:
     does not replace the classification results)."""
     with user_input("task"):
         choose("task", cfg.task, TASKS)
+    check_out(cfg.out, (".json",))
     encoder, normalize = _encoder(cfg)
     path = results_path(cfg)
     if cfg.task == "segmentation":
@@ -259,6 +261,7 @@ def export_command(cfg: DictConfig) -> None:
     with user_input("format"):
         choose("format", cfg.format, EXPORT_FORMATS)
     check_checkpoint(cfg, ())
+    check_out(cfg.out, TORCHVISION_SUFFIXES, sidecar=".json")
     weights, sidecar = export_torchvision(cfg.checkpoint, cfg.out or None)
     print(f"torchvision state dict written to {weights} (stem and normalisation: {sidecar})")
 

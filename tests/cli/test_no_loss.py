@@ -107,13 +107,14 @@ def test_a_checkpoint_file_that_is_no_export_is_refused_before_any_work(
     _made_run(tmp_path / "run", "checkpoint")
     for given, hint in (("run/checkpoints/last.pt", "checkpoint=run"), ("w.pth", "")):
         (tmp_path / given).write_bytes(b"weights")
-        args = [command, f"checkpoint={given}", "out=e.npy", *tiny]
+        out = "out=e.npy" if command == "embed" else "out=r.json"
+        args = [command, f"checkpoint={given}", out, *tiny]
         assert main(args) == 2
         line = _one_line(capsys.readouterr().err)
         assert f"checkpoint={given} is a file" in line
         assert "a run folder" in line and "encoder.safetensors" in line
         assert line.endswith(hint)  # the run a training checkpoint belongs to
-    assert not list(tmp_path.rglob("results.json")) and not (tmp_path / "e.npy").exists()
+    assert not list(tmp_path.rglob("*.json")) and not (tmp_path / "e.npy").exists()
     assert not (tmp_path / "cache").exists()  # no data was read or generated
 
 
@@ -189,3 +190,32 @@ def test_exports_and_generated_sets_get_the_usual_permissions(tmp_path):
     images = ensure_demo_images(tmp_path, n_per_class=1, n_test_per_class=1, size=16)
     for root in (audio_root, notes_root, images):
         assert _private(root) == 0, (root, oct(root.stat().st_mode))
+
+
+def _resnet_export(folder):
+    model, dim = build_vision_encoder("resnet18")
+    meta = {"modality": "vision", "encoder": encoder_meta("resnet18"), "feature_dim": dim}
+    return export_backbone(model, folder, {**meta, "normalize": "none"})
+
+
+@pytest.mark.parametrize("modality", sorted(CLIS))
+def test_an_output_never_replaces_an_exported_encoder_or_a_folder(modality, tmp_path, capsys):
+    main, tiny = CLIS[modality]
+    folder = _resnet_export(tmp_path / "run" / "export")
+    kept = {path: path.read_bytes() for path in folder.iterdir()}
+    cases = [
+        (["evaluate", "checkpoint=random", f"out={folder / 'encoder.json'}"], "exported encoder"),
+        (["evaluate", "checkpoint=random", f"out={folder}"], "is a folder"),
+        (["evaluate", "checkpoint=random", "out=results.csv"], "a .json file name"),
+    ]
+    if modality == "vision":
+        cases += [
+            (["export", f"checkpoint={folder}", f"out={folder / 'encoder.safetensors'}"], "exported encoder"),
+            (["export", f"checkpoint={folder}", f"out={folder / 'encoder.pth'}"], "exported encoder"),
+        ]  # fmt: skip
+    for args, message in cases:
+        assert main([*args, *tiny]) == 2
+        line = _one_line(capsys.readouterr().err)
+        assert message in line
+    assert {path: path.read_bytes() for path in folder.iterdir()} == kept
+    assert not (tmp_path / "cache").exists()  # refused before any work
