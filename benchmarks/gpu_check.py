@@ -98,7 +98,8 @@ class Check:
         from stec.engine.logging import read_metrics
 
         budget = [f"trainer.epochs={self.b['epochs']}", "trainer.warmup_steps=0"]
-        self.cli("pretrain", *self.common, *budget, f"run_dir={run}", *extra)
+        fresh = "trainer.overwrite=true"  # a rerun into the same OUT_DIR measures afresh
+        self.cli("pretrain", *self.common, *budget, f"run_dir={run}", fresh, *extra)
         rows = read_metrics(self.out / run)
         return {
             "steps": int(rows[-1]["step"]),
@@ -134,7 +135,8 @@ class Check:
     def torchrun(self) -> dict[str, Any]:
         launcher = ("-m", "torch.distributed.run", "--nproc_per_node=1", "--master_port=29531")
         steps = f"trainer.max_steps={self.b['torchrun_steps']}"
-        self.cli("pretrain", *self.common, steps, "run_dir=runs/torchrun", launcher=launcher)
+        fresh = "trainer.overwrite=true"
+        self.cli("pretrain", *self.common, steps, "run_dir=runs/torchrun", fresh, launcher=launcher)
         from stec.engine.checkpoint import load_checkpoint
 
         state = load_checkpoint(self.out / "runs/torchrun/checkpoints/last.pt")
