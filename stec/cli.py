@@ -23,7 +23,7 @@ from stec.engine.checkpoint import CheckpointError
 from stec.engine.trainer import NonFiniteLossError, Trainer, TrainerConfig
 from stec.errors import ConfigError, UserError, user_input
 from stec.methods import INVERSE_INPUTS, SSLMethod, build_method, choose
-from stec.run_dirs import check_out, clear_run, results_path, run_held  # noqa: F401 - results_path: stec_audio.sed
+from stec.run_dirs import check_out, clear_run, results_path, run_held  # noqa: F401 - results_path: re-exported
 
 log = logging.getLogger("stec")
 
