@@ -28,13 +28,15 @@ from stec.errors import ConfigError
 @dataclass
 class ConfigSchema:
     """What a modality adds to the check of its config and to ``--help``: ``rules`` (before
-    the shared :data:`~stec.config_check.COMMON_RULES`), and ``expand(defaults, cfg)``,
+    the shared :data:`~stec.config_check.COMMON_RULES`), ``expand(defaults, cfg)``,
     which fills in place the sections the modality resolves itself (vision's ``augment``
-    from the data's preset; ``cfg`` is None for ``--help``), with ``note`` saying so."""
+    from the data's preset; ``cfg`` is None for ``--help``), with ``note`` saying so, and
+    ``check(cfg)``: the problems of values that only make sense together (one line each)."""
 
     rules: Mapping[str, Rule] = field(default_factory=dict)
     expand: Callable[[dict[str, Any], DictConfig | None], None] | None = None
     note: str = ""
+    check: Callable[[DictConfig], list[str]] | None = None
 
     def all_rules(self) -> dict[str, Rule]:
         return {**COMMON_RULES, **self.rules}
@@ -66,6 +68,9 @@ def check_composed(
     if schema.expand is not None:
         schema.expand(defaults, cfg)
     check_config(cfg, defaults, schema.all_rules())
+    problems = schema.check(cfg) if schema.check is not None else []
+    if problems:
+        raise ConfigError("; ".join(problems))
 
 
 def _compose(modality: str, overrides: Sequence[str]) -> DictConfig:

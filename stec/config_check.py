@@ -44,11 +44,12 @@ class Rule:
     ``kinds`` replaces the default's type (``int``, ``float``, ``bool``, ``str``,
     ``null``, ``list[KIND]``, ``dict[KIND]``: names to values); ``low``/``high`` bound
     numbers, list items and mapping values (``above``/``below``: the bound itself is
-    excluded); ``choices`` lists the allowed values; ``check(key, value)`` returns a
-    problem of its own, or None.
+    excluded); ``choices`` lists the allowed values; ``filled``: a list needs an item;
+    ``check(key, value)`` returns a problem of its own, or None.
     """
 
     kinds: tuple[str, ...] = ()
+    filled: bool = False
     low: float | None = None
     high: float | None = None
     above: bool = False
@@ -136,7 +137,7 @@ COMMON_RULES: dict[str, Rule] = {
     "efference.components": Rule(kinds=("null", "list[str]")),
     "efference.component_weights": Rule(kinds=("null", "dict[float]"), low=0),
     "evaluate.protocol": one_of("logreg", "evar"),
-    "evaluate.cs": positive(kinds=("list[float]", "float")),
+    "evaluate.cs": positive(kinds=("list[float]", "float"), filled=True),
     "evaluate.inner_folds": at_least(2),
     "evaluate.max_iter": at_least(1),
     "evaluate.epochs": at_least(1),
@@ -148,7 +149,7 @@ COMMON_RULES: dict[str, Rule] = {
     "evaluate.device": Rule(check=device_problem),
     "compare.methods": one_of("simclr", "byol", "relic"),
     "compare.efference": one_of("off", "inverse", "forward", "both"),
-    "compare.seeds": at_least(0, kinds=("list[int]",)),
+    "compare.seeds": at_least(0, kinds=("list[int]",), filled=True),
     "compare.ablate": Rule(kinds=("list[str]",)),
 }
 
@@ -288,6 +289,8 @@ def _problem(key: str, value: Any, kinds: tuple[str, ...], rule: Rule, default: 
         return f"; allowed values{of}: {allowed}"
     if any(_number(item) and not _in_range(item, rule) for item in items):
         return expected
+    if rule.filled and value == []:
+        return ": expected at least one item"
     problem = rule.check(key, value) if rule.check is not None else None
     return f": {problem}" if problem else None
 

@@ -319,6 +319,35 @@ def _feature_size(key: str, value: int) -> str | None:
     return None
 
 
+def _together(cfg: DictConfig) -> list[str]:
+    """The front end, the clip length and the crops must fit one another."""
+    front, problems = cfg.frontend, []
+    if front.f_max > front.sample_rate / 2 or front.f_min >= front.f_max:
+        problems.append(
+            f"frontend.f_min={front.f_min}, frontend.f_max={front.f_max}: need f_min < f_max "
+            f"<= half the sample rate ({front.sample_rate / 2:g} Hz)"
+        )
+    if front.win_length > front.n_fft:
+        problems.append(
+            f"frontend.win_length={front.win_length} exceeds frontend.n_fft={front.n_fft}"
+        )
+    seconds = float(cfg.data.clip_seconds)
+    if seconds * front.sample_rate < front.n_fft:
+        problems.append(
+            f"data.clip_seconds={seconds:g} is shorter than one analysis window "
+            f"(frontend.n_fft={front.n_fft} samples: {front.n_fft / front.sample_rate:g} s)"
+        )
+    frames = app.frontend_config(cfg).frames(seconds)
+    for name, section in cfg.get("augment", {}).items():
+        crop = section.get("frames") if isinstance(section, DictConfig) else None
+        if crop and section.get("enabled") and int(crop) > frames:
+            problems.append(
+                f"augment.{name}.frames={crop} is longer than a clip of "
+                f"data.clip_seconds={seconds:g} ({frames} frames)"
+            )
+    return problems
+
+
 #: What the audio keys take beyond their defaults' types (stec.config_check).
 SCHEMA = ConfigSchema(
     rules={
@@ -330,7 +359,7 @@ SCHEMA = ConfigSchema(
         "data.in_memory": one_of("auto", True, False, kinds=("str", "bool")),
         "data.folds": Rule(kinds=("null", "list[int]")),
         "data.labels": Rule(kinds=("list[str]",)),
-        "data.segments": Rule(kinds=("list[str]",)),
+        "data.segments": Rule(kinds=("list[str]",), filled=True),
         "frontend.f_min": at_least(0),
         "frontend.*": positive(),
         "encoder.name": one_of("audiontt", "resnet"),
@@ -341,9 +370,10 @@ SCHEMA = ConfigSchema(
         "evaluate.sed.context_frames": at_least(0),
         "evaluate.sed.*collar*": at_least(0),
         "evaluate.sed.eval_folds": Rule(kinds=("list[int]",)),
-        "evaluate.sed.lambdas": positive(),
+        "evaluate.sed.lambdas": positive(filled=True),
         "compare.floors": one_of("random", "logmel_stats"),
-    }
+    },
+    check=_together,
 )
 
 

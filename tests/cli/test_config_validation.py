@@ -51,6 +51,10 @@ MISTAKES = [
     (audio, ["embed", "checkpoint=random", "frames=true", "out=e.csv"], "out='e.csv': use a .npy or .parquet file name"),
     (audio, ["pretrain", "method.temperature=-1"], "method.temperature=-1 is not valid: expected a number > 0 (default 0.2)"),
     (audio, ["pretrain", "encoder.kwargs.d=777"], "encoder.kwargs.d=777 is not valid: expected a power of two: 512, 1024 or 2048"),
+    (audio, ["pretrain", "data.clip_seconds=0.01"], "data.clip_seconds=0.01 is shorter than one analysis window (frontend.n_fft=1024 samples: 0.064 s)"),
+    (audio, ["pretrain", "augment.time_crop.frames=100000"], "augment.time_crop.frames=100000 is longer than a clip of data.clip_seconds=5 (501 frames)"),
+    (audio, ["pretrain", "frontend.f_max=100000"], "frontend.f_min=60.0, frontend.f_max=100000: need f_min < f_max <= half the sample rate (8000 Hz)"),
+    (audio, ["compare", "compare.seeds=[]"], "compare.seeds=[] is not valid: expected at least one item"),
     (vision, ["pretrain", "augment.jitterp=0.5"], "unknown config key 'augment.jitterp'; did you mean 'augment.jitter_p'?"),
     (vision, ["pretrain", "augment.jitter_p=2"], "augment.jitter_p=2 is not valid: expected a number or a list of numbers (>= 0 and <= 1) (default 0.8)"),
 ]  # fmt: skip
