@@ -65,9 +65,12 @@ def check_composed(
     """Check every value of ``cfg`` by type and range against the defaults of the user's
     group choices (:func:`stec.config_check.check_config`), before any work."""
     defaults = default_config(modality, overrides)
+    empty = {key for key, value in _sections(defaults) if value == {}}
     if schema.expand is not None:
         schema.expand(defaults, cfg)
-    check_config(cfg, defaults, schema.all_rules())
+    # a section the modality filled in knows its keys: an unknown one there is a mistake
+    closed = [key for key, value in _sections(defaults) if key in empty and value]
+    check_config(cfg, defaults, schema.all_rules(), closed)
     problems = schema.check(cfg) if schema.check is not None else []
     if problems:
         raise ConfigError("; ".join(problems))
@@ -122,6 +125,16 @@ def open_keys(modality: str, overrides: Sequence[str]) -> list[str]:
             override = "+" + override
         opened.append(override)
     return opened
+
+
+def _sections(cfg: dict[str, Any], key: str = "") -> list[tuple[str, dict[str, Any]]]:
+    """Every section of ``cfg`` (nested dict) with its dotted key."""
+    found = []
+    for name, value in cfg.items():
+        if isinstance(value, dict):
+            sub = f"{key}.{name}" if key else str(name)
+            found += [(sub, value), *_sections(value, sub)]
+    return found
 
 
 def _node(cfg: dict[str, Any], key: str) -> Any:

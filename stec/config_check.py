@@ -17,7 +17,7 @@ import difflib
 import fnmatch
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -155,16 +155,22 @@ COMMON_RULES: dict[str, Rule] = {
 
 
 def check_config(
-    cfg: DictConfig, defaults: Mapping[str, Any], rules: Mapping[str, Rule] = COMMON_RULES
+    cfg: DictConfig,
+    defaults: Mapping[str, Any],
+    rules: Mapping[str, Rule] = COMMON_RULES,
+    closed: Sequence[str] = (),
 ) -> None:
     """Check every value of ``cfg`` against its default in ``defaults`` (a plain, resolved
     config) and ``rules`` (keys or ``fnmatch`` patterns; exact keys first, then the first
-    pattern that matches). Numbers given for string keys become strings in ``cfg``. Raises
-    :class:`~stec.errors.ConfigError` naming every wrong key, on one line."""
+    pattern that matches). Numbers given for string keys become strings in ``cfg``. A key
+    that ``defaults`` lacks is refused in the ``closed`` sections (those whose keys the
+    modality knows, e.g. vision's ``augment``), and left to its reader elsewhere (Hydra's
+    ``+key=value``). Raises :class:`~stec.errors.ConfigError` naming every wrong key, on
+    one line."""
     values = OmegaConf.to_container(cfg, resolve=True)
     problems: list[str] = []
     texts: dict[str, str] = {}
-    _walk(values, dict(defaults), "", rules, problems, texts)
+    _walk(values, dict(defaults), "", _Context(rules, set(closed), problems, texts))
     # a key that refers to another (trainer.seed: ${seed}) is reported under that key
     links = _links(OmegaConf.to_container(cfg, resolve=False))
     problems = [p for p in problems if p.split("=", 1)[0] not in links]
@@ -174,38 +180,39 @@ def check_config(
         OmegaConf.update(cfg, key, text, merge=False)
 
 
-def _walk(
-    value: Any,
-    default: Any,
-    key: str,
-    rules: Mapping[str, Rule],
-    problems: list[str],
-    texts: dict[str, str],
-) -> None:
+@dataclass
+class _Context:
+    rules: Mapping[str, Rule]
+    closed: set[str]
+    problems: list[str]
+    texts: dict[str, str]
+
+
+def _walk(value: Any, default: Any, key: str, ctx: _Context) -> None:
     if isinstance(default, dict) and default:
         if not isinstance(value, dict):
             keys = ", ".join(sorted(map(str, default)))
-            problems.append(f"{key}={_show(value)}: expected a section with the keys {keys}")
+            ctx.problems.append(f"{key}={_show(value)}: expected a section with the keys {keys}")
             return
         for name, item in value.items():
             sub = f"{key}.{name}" if key else str(name)
             if name in default:
-                _walk(item, default[name], sub, rules, problems, texts)
-            else:  # only a section the modality fills in itself can have one (vision augment)
-                problems.append(_unknown(sub, key, [str(k) for k in default]))
+                _walk(item, default[name], sub, ctx)
+            elif key in ctx.closed:
+                ctx.problems.append(_unknown(sub, key, [str(k) for k in default]))
         return
     if value == MISSING:
         return
-    rule = find_rule(key, rules)
+    rule = find_rule(key, ctx.rules)
     kinds = rule.kinds or ((kind_of(default),) if kind_of(default) else ())
     if not kinds:
         return  # a null default without a rule: nothing says what it takes
     if "str" in kinds and _number(value) and not rule.choices:
-        texts[key] = str(value)  # e.g. run_dir=2024: a name, not a number
+        ctx.texts[key] = str(value)  # e.g. run_dir=2024: a name, not a number
         value = str(value)
     problem = _problem(key, value, kinds, rule, default)
     if problem:
-        problems.append(f"{key}={_show(value)} is not valid{problem}")
+        ctx.problems.append(f"{key}={_show(value)} is not valid{problem}")
 
 
 def _links(raw: Any, key: str = "") -> set[str]:

@@ -175,3 +175,13 @@ def test_every_command_checks_the_config_first(modality, capsys):
     for command in commands:
         line = _error(main, [command, "checkpoint=random", "trainer.lr=abc"], capsys)
         assert f"{command}: error: trainer.lr='abc' is not valid: expected a number > 0" in line
+
+
+def test_a_key_added_with_plus_is_left_to_its_reader_where_the_config_has_the_section():
+    from stec.compose import check_composed, compose_config
+    from stec_audio.cli import SCHEMA
+
+    overrides = ["+augment.time_crop.action_range=[-2.0,2.0]"]
+    cfg = compose_config("audio", overrides)
+    check_composed(cfg, "audio", overrides, SCHEMA)  # the time crop reads it
+    assert list(cfg.augment.time_crop.action_range) == [-2.0, 2.0]
