@@ -1,11 +1,17 @@
-"""Two augmented views with actions: the batched pipeline vs a per-sample BYOL-A-style loop.
+"""Two augmented views with actions: the batched pipelines vs a per-sample BYOL-A-style loop.
 
-Both make two 64 x 96 log-mel views of every 5 s clip (501 frames) of a batch of 256 with:
-a random 96-frame crop, mixup with a memory bank of past clips (exp domain, ratio up to
-0.4), BYOL-A's random resize crop (canvas 1.0 x 1.5, scales 0.6-1.5, bicubic) and a
-random linear fader, and both record every parameter they draw. The batched pipeline
-also turns the parameters into the binned relative-action targets; it is timed with and
-without that step.
+All make two 64 x 96 log-mel views of every 5 s clip (501 frames) of a batch of 256 and
+record every parameter they draw:
+
+- the per-sample loop and the *separate* pipeline (``augment=separate``): a random 96-frame
+  crop, mixup with a memory bank of past clips (exp domain, ratio up to 0.4), BYOL-A's
+  random resize crop (canvas 1.0 x 1.5, scales 0.6-1.5, bicubic) and a random linear fader;
+- the *composed* pipeline (``augment=composed``): one resampling per view for the crop, a
+  time scale of 0.6-1.5 and a pitch shift of up to 12 semitones (bilinear), then mixup and
+  the fader.
+
+The batched pipelines also turn the parameters into the binned relative-action targets;
+they are timed with and without that step.
 
     python benchmarks/bench_audio_augment.py [--batch 256] [--iters 7] [--threads 2]
 """
@@ -112,33 +118,44 @@ def main() -> None:
     random.seed(0)
     clips = torch.randn(args.batch, 1, 64, 501)
 
-    pipeline = build_audio_pipeline(
-        {"time_crop": {"frames": args.frames}, "mixup": {}, "rrc": {}, "fader": {}}
-    )
-    views = TwoViews(pipeline)
-    space = pipeline.action_space()
-
-    def batched(x: torch.Tensor) -> None:
-        views(x)
-
-    def batched_with_targets(x: torch.Tensor) -> None:
-        _, _, pa, pb = views(x)
-        space.targets(pa, pb)
-
-    baseline = PerSampleBYOLA(frames=args.frames)
-    rates = throughputs(
-        {"loop": baseline, "ours": batched, "ours_targets": batched_with_targets}, clips, args.iters
-    )
-    loop, ours, ours_targets = rates["loop"], rates["ours"], rates["ours_targets"]
+    pipelines = {
+        "separate": build_audio_pipeline(
+            {"time_crop": {"frames": args.frames}, "mixup": {}, "rrc": {}, "fader": {}}
+        ),
+        "composed": build_audio_pipeline(
+            {
+                "geometry": {"frames": args.frames, "energy_weighted": False},
+                "mixup": {"predict": False},
+                "fader": {},
+            }
+        ),
+    }
+    fns = {"loop": PerSampleBYOLA(frames=args.frames)}
+    for name, pipeline in pipelines.items():
+        fns[name] = make_views(pipeline, targets=False)
+        fns[f"{name}+targets"] = make_views(pipeline, targets=True)
+    rates = throughputs(fns, clips, args.iters)
     print(
         f"device cpu, {args.threads} threads, batch {args.batch}, clips 64x501 -> views 64x{args.frames}"
     )
-    print(f"action space: {space}")
-    print(f"per-sample BYOL-A-style loop        : {loop:8.0f} clips/s")
-    print(f"batched pipeline (views + params)   : {ours:8.0f} clips/s  ({ours / loop:.1f}x)")
-    print(
-        f"batched pipeline (+ action targets) : {ours_targets:8.0f} clips/s  ({ours_targets / loop:.1f}x)"
-    )
+    print(f"per-sample BYOL-A-style loop            : {rates['loop']:8.0f} clips/s")
+    for name, pipeline in pipelines.items():
+        print(f"{name} pipeline, action space {pipeline.action_space()}")
+        for suffix, what in (("", "views + params"), ("+targets", "+ action targets")):
+            rate = rates[name + suffix]
+            print(f"  {what:37s}: {rate:8.0f} clips/s  ({rate / rates['loop']:.1f}x)")
+
+
+def make_views(pipeline, targets: bool):
+    """Two views of a batch with the pipeline (and their relative-action targets)."""
+    views, space = TwoViews(pipeline), pipeline.action_space()
+
+    def run(x: torch.Tensor) -> None:
+        _, _, pa, pb = views(x)
+        if targets:
+            space.targets(pa, pb)
+
+    return run
 
 
 if __name__ == "__main__":

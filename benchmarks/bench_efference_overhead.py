@@ -1,10 +1,12 @@
 """Train-step time of BYOL with the inverse model (efference="inverse") vs plain BYOL.
 
 Backbone AudioNTT2020 (d=512), BYOL-A's projector (4096 -> 256), Adam; the same batch of
-two 64 x 96 views (made once by the default audio pipeline from 5 s clips, with their
-action records) is used for every step. Prints the median step time of each mode over
-``--steps`` steps after ``--warmup`` steps (the two modes alternate step by step), and
-their ratio.
+two 64 x 96 views (made once by the composed audio pipeline from 5 s clips, with their
+action records) is used for every step. Three modes: no efference copy, the inverse
+model on the pooled backbone features (``inverse_input=backbone``) and on the frame
+sequences as well (``inverse_input=frames``). Prints the median step time of each mode
+over ``--steps`` steps after ``--warmup`` steps (the modes take turns step by step, in a
+rotating order), and each inverse mode's ratio to plain BYOL.
 
     python benchmarks/bench_efference_overhead.py [--batch 64] [--steps 10] [--threads 2]
 """
@@ -22,14 +24,19 @@ from stec.methods import BYOL
 from stec_audio.augment import DEFAULT_AUDIO_PIPELINE, build_audio_pipeline
 from stec_audio.encoders import AudioNTT2020
 
+MODES = {"off": ("off", "backbone"), "inverse": ("inverse", "backbone"),
+         "inverse_frames": ("inverse", "frames")}  # fmt: skip
 
-def build(efference: str, space) -> tuple[BYOL, torch.optim.Optimizer]:
+
+def build(mode: str, space) -> tuple[BYOL, torch.optim.Optimizer]:
     torch.manual_seed(0)
+    efference, inverse_input = MODES[mode]
     method = BYOL(
         AudioNTT2020(d=512),
         512,
         action_space=space,
         efference=efference,
+        inverse_input=inverse_input,
         proj_hidden=4096,
         proj_dim=256,
     )
@@ -58,16 +65,21 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    pipeline = build_audio_pipeline(DEFAULT_AUDIO_PIPELINE)
+    sections = {name: dict(section) for name, section in DEFAULT_AUDIO_PIPELINE.items()}
+    for name in ("time_crop", "rrc"):
+        sections[name]["enabled"] = False
+    sections["geometry"]["enabled"] = True
+    pipeline = build_audio_pipeline(sections)
     batch = TwoViews(pipeline)(torch.randn(args.batch, 1, 64, 501))
     space = pipeline.action_space()
     print(f"device cpu, {args.threads} threads, batch {args.batch} x 2 views of 64x96, {space}")
-    runs = {mode: build(mode, space) for mode in ("off", "inverse")}
+    runs = {mode: build(mode, space) for mode in MODES}
     times: dict[str, list[float]] = {mode: [] for mode in runs}
     total = args.warmup + args.steps
     for i in range(total):
-        # alternate the order every step, so that both modes see the same machine load
-        order = list(runs) if i % 2 == 0 else list(reversed(runs))
+        # rotate the order every step, so that every mode sees the same machine load
+        names = list(runs)
+        order = names[i % len(names) :] + names[: i % len(names)]
         for mode in order:
             elapsed = train_step(*runs[mode], batch, i / total)
             if i >= args.warmup:
@@ -77,7 +89,8 @@ def main() -> None:
         print(
             f"efference={mode:8s}: median {medians[mode] * 1000:7.1f} ms/step (min {min(t) * 1000:.1f})"
         )
-    print(f"ratio inverse / off: {medians['inverse'] / medians['off']:.3f}")
+    for mode in ("inverse", "inverse_frames"):
+        print(f"ratio {mode} / off: {medians[mode] / medians['off']:.3f}")
 
 
 if __name__ == "__main__":

@@ -41,11 +41,16 @@ class FrameCorrelation(nn.Module):
     content sits relative to each other.
 
     Each frame ``[B, T, D]`` is projected to ``groups`` groups of ``proj // groups``
-    channels, centred over time and normalised per group; the output is, per group, the
-    mean cosine similarity of view a's frame ``t`` and view b's frame ``t + ℓ`` for every
-    lag ``ℓ`` in ``[-max_lag, max_lag]`` (over the frames both views have; 0 where none):
+    channels, differenced over time (frame ``t + 1`` minus frame ``t``), centred and
+    normalised per group; the output is, per group, the mean cosine similarity of view
+    a's change at ``t`` and view b's at ``t + ℓ`` for every lag ``ℓ`` in
+    ``[-max_lag, max_lag]`` (over the frames both views have; 0 where none):
     ``[B, groups * (2 max_lag + 1)]``. A time shift between the views moves the peak of
     this profile, a time scale widens it; a pooled embedding cannot say either.
+
+    Why differences: the changes from frame to frame are the fingerprint two overlapping
+    views share, while a level ramp that differs between them (a fader) becomes a constant
+    that the centring removes (docs/RESULTS.md measures both on the demo sound set).
     """
 
     def __init__(self, in_dim: int, proj: int = 64, groups: int = 8, max_lag: int = 12) -> None:
@@ -79,6 +84,7 @@ class FrameCorrelation(nn.Module):
 
         def grouped(frames: Tensor) -> Tensor:
             p = self.proj(frames)
+            p = p[:, 1:] - p[:, :-1] if p.shape[1] > 1 else p
             p = p - p.mean(dim=1, keepdim=True)
             p = p.reshape(b, p.shape[1], self.groups, -1).transpose(1, 2)  # [B, G, T, P/G]
             return F.normalize(p, dim=-1)

@@ -126,9 +126,12 @@ def _embed_pairs(
     action_space: ActionSpace,
     device: str | torch.device,
     transform: Callable[[Tensor], Tensor] | None,
+    frames: list[Tensor] | None = None,
 ) -> tuple[Tensor, Tensor, ActionTargets, Tensor]:
     """:func:`embed_pairs` plus the clip of every pair ``[N]``: the batches' clip ids, or
-    a clip of its own for each pair of a batch without them."""
+    a clip of its own for each pair of a batch without them. With a ``frames`` list, the
+    features are the encoder's ``pool(frame_features(x))`` and the frame sequences of
+    every batch's views (``[2B, T, D]``, views a then b) are appended to it."""
     feats_a, feats_b, classes, values, masks, clips = [], [], [], [], [], []
     own = 0  # ids of the pairs without one, apart from every given id
     with frozen_eval(encoder), placed_on(device, encoder, transform), torch.no_grad():
@@ -143,7 +146,12 @@ def _embed_pairs(
             views = torch.cat([view_a, view_b]).to(device)
             if transform is not None:
                 views = transform(views)
-            h = features_of(encoder, views).float()
+            if frames is not None:
+                sequences = encoder.frame_features(views)
+                h = encoder.pool(sequences).float()
+                frames.append(sequences.float().cpu())
+            else:
+                h = features_of(encoder, views).float()
             b = view_a.shape[0]
             feats_a.append(h[:b].cpu())
             feats_b.append(h[b:].cpu())
@@ -192,6 +200,7 @@ def probe_actions(
     batch_size: int = 256,
     test_fraction: float = 0.2,
     seed: int = 0,
+    frames: bool = False,
 ) -> dict[str, float]:
     """Train a fresh :class:`~stec.efference.InverseModel` on frozen features and score it.
 
@@ -206,6 +215,12 @@ def probe_actions(
 
     Alongside, ``majority_acc/<component>`` gives the accuracy of always predicting each
     target's most frequent training class: the floor an informative representation beats.
+    Components with several targets also get ``target_acc/<target>`` and
+    ``target_majority/<target>`` per target.
+
+    ``frames=True`` reads what an inverse model with ``inverse_input=frames`` reads: the
+    encoder's frame sequences before pooling over time (``encoder.frame_features`` and
+    ``encoder.pool``) as well as the pooled features.
 
     Args:
         encoder: maps views ``[B, ...]`` to features ``[B, D, ...]`` (e.g. ``method.backbone``).
@@ -218,7 +233,20 @@ def probe_actions(
     """
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
-    h_a, h_b, targets, clips = _embed_pairs(encoder, batches, action_space, device, transform)
+    if frames and not callable(getattr(encoder, "frame_features", None)):
+        raise ValueError(
+            f"probe_actions(frames=True): {type(encoder).__name__} has no frame_features"
+        )
+    sequences: list[Tensor] | None = [] if frames else None
+    h_a, h_b, targets, clips = _embed_pairs(
+        encoder, batches, action_space, device, transform, sequences
+    )
+    f_a, f_b = _frames_of_views(sequences) if sequences else (None, None)
+
+    def inputs(idx: Tensor) -> tuple[Tensor, ...]:
+        read = (h_a[idx], h_b[idx]) + ((f_a[idx], f_b[idx]) if f_a is not None else ())
+        return tuple(x.to(device) for x in read)
+
     generator = torch.Generator().manual_seed(seed)
     test_idx, train_idx = clip_split(clips, test_fraction, generator)
     if int(round(clips.numel() * test_fraction)) < 1 or train_idx.numel() < 2:
@@ -230,7 +258,8 @@ def probe_actions(
     devices = [torch.device(device)] if torch.device(device).type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        model = InverseModel(h_a.shape[1], action_space, hidden, output).to(device)
+        model = InverseModel(h_a.shape[1], action_space, hidden, output, frames=frames)
+        model = model.to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     n_train = train_idx.numel()
     model.train()
@@ -240,14 +269,14 @@ def probe_actions(
             idx = order[start : start + batch_size]
             if idx.numel() < 2:  # batch norm needs two samples
                 continue
-            pred = model(h_a[idx].to(device), h_b[idx].to(device))
+            pred = model(*inputs(idx))
             loss, _ = model.loss(pred, _to_device(_subset(targets, idx), device))
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
     model.eval()
     with torch.no_grad():
-        pred = model(h_a[test_idx].to(device), h_b[test_idx].to(device))
+        pred = model(*inputs(test_idx))
         test_t = _subset(targets, test_idx)
         _, metrics = model.loss(pred, _to_device(test_t, device))
     # the model's own majority metric is the held-out batch's; the floor below uses the
@@ -255,11 +284,17 @@ def probe_actions(
     result = {
         name: float(value)
         for name, value in metrics.items()
-        if name.startswith(("action_acc/", "action_r2/"))
+        if name.startswith(("action_acc/", "action_r2/", "target_acc/"))
     }
     if output == "categorical":
         result.update(_majority(train_t, test_t, action_space))
     return result
+
+
+def _frames_of_views(batches: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """Each batch's ``[2B, T, D]`` frames (views a then b) -> all views a, all views b."""
+    halves = [batch.chunk(2) for batch in batches]
+    return torch.cat([a for a, _ in halves]), torch.cat([b for _, b in halves])
 
 
 def _to_device(t: ActionTargets, device: str | torch.device) -> ActionTargets:
@@ -279,5 +314,8 @@ def _majority(train: ActionTargets, test: ActionTargets, space: ActionSpace) -> 
             mode = valid_train.bincount().argmax()
             hits += float((valid_test == mode).sum())
             count += valid_test.numel()
+            if sl.stop - sl.start > 1:
+                right = float((valid_test == mode).float().mean())
+                result[f"target_majority/{space.target_names[t]}"] = right
         result[f"majority_acc/{name}"] = hits / count if count else float("nan")
     return result

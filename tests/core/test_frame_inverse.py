@@ -81,7 +81,8 @@ class FramedBackbone(nn.Module):
 
     def pool(self, frames: Tensor) -> Tensor:
         self.last_h = frames.amax(1) + frames.mean(1)
-        self.last_h.retain_grad()
+        if self.last_h.requires_grad:
+            self.last_h.retain_grad()
         return self.last_h
 
     def forward(self, x: Tensor) -> Tensor:
@@ -120,3 +121,28 @@ def test_wrong_frame_or_split_settings_say_what_is_needed():
     # without an efference copy there is nothing to split off
     plain = SimCLR(FramedBackbone(8), 8, action_space=space, efference="off", equivariant_dims=2)
     assert plain.invariant_dims == 8
+
+
+def test_the_action_probe_reads_the_frames_when_the_inverse_model_does():
+    from stec.evaluation import probe_actions
+
+    torch.manual_seed(0)
+    space = ActionSpace([Continuous("shift", -12.5, 12.5, n_bins=5)])
+    long = torch.randn(640, 1, 96)
+    k = torch.randint(-12, 13, (640,))
+    steps = torch.arange(64)
+    view_a = long[:, :, 16 + steps]
+    view_b = long[torch.arange(640)[:, None], :, 16 + steps + k[:, None]].transpose(1, 2)
+    batches = [
+        (view_a[i : i + 64], view_b[i : i + 64], {"shift": torch.zeros(64)},
+         {"shift": k[i : i + 64].float()})  # fmt: skip
+        for i in range(0, 640, 64)
+    ]
+    encoder = FramedBackbone(16)
+    pooled = probe_actions(encoder, batches, space, epochs=40, hidden=64)
+    framed = probe_actions(encoder, batches, space, epochs=40, hidden=64, frames=True)
+    majority = framed["majority_acc/shift"]
+    assert framed["action_acc/shift"] > majority + 0.3
+    assert pooled["action_acc/shift"] < majority + 0.15
+    with pytest.raises(ValueError, match="has no frame_features"):
+        probe_actions(nn.Flatten(), batches, space, frames=True)
