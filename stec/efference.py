@@ -53,7 +53,7 @@ class FrameCorrelation(nn.Module):
     that the centring removes (docs/RESULTS.md measures both on the demo sound set).
     """
 
-    def __init__(self, in_dim: int, proj: int = 64, groups: int = 8, max_lag: int = 12) -> None:
+    def __init__(self, in_dim: int, proj: int = 64, groups: int = 8, max_lag: int = 48) -> None:
         super().__init__()
         if proj % groups or min(proj, groups, max_lag + 1) < 1:
             raise ValueError(
@@ -103,9 +103,9 @@ class InverseModel(nn.Module):
     weigh in the loss by ``component_weights`` (1 each by default), whatever their number
     of targets (:meth:`~stec.actions.ActionSpace.target_weights`).
 
-    With ``frames=True`` it also reads the two views' frame sequences (before pooling
-    over time) through a :class:`FrameCorrelation`, whose lag profile joins the MLP's
-    input: a time shift or time scale between the views is then readable.
+    With ``frame_dim > 0`` it also reads the two views' frame sequences (``[B, T, frame_dim]``,
+    features that keep time) through a :class:`FrameCorrelation`, whose lag profile joins
+    the MLP's input: a time shift or time scale between the views is then readable.
     """
 
     def __init__(
@@ -116,7 +116,7 @@ class InverseModel(nn.Module):
         output: str = "categorical",
         norm: str = "batch",
         component_weights: Mapping[str, float] | None = None,
-        frames: bool = False,
+        frame_dim: int = 0,
     ) -> None:
         super().__init__()
         if output not in INVERSE_OUTPUTS:
@@ -128,7 +128,7 @@ class InverseModel(nn.Module):
         self.space, self.output = action_space, output
         n_t, n_c = action_space.n_targets, action_space.max_classes
         per_target = n_c if output == "categorical" else 1
-        self.frame_reader = FrameCorrelation(in_dim) if frames else None
+        self.frame_reader = FrameCorrelation(frame_dim) if frame_dim else None
         extra = self.frame_reader.out_dim if self.frame_reader is not None else 0
         self.net = mlp(2 * in_dim + extra, hidden, n_t * per_target, norm=norm)
         class_mask = torch.zeros(n_t, n_c, dtype=torch.bool)
@@ -149,8 +149,8 @@ class InverseModel(nn.Module):
         frames_a: Tensor | None = None,
         frames_b: Tensor | None = None,
     ) -> Tensor:
-        """``[B, F]`` x2 (and, with ``frames``, ``[B, T, F]`` x2) -> ``[B, T, C]`` logits
-        (categorical) or ``[B, T]`` (regression)."""
+        """``[B, F]`` x2 (and, with ``frame_dim``, ``[B, T, frame_dim]`` x2) -> ``[B, T, C]``
+        logits (categorical) or ``[B, T]`` (regression)."""
         inputs = [h_a, h_b]
         if self.frame_reader is not None:
             if frames_a is None or frames_b is None:

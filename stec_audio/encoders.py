@@ -56,6 +56,7 @@ class AudioNTT2020(nn.Module):
 
     name = "audiontt"
     frame_hop = 8
+    frame_dim = 64  # channels of the fine frames of features_with_frames
     frame_offset = 3.5  # the max-pools make output k cover input frames [8k, 8k + 8)
     context_frames = 8  # receptive field of output k: input frames [8k - 7, 8k + 14]
 
@@ -90,11 +91,25 @@ class AudioNTT2020(nn.Module):
 
     def frame_features(self, x: Tensor) -> Tensor:
         """``[B, 1, F, T] -> [B, T // 8, d]`` frame-level features (80 ms per frame)."""
+        return self._frames(self.features(self._padded(x)))
+
+    def features_with_frames(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``[B, 1, F, T] -> (h [B, d], fine [B, T // 2, 64])`` in one pass: the clip
+        features and the first block's output averaged over frequency, 20 ms per frame
+        (what the inverse model correlates with ``inverse_input=frames``: the 80 ms frames
+        are too coarse to tell how two views of a steady sound are offset)."""
+        early = self.features[:4](self._padded(x))  # [B, 64, F/2, T/2]
+        h = self.pool(self._frames(self.features[4:](early)))
+        return h, early.mean(dim=2).transpose(1, 2)
+
+    def _padded(self, x: Tensor) -> Tensor:
         _check_input(x, self.n_mels, type(self).__name__)
         if x.shape[-1] < self.frame_hop:
             x = F.pad(x, (0, self.frame_hop - x.shape[-1]))
-        x = self.features(x)  # [B, 64, F/8, T/8]
-        x = x.permute(0, 3, 2, 1)  # [B, T/8, F/8, 64]
+        return x
+
+    def _frames(self, x: Tensor) -> Tensor:
+        x = x.permute(0, 3, 2, 1)  # [B, 64, F/8, T/8] -> [B, T/8, F/8, 64]
         b, t, f, c = x.shape
         return self.fc(x.reshape(b, t, f * c))
 
@@ -173,6 +188,7 @@ class AudioResNet(nn.Module):
         }
         self.n_mels, self.feature_dim = int(n_mels), int(d)
         self.frame_hop = 2 ** (len(widths) - 1)
+        self.frame_dim = widths[0]  # channels of the fine frames of features_with_frames
         self.stem = nn.Sequential(
             nn.Conv2d(1, widths[0], 3, padding=1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU()
         )
@@ -202,8 +218,20 @@ class AudioResNet(nn.Module):
     def frame_features(self, x: Tensor) -> Tensor:
         """``[B, 1, F, T] -> [B, ceil(T / frame_hop), d]``."""
         _check_input(x, self.n_mels, type(self).__name__)
-        x = self.stages(self.stem(x))  # [B, C, F', T']
-        x = x.permute(0, 3, 2, 1)
+        return self._frames(self.stages(self.stem(x)))
+
+    def features_with_frames(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``[B, 1, F, T] -> (h [B, d], fine [B, T // 2, widths[0]])`` in one pass: the
+        clip features and the first stage's output averaged over frequency and over pairs
+        of frames (20 ms per frame), for the inverse model with ``inverse_input=frames``."""
+        _check_input(x, self.n_mels, type(self).__name__)
+        early = self.stages[0](self.stem(x))  # [B, C0, F, T]
+        h = self.pool(self._frames(self.stages[1:](early)))
+        fine = F.avg_pool1d(early.mean(dim=2), 2, ceil_mode=True)  # [B, C0, ceil(T / 2)]
+        return h, fine.transpose(1, 2)
+
+    def _frames(self, x: Tensor) -> Tensor:
+        x = x.permute(0, 3, 2, 1)  # [B, C, F', T'] -> [B, T', F', C]
         b, t, f, c = x.shape
         return self.head(x.reshape(b, t, f * c))
 

@@ -31,7 +31,11 @@ def test_crop_coverage_finds_energy_weighted_crops_holding_the_event_more_often(
 
 def test_action_readability_reads_the_gain_and_the_pitch_from_the_views():
     views = ["--passes", "2", "--clips", "400", "--epochs", "4"]
-    composed = ["augment=composed", "augment.mixup.enabled=false", "augment.geometry.time_scale=[1,1]"]
+    composed = [
+        "augment=composed",
+        "augment.mixup.enabled=false",
+        "augment.geometry.time_scale=[1,1]",
+    ]
     readability = _script("action_readability").main([*views, *composed])
     assert set(readability) == {"geometry.shift_x", "geometry.shift_y", "gain[0]", "gain[1]"}
     gain = readability["gain[0]"]

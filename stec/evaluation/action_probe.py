@@ -130,8 +130,8 @@ def _embed_pairs(
 ) -> tuple[Tensor, Tensor, ActionTargets, Tensor]:
     """:func:`embed_pairs` plus the clip of every pair ``[N]``: the batches' clip ids, or
     a clip of its own for each pair of a batch without them. With a ``frames`` list, the
-    features are the encoder's ``pool(frame_features(x))`` and the frame sequences of
-    every batch's views (``[2B, T, D]``, views a then b) are appended to it."""
+    features and frame sequences come from ``encoder.features_with_frames(x)``, and those of
+    every batch's views (``[2B, T, C]``, views a then b) are appended to it."""
     feats_a, feats_b, classes, values, masks, clips = [], [], [], [], [], []
     own = 0  # ids of the pairs without one, apart from every given id
     with frozen_eval(encoder), placed_on(device, encoder, transform), torch.no_grad():
@@ -147,8 +147,8 @@ def _embed_pairs(
             if transform is not None:
                 views = transform(views)
             if frames is not None:
-                sequences = encoder.frame_features(views)
-                h = encoder.pool(sequences).float()
+                h, sequences = encoder.features_with_frames(views)
+                h = h.float()
                 frames.append(sequences.float().cpu())
             else:
                 h = features_of(encoder, views).float()
@@ -218,9 +218,9 @@ def probe_actions(
     Components with several targets also get ``target_acc/<target>`` and
     ``target_majority/<target>`` per target.
 
-    ``frames=True`` reads what an inverse model with ``inverse_input=frames`` reads: the
-    encoder's frame sequences before pooling over time (``encoder.frame_features`` and
-    ``encoder.pool``) as well as the pooled features.
+    ``frames=True`` reads what an inverse model with ``inverse_input=frames`` reads: a
+    sequence of the encoder's features that keeps time as well as the pooled features
+    (``encoder.features_with_frames``).
 
     Args:
         encoder: maps views ``[B, ...]`` to features ``[B, D, ...]`` (e.g. ``method.backbone``).
@@ -233,9 +233,9 @@ def probe_actions(
     """
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
-    if frames and not callable(getattr(encoder, "frame_features", None)):
+    if frames and not callable(getattr(encoder, "features_with_frames", None)):
         raise ValueError(
-            f"probe_actions(frames=True): {type(encoder).__name__} has no frame_features"
+            f"probe_actions(frames=True): {type(encoder).__name__} has no features_with_frames"
         )
     sequences: list[Tensor] | None = [] if frames else None
     h_a, h_b, targets, clips = _embed_pairs(
@@ -258,7 +258,8 @@ def probe_actions(
     devices = [torch.device(device)] if torch.device(device).type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        model = InverseModel(h_a.shape[1], action_space, hidden, output, frames=frames)
+        frame_dim = f_a.shape[-1] if f_a is not None else 0
+        model = InverseModel(h_a.shape[1], action_space, hidden, output, frame_dim=frame_dim)
         model = model.to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     n_train = train_idx.numel()

@@ -67,10 +67,13 @@ class SSLMethod(nn.Module, ABC):
         super().__init__()
         self.efference = choose("efference", efference, EFFERENCE_MODES)
         self.inverse_input = choose("inverse_input", inverse_input, INVERSE_INPUTS)
-        if inverse_input == "frames" and not callable(getattr(backbone, "frame_features", None)):
+        if inverse_input == "frames" and not callable(
+            getattr(backbone, "features_with_frames", None)
+        ):
             raise ValueError(
-                f"inverse_input='frames' needs a backbone with frame_features(x) -> [B, T, D] "
-                f"and pool(frames) -> [B, D]; {type(backbone).__name__} has none"
+                "inverse_input='frames' needs a backbone with features_with_frames(x) -> "
+                "(h [B, D], frames [B, T, C]) and an attribute frame_dim = C; "
+                f"{type(backbone).__name__} has none"
             )
         if int(equivariant_dims) != equivariant_dims or not 0 <= equivariant_dims < feature_dim:
             raise ValueError(
@@ -106,7 +109,7 @@ class SSLMethod(nn.Module, ABC):
                 inverse_output,
                 norm,
                 component_weights,
-                frames=inverse_input == "frames",
+                frame_dim=int(backbone.frame_dim) if inverse_input == "frames" else 0,
             )
         if self.uses_forward:
             self.action_encoder = ActionEncoder(action_space, action_embed_dim)
@@ -138,12 +141,12 @@ class SSLMethod(nn.Module, ABC):
         return h[..., self.invariant_dims :] if self.equivariant_dims else h
 
     def embed(self, views: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-        """``views -> (h, projector hidden, z, frames)``; ``frames`` (``[N, T, D]``, the
-        backbone's features before pooling over time) only when the inverse model reads them."""
+        """``views -> (h, projector hidden, z, frames)``; ``frames`` (``[N, T, C]``, a
+        sequence of the backbone's features that keeps time, see
+        ``features_with_frames``) only when the inverse model reads them."""
         frames = None
         if self.reads_frames:
-            frames = self.backbone.frame_features(views)
-            h = self.backbone.pool(frames)
+            h, frames = self.backbone.features_with_frames(views)
         else:
             h = self.backbone(views)
         hidden = self.projector[:-1](self.invariant(h))
@@ -173,7 +176,6 @@ class SSLMethod(nn.Module, ABC):
             else:
                 read = (self.equivariant(h_a), self.equivariant(h_b))
             if frames is not None:
-                frames = self.equivariant(frames)
                 read = (*read, frames[:b], frames[b:])
             act_loss, act_metrics = self.inverse.loss(self.inverse(*read), actions[0])
             loss = loss + self.lambda_manip * act_loss

@@ -172,3 +172,19 @@ def test_encoder_init_errors_name_the_file_and_the_fix(tmp_path):
         load_initial_weights(AudioNTT2020(d=32), tmp_path / "text.pth")
     with pytest.raises(FileNotFoundError, match="nowhere.pth"):
         load_initial_weights(AudioNTT2020(d=32), tmp_path / "nowhere.pth")
+
+
+@pytest.mark.parametrize("name", ["audiontt", "resnet"])
+def test_features_with_frames_gives_the_clip_features_and_a_20_ms_sequence(name):
+    from stec_audio.encoders import build_encoder
+
+    torch.manual_seed(0)
+    encoder = build_encoder(name, d=32).eval()
+    x = torch.randn(3, 1, 64, 96)
+    h, fine = encoder.features_with_frames(x)
+    assert torch.allclose(h, encoder(x), atol=1e-5)
+    assert fine.shape == (3, 48, encoder.frame_dim)
+    # it keeps time: content moved by 2 input frames moves the sequence by one frame
+    moved = torch.roll(x, 2, dims=-1)
+    _, fine_moved = encoder.features_with_frames(moved)
+    assert torch.allclose(fine_moved[:, 4:-4], fine[:, 3:-5], atol=1e-4)

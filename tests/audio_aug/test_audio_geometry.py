@@ -257,8 +257,9 @@ def test_an_action_that_is_not_predicted_is_still_applied():
 def test_the_space_of_a_composed_pipeline_has_one_geometric_component():
     space = ActionSpace(
         build_audio_pipeline(
-            _pipeline(geometry={"enabled": True}, time_crop={"enabled": False},
-                      rrc={"enabled": False})  # fmt: skip
+            _pipeline(
+                geometry={"enabled": True}, time_crop={"enabled": False}, rrc={"enabled": False}
+            )  # fmt: skip
         ).components()
     )
     assert [c.name for c in space.components] == ["geometry", "mixup", "gain"]

@@ -61,7 +61,9 @@ def test_sections_are_built_in_the_fixed_order_and_can_be_disabled():
 
 
 def test_unknown_augmenter_and_unknown_key_are_named():
-    with pytest.raises(ValueError, match=r"'pitch_shift'.*allowed: geometry, time_crop, pitch, mixup, rrc"):
+    with pytest.raises(
+        ValueError, match=r"'pitch_shift'.*allowed: geometry, time_crop, pitch, mixup, rrc"
+    ):
         build_audio_pipeline({"pitch_shift": {}})
     with pytest.raises(
         ValueError,

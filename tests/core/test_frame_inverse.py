@@ -30,7 +30,7 @@ def test_the_lag_profile_peaks_at_the_shift_between_the_sequences():
     reader = FrameCorrelation(DIM, proj=16, groups=4, max_lag=5)
     a, b, k = _shifted_pairs(64)
     profile = reader(a, b).reshape(64, 4, 11)
-    # b[t] = a[t + k]: frame t of a meets its copy in b at lag -k
+    # b[t] = a[t + k]: the change at t in a meets its copy in b at lag -k
     assert torch.equal(profile.argmax(dim=2), (5 - k)[:, None].expand(64, 4))
     assert reader(a, b).shape == (64, reader.out_dim) and reader.out_dim == 44
     # sequences of other lengths (a longer view) work, lags beyond them read 0
@@ -41,7 +41,7 @@ def test_the_lag_profile_peaks_at_the_shift_between_the_sequences():
 def _train(frames: bool, steps: int = 250) -> float:
     torch.manual_seed(0)
     space = ActionSpace([Continuous("shift", -MAX_SHIFT - 0.5, MAX_SHIFT + 0.5, n_bins=7)])
-    model = InverseModel(DIM, space, hidden=64, frames=frames)
+    model = InverseModel(DIM, space, hidden=64, frame_dim=DIM if frames else 0)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     accuracy = []
     for step in range(steps + 20):
@@ -68,25 +68,24 @@ def test_reading_the_frames_makes_a_time_shift_readable_that_pooled_features_hid
 
 
 class FramedBackbone(nn.Module):
-    """A toy backbone with the frame interface: ``[B, 1, L] -> [B, L/4, D]`` frames."""
+    """A toy backbone with the frame interface: ``[B, 1, L] -> [B, L/4, D]`` frames, the
+    clip feature their max + mean."""
 
     def __init__(self, dim: int = 24) -> None:
         super().__init__()
         self.conv = nn.Conv1d(1, dim, 4, stride=4)
-        self.feature_dim = dim
+        self.feature_dim = self.frame_dim = dim
         self.last_h: Tensor | None = None
 
-    def frame_features(self, x: Tensor) -> Tensor:
-        return self.conv(x).transpose(1, 2)
-
-    def pool(self, frames: Tensor) -> Tensor:
+    def features_with_frames(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        frames = self.conv(x).transpose(1, 2)
         self.last_h = frames.amax(1) + frames.mean(1)
         if self.last_h.requires_grad:
             self.last_h.retain_grad()
-        return self.last_h
+        return self.last_h, frames
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.pool(self.frame_features(x))
+        return self.features_with_frames(x)[0]
 
 
 def _feature_grads(lambda_switch: float, lambda_manip: float) -> Tensor:
@@ -111,7 +110,7 @@ def test_the_invariance_term_never_reaches_the_equivariant_features():
 
 def test_wrong_frame_or_split_settings_say_what_is_needed():
     space = toy_augmenter().action_space()
-    with pytest.raises(ValueError, match="frame_features"):
+    with pytest.raises(ValueError, match="features_with_frames"):
         SimCLR(nn.Linear(32, 8), 8, action_space=space, inverse_input="frames")
     with pytest.raises(ValueError, match=r"equivariant_dims=8 must be an integer in \[0, 8\)"):
         SimCLR(FramedBackbone(8), 8, action_space=space, equivariant_dims=8)
@@ -134,8 +133,12 @@ def test_the_action_probe_reads_the_frames_when_the_inverse_model_does():
     view_a = long[:, :, 16 + steps]
     view_b = long[torch.arange(640)[:, None], :, 16 + steps + k[:, None]].transpose(1, 2)
     batches = [
-        (view_a[i : i + 64], view_b[i : i + 64], {"shift": torch.zeros(64)},
-         {"shift": k[i : i + 64].float()})  # fmt: skip
+        (
+            view_a[i : i + 64],
+            view_b[i : i + 64],
+            {"shift": torch.zeros(64)},
+            {"shift": k[i : i + 64].float()},
+        )  # fmt: skip
         for i in range(0, 640, 64)
     ]
     encoder = FramedBackbone(16)
@@ -144,5 +147,5 @@ def test_the_action_probe_reads_the_frames_when_the_inverse_model_does():
     majority = framed["majority_acc/shift"]
     assert framed["action_acc/shift"] > majority + 0.3
     assert pooled["action_acc/shift"] < majority + 0.15
-    with pytest.raises(ValueError, match="has no frame_features"):
+    with pytest.raises(ValueError, match="has no features_with_frames"):
         probe_actions(nn.Flatten(), batches, space, frames=True)
