@@ -45,8 +45,9 @@ class FrameCorrelation(nn.Module):
     normalised per group; the output is, per group, the mean cosine similarity of view
     a's change at ``t`` and view b's at ``t + ℓ`` for every lag ``ℓ`` in
     ``[-max_lag, max_lag]`` (over the frames both views have; 0 where none):
-    ``[B, groups * (2 max_lag + 1)]``. A time shift between the views moves the peak of
-    this profile, a time scale widens it; a pooled embedding cannot say either.
+    ``[B, groups * (2 max_lag + 1)]``, followed by each group's peak height and position
+    (a soft argmax, as a share of ``max_lag``). A time shift between the views moves the
+    peak of this profile, a time scale widens it; a pooled embedding cannot say either.
 
     Why differences: the changes from frame to frame are the fingerprint two overlapping
     views share, while a level ramp that differs between them (a fader) becomes a constant
@@ -62,7 +63,12 @@ class FrameCorrelation(nn.Module):
             )
         self.proj = nn.Linear(in_dim, proj)
         self.groups, self.max_lag = groups, max_lag
-        self.out_dim = groups * (2 * max_lag + 1)
+        # the profile, then each group's peak: its height and where it is (a soft argmax)
+        self.out_dim = groups * (2 * max_lag + 3)
+        self.log_sharpness = nn.Parameter(torch.tensor(math.log(10.0)))
+        self.register_buffer(
+            "lags", torch.linspace(-1.0, 1.0, 2 * max_lag + 1), persistent=False
+        )
         self._lag_maps: dict[tuple[int, torch.device], Tensor] = {}
 
     def lag_map(self, t_a: int, t_b: int, device: torch.device) -> Tensor:
@@ -92,7 +98,10 @@ class FrameCorrelation(nn.Module):
         g_a, g_b = grouped(frames_a), grouped(frames_b)
         sim = g_a @ g_b.transpose(-1, -2)  # [B, G, T_a, T_b]
         lags = self.lag_map(sim.shape[-2], sim.shape[-1], sim.device).to(sim.dtype)
-        return (sim.flatten(2) @ lags).flatten(1)
+        profile = sim.flatten(2) @ lags  # [B, G, 2 max_lag + 1]
+        weights = torch.softmax(profile * self.log_sharpness.exp(), dim=-1)
+        where = (weights * self.lags.to(profile.dtype)).sum(-1)  # [B, G], lag / max_lag
+        return torch.cat([profile.flatten(1), profile.amax(-1), where], dim=1)
 
 
 class InverseModel(nn.Module):

@@ -30,7 +30,7 @@ def test_crop_coverage_finds_energy_weighted_crops_holding_the_event_more_often(
 
 
 def test_action_readability_reads_the_gain_and_the_pitch_from_the_views():
-    views = ["--passes", "2", "--clips", "400", "--epochs", "4"]
+    views = ["--passes", "3", "--clips", "400", "--epochs", "2", "--readers", "cnn,xcorr"]
     composed = [
         "augment=composed",
         "augment.mixup.enabled=false",
@@ -39,14 +39,34 @@ def test_action_readability_reads_the_gain_and_the_pitch_from_the_views():
     readability = _script("action_readability").main([*views, *composed])
     assert set(readability) == {"geometry.shift_x", "geometry.shift_y", "gain[0]", "gain[1]"}
     gain = readability["gain[0]"]
-    assert set(gain) == {"majority", "cnn", "linear_concat", "linear_diff", "mlp_concat"}
-    # a gain difference moves every log-mel bin's mean: the difference of the views shows it
-    assert gain["linear_diff"] > gain["majority"] + 0.25
-    # the whole-view reader sees the pitch difference of the two views' spectra
-    pitch = readability["geometry.shift_y"]
-    assert pitch["cnn"] > pitch["majority"] + 0.1
+    assert set(gain) == {"majority", "cnn", "xcorr"}
+    assert gain["cnn"] > gain["majority"] + 0.2  # a level ramp changes the whole view
+    # the alignment reader sees the pitch shift between the two views' spectra and the time
+    # shift between two overlapping views
+    pitch, time = readability["geometry.shift_y"], readability["geometry.shift_x"]
+    assert pitch["xcorr"] > pitch["majority"] + 0.15
+    assert time["xcorr"] > time["majority"] + 0.1
     for scores in readability.values():
         assert all(0.0 <= v <= 1.0 for v in scores.values())
+
+
+def test_action_readability_reads_the_gain_from_plain_statistics():
+    readability = _script("action_readability").main(
+        [
+            "--readers",
+            "stats",
+            "--passes",
+            "2",
+            "--clips",
+            "200",
+            "augment=composed",
+            "augment.geometry.time_scale=[1,1]",
+        ]  # fmt: skip
+    )
+    gain = readability["gain[0]"]
+    assert set(gain) == {"majority", "linear_concat", "linear_diff", "mlp_concat"}
+    # a gain difference moves every log-mel bin's mean: the difference of the views shows it
+    assert gain["linear_diff"] > gain["majority"] + 0.2
 
 
 def test_action_readability_runs_the_whole_view_reader_on_images():
@@ -55,3 +75,12 @@ def test_action_readability_runs_the_whole_view_reader_on_images():
     )
     assert {"crop.shift_x", "grayscale[0]", "brightness[0]"} <= set(readability)
     assert all(set(scores) == {"majority", "cnn"} for scores in readability.values())
+
+
+def test_rrc_in_semitones_is_a_pitch_shift_that_shrinks_with_frequency():
+    figures = _script("rrc_in_semitones").main()
+    low, high = figures[250.0]["shift"], figures[4000.0]["shift"]
+    assert figures[1000.0]["shift"][1] == 0.0  # 44% of views are not zoomed
+    # a zoom of the mel axis moves low frequencies up by many semitones, high ones down
+    assert low[2] > 10 and high[0] < -5 and high[2] < 2
+    assert figures[250.0]["interval_scale"][0] < 0.5  # intervals up to 2x wider

@@ -29,12 +29,16 @@ def test_the_lag_profile_peaks_at_the_shift_between_the_sequences():
     torch.manual_seed(0)
     reader = FrameCorrelation(DIM, proj=16, groups=4, max_lag=5)
     a, b, k = _shifted_pairs(64)
-    profile = reader(a, b).reshape(64, 4, 11)
+    out = reader(a, b)
+    assert out.shape == (64, reader.out_dim) and reader.out_dim == 4 * 13
+    profile, height, where = out[:, :44].reshape(64, 4, 11), out[:, 44:48], out[:, 48:]
     # b[t] = a[t + k]: the change at t in a meets its copy in b at lag -k
     assert torch.equal(profile.argmax(dim=2), (5 - k)[:, None].expand(64, 4))
-    assert reader(a, b).shape == (64, reader.out_dim) and reader.out_dim == 44
+    assert torch.allclose(height, profile.amax(2))
+    # the soft argmax says where the peak is, as a share of the largest lag
+    assert (where - (-k / 5)[:, None]).abs().max() < 0.25
     # sequences of other lengths (a longer view) work, lags beyond them read 0
-    short = reader(a[:, :3], b[:, :4]).reshape(64, 4, 11)
+    short = reader(a[:, :3], b[:, :4])[:, :44].reshape(64, 4, 11)
     assert torch.equal(short[..., :2], torch.zeros(64, 4, 2))
 
 
