@@ -61,7 +61,7 @@ DEFAULT_AUDIO_PIPELINE: dict[str, dict[str, Any]] = {
         "p": 1.0,
         "frames": 96,
         "span": 1.0,
-        "time_scale": (0.6, 1.5),
+        "time_scale": (1.0, 1.0),
         "max_semitones": 12.0,
         "freq_scale": (1.0, 1.0),
         "energy_weighted": True,

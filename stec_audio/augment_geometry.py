@@ -74,7 +74,7 @@ class TimeFrequencyCrop(Augmenter):
         frames: int = 96,
         p: float = 1.0,
         span: float | None = 1.0,
-        time_scale: tuple[float, float] = (0.6, 1.5),
+        time_scale: tuple[float, float] = (1.0, 1.0),
         max_semitones: float = 12.0,
         freq_scale: tuple[float, float] = (1.0, 1.0),
         energy_weighted: bool = True,

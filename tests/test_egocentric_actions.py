@@ -49,7 +49,10 @@ def _image_input() -> torch.Tensor:
 
 AUGMENTERS = [
     (lambda: TimeCrop(frames=32, action_range=(-5, 5)), _audio_input),
-    (lambda: TimeFrequencyCrop(32, n_mels=16, freq_scale=(0.8, 1.25)), _audio_input),
+    (
+        lambda: TimeFrequencyCrop(32, n_mels=16, time_scale=(0.8, 1.25), freq_scale=(0.8, 1.25)),
+        _audio_input,
+    ),
     (lambda: Mixup(source="batch"), _audio_input),
     (lambda: RandomResizeCrop(), _audio_input),
     (lambda: FrequencyShift(max_shift=3), _audio_input),

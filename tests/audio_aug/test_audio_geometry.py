@@ -200,12 +200,13 @@ def test_targets_are_only_what_varies_and_carry_their_own_units():
     fixed = TimeFrequencyCrop(time_scale=(1.0, 1.0), max_semitones=12.0, span=1.0)
     assert fixed.component.target_labels == ["geometry.shift_x", "geometry.shift_y"]
     assert fixed.component.ranges == [(-1.0, 1.0), (-24.0, 24.0)]
-    full = TimeFrequencyCrop(freq_scale=(0.8, 1.25), max_semitones=4.0)
+    full = TimeFrequencyCrop(time_scale=(0.8, 1.25), freq_scale=(0.8, 1.25), max_semitones=4.0)
     assert full.component.target_labels == [
         "geometry.scale_x", "geometry.shift_x", "geometry.scale_y", "geometry.shift_y"
     ]  # fmt: skip
-    time_only = TimeFrequencyCrop(max_semitones=0.0)
+    time_only = TimeFrequencyCrop(max_semitones=0.0, time_scale=(0.8, 1.25))
     assert time_only.component.target_labels == ["geometry.scale_x", "geometry.shift_x"]
+    assert TimeFrequencyCrop().component.target_labels == ["geometry.shift_x", "geometry.shift_y"]
 
 
 def test_identity_views_are_the_anchor_segment():
