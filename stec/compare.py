@@ -292,8 +292,9 @@ def _summarise_tasks(plan: Plan, results: dict[str, dict[int, dict[str, Any]]]) 
 def _summarise_action_probe(
     plan: Plan, results: dict[str, dict[int, dict[str, Any]]]
 ) -> dict[str, Any]:
-    """Per arm and action component: the probe's held-out accuracy over seeds (mean, std,
-    CI, per seed) and the mean majority-class rate, from ``results.json["action_probe"]``."""
+    """Per arm and action component (and target, for components with several): the
+    probe's held-out accuracy over seeds (mean, std, CI, per seed) and the mean
+    majority-class rate, from ``results.json["action_probe"]``."""
     summary: dict[str, Any] = {}
     for arm in plan.arms:
         acc: dict[str, dict[str, float]] = {}
@@ -303,12 +304,13 @@ def _summarise_action_probe(
             if not isinstance(probe, dict):
                 continue
             for key, value in probe.items():
-                if not key.startswith("action_acc/") or value is None:
+                if not key.startswith(("action_acc/", "target_acc/")) or value is None:
                     continue
                 component = key.split("/", 1)[1]
                 acc.setdefault(component, {})[str(seed)] = float(value)
-                if probe.get(f"majority_acc/{component}") is not None:
-                    majority.setdefault(component, []).append(probe[f"majority_acc/{component}"])
+                floor = "majority_acc" if key.startswith("action_acc/") else "target_majority"
+                if probe.get(f"{floor}/{component}") is not None:
+                    majority.setdefault(component, []).append(probe[f"{floor}/{component}"])
         if acc:
             summary[arm.name] = {
                 component: {

@@ -188,8 +188,9 @@ def training_action_accuracy(
 ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
     """Per arm and component, the inverse model's batch accuracy and the accuracy of
     guessing the class seen most often in training before each batch (``action_acc/*``,
-    ``action_majority/*`` of ``metrics.csv``),
-    averaged over the last 20% of the logged steps."""
+    ``action_majority/*`` of ``metrics.csv``), and the same per target of the components
+    with several (``target_acc/*``, ``target_majority/*``), averaged over the last 20% of
+    the logged steps."""
     accuracy: dict[str, dict[str, float]] = {}
     majority: dict[str, dict[str, float]] = {}
     for name, run in runs.items():
@@ -198,7 +199,12 @@ def training_action_accuracy(
             continue
         tail = rows[-max(1, len(rows) // 5) :]
         for key in rows[-1]:
-            for prefix, out in (("action_acc/", accuracy), ("action_majority/", majority)):
+            for prefix, out in (
+                ("action_acc/", accuracy),
+                ("action_majority/", majority),
+                ("target_acc/", accuracy),
+                ("target_majority/", majority),
+            ):
                 if key.startswith(prefix):
                     value = float(np.nanmean([r[key] for r in tail]))
                     out.setdefault(name, {})[key[len(prefix) :]] = value

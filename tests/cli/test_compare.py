@@ -146,6 +146,19 @@ def test_summary_has_every_task_and_the_action_probe(tmp_path):
         assert f"({png})" in report and (tmp_path / png).stat().st_size > 1000, png
 
 
+def test_the_action_probe_summary_keeps_each_target_of_a_map(tmp_path):
+    plan = build_plan(["simclr"], ["inverse"], [0, 1], floors=[])
+    probes = [
+        {**_probe(0.5, 0.6), "target_acc/crop.shift_x": x, "target_majority/crop.shift_x": 0.3}
+        for x in (0.45, 0.55)
+    ]
+    _write_runs(tmp_path, {"simclr-inverse": [_run(0.7, action=p) for p in probes]})
+    summary = summarise(plan, tmp_path, "accuracy_mean")["action_probe"]["simclr-inverse"]
+    shift = summary["crop.shift_x"]
+    assert (shift["mean"], shift["majority"]) == pytest.approx((0.5, 0.3))
+    assert summary["crop"]["majority"] == pytest.approx(0.5)
+
+
 def test_old_results_still_summarise_without_tasks(tmp_path):
     plan = build_plan(["simclr"], ["off"], [0, 1], floors=[])
     _write_runs(tmp_path, {"simclr-off": [_run(0.7), _run(0.8)]})
