@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stec_audio.audioset import audioset_entries, find_audio_files
+from stec_audio.data.audioset import audioset_entries, find_audio_files
 
 ALPHABET = np.frombuffer(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_", "S1")
 

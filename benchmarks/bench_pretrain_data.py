@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 from stec.cli import compose_config
 from stec_audio import app
 from stec_audio.cli import main as stec_audio
-from stec_audio.datasets import InMemoryLogMels, collate_skip_bad
+from stec_audio.data.datasets import InMemoryLogMels, collate_skip_bad
 
 OLD = ["data.cache=false", "data.in_memory=false"]
 NEW: list[str] = []  # the defaults

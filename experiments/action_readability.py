@@ -160,7 +160,7 @@ def audio_views(
     from stec.cli import compose_config
     from stec_audio import app
     from stec_audio.augment import build_audio_pipeline
-    from stec_audio.frontend import LogMelNormalizer
+    from stec_audio.data.frontend import LogMelNormalizer
 
     cfg = compose_config("audio", ["trainer.num_workers=0", "trainer.progress=false", *overrides])
     index = app.build_index(cfg)

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import torch
 
 from stec_audio.augment import TimeCrop
-from stec_audio.demo import CLASSES, make_clip
-from stec_audio.frontend import LogMel, NormStats
+from stec_audio.data.demo import CLASSES, make_clip
+from stec_audio.data.frontend import LogMel, NormStats
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:

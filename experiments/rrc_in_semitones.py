@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from stec_audio.augment_pitch import hz_to_mel, mel_to_hz
+from stec_audio.augment.pitch import hz_to_mel, mel_to_hz
 
 N_MELS, F_MIN, F_MAX = 64, 60.0, 7800.0
 

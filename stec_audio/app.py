@@ -20,10 +20,10 @@ from stec.distributed import barrier, is_main
 from stec.errors import ConfigError, DataError, generated_root, user_input
 from stec.methods import choose
 from stec.run_dirs import check_checkpoint
-from stec_audio.audioset import audioset_entries
-from stec_audio.cache import prepare_cache
-from stec_audio.clip_index import add_label_columns
-from stec_audio.datasets import (
+from stec_audio.data.audioset import audioset_entries
+from stec_audio.data.cache import prepare_cache
+from stec_audio.data.clip_index import add_label_columns
+from stec_audio.data.datasets import (
     ClipIndex,
     IndexedClips,
     InMemoryLogMels,
@@ -33,12 +33,12 @@ from stec_audio.datasets import (
     folder_entries,
     manifest_entries,
 )
-from stec_audio.demo import ensure_demo_dataset
-from stec_audio.demo_notes import ensure_notes_dataset
+from stec_audio.data.demo import ensure_demo_dataset
+from stec_audio.data.demo_notes import ensure_notes_dataset
+from stec_audio.data.frontend import FrontEndConfig, NormStats
+from stec_audio.data.io import stec_cache_dir
+from stec_audio.data.strong import StrongLabels, read_strong_labels
 from stec_audio.encoders import build_encoder
-from stec_audio.frontend import FrontEndConfig, NormStats
-from stec_audio.io import stec_cache_dir
-from stec_audio.strong import StrongLabels, read_strong_labels
 from stec_audio.weights import load_initial_weights, read_audio_export
 
 log = logging.getLogger("stec")

@@ -13,13 +13,15 @@ stec-audio embed checkpoint=runs/x frames=true out=frames.parquet   # one row pe
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from stec import TwoViews
 from stec.cli import (
@@ -52,13 +54,19 @@ from stec.methods import choose
 from stec.run_dirs import check_checkpoint, check_out, results_path
 from stec_audio import app
 from stec_audio.augment import build_audio_pipeline
-from stec_audio.clip_index import data_summary
-from stec_audio.datasets import InMemoryLogMels, collate_skip_bad
-from stec_audio.frames import embed_frames
-from stec_audio.frontend import FrontEndConfig, LogMelNormalizer, NormStats
+from stec_audio.data.clip_index import data_summary
+from stec_audio.data.datasets import InMemoryLogMels, collate_skip_bad
+from stec_audio.data.frontend import FrontEndConfig, LogMelNormalizer, NormStats
+from stec_audio.data.io import BadFileLog, TooManyBadFiles
+from stec_audio.evaluation.frames import clip_frames, frame_model, save_frame_embeddings
+from stec_audio.evaluation.sed import (
+    FrameData,
+    SedOptions,
+    cross_validate_sed,
+    sed_results_path,
+    sed_table,
+)
 from stec_audio.hear import audio_export_meta
-from stec_audio.io import TooManyBadFiles
-from stec_audio.sed import evaluate_sed
 
 log = logging.getLogger("stec")
 TASKS = ("clip", "sed")  # evaluate task=: clip-level probe | sound event detection
@@ -202,6 +210,57 @@ def _action_probe(cfg: DictConfig, frozen: FrozenEncoder, dataset) -> dict[str, 
     )
 
 
+def evaluate_sed(cfg: DictConfig, load_encoder: Callable[[], Any]) -> dict:
+    """``stec-audio evaluate task=sed``: embed, probe, score; writes and returns the results
+    (the probe and the scores: :mod:`stec_audio.evaluation.sed`).
+
+    ``load_encoder()`` gives the frozen encoder (``.encoder``, ``.frontend``, ``.norm``); it
+    is called once the options and the strong labels have been checked.
+    """
+    options = SedOptions.from_config(OmegaConf.to_container(cfg.evaluate.sed, resolve=True))
+    device = resolve_device(str(cfg.evaluate.device))
+    index = app.build_index(cfg)
+    strong = app.strong_labels(cfg, index)
+    strong.check_durations(index)
+    frozen = load_encoder()
+    floor = isinstance(frozen.encoder, app.LogMelStatistics)
+    model = frame_model(frozen.encoder, frozen.frontend, frozen.norm, logmel_floor=floor)
+    bad_log = BadFileLog(float(cfg.data.max_bad_fraction), total=len(index))
+    frames = clip_frames(model, index, device, int(cfg.evaluate.embed_batch_size), bad_log)
+    summary = data_summary(index, bad_log)
+    if summary:
+        print(summary)
+    if strong.n_skipped_rows:
+        print(f"{strong.path}: {strong.n_skipped_rows} row(s) name clips not in the data; skipped")
+    positions = frames.positions
+    folds = torch.as_tensor(index.folds[positions].astype(np.int64))
+    if (folds < 0).any():
+        folds = torch.arange(len(positions)) % 5
+        print("the data has no folds: using 5 folds assigned round-robin")
+    timestamps = [t.double() / 1000.0 for t in frames.timestamps_ms]
+    data = FrameData(
+        features=frames.embeddings,
+        targets=[strong.frame_targets(i, t) for i, t in zip(positions, timestamps, strict=True)],
+        timestamps_s=timestamps,
+        references=[strong.reference(i) for i in positions],
+        durations=frames.durations,
+        folds=folds,
+        hop_s=frames.hop_ms / 1000.0,
+        classes=strong.classes,
+    )
+    results = cross_validate_sed(data, options, device, int(cfg.evaluate.inner_folds))
+    results.update(
+        checkpoint=str(cfg.checkpoint),
+        data=cfg.data.name,
+        strong_labels=str(strong.path),
+        feature_dim=int(model.timestamp_embedding_size),
+    )
+    path = write_results(sed_results_path(cfg), results)
+    print(sed_table(results))
+    print(f"results written to {path}")
+    return results
+
+
 def _sed_tasks(cfg: DictConfig, frozen: FrozenEncoder) -> dict[str, dict]:
     """Sound event detection of the same encoder (written to its own ``sed/results.json``),
     as two tasks of the clip-level results, so that a comparison shows them side by side."""
@@ -222,7 +281,7 @@ def _sed_tasks(cfg: DictConfig, frozen: FrozenEncoder) -> dict[str, dict]:
 
 def evaluate(cfg: DictConfig) -> None:
     """ESC-50 protocol (leave-one-fold-out linear probe) or AudioSet mAP; writes results.json.
-    ``task=sed``: sound event detection with a frame-level probe (:mod:`stec_audio.sed`)."""
+    ``task=sed``: sound event detection with a frame-level probe (:func:`evaluate_sed`)."""
     probe = probe_options(cfg.evaluate, seed=cfg.seed)
     with user_input("task"):
         task = choose("task", str(cfg.task), TASKS)
@@ -271,9 +330,34 @@ def evaluate(cfg: DictConfig) -> None:
     print(f"results written to {path}")
 
 
+def embed_frames(
+    cfg: DictConfig, encoder: nn.Module, frontend: FrontEndConfig, norm: NormStats
+) -> Path:
+    """``stec-audio embed frames=true``: the frame embeddings of every clip to ``out``
+    (:mod:`stec_audio.evaluation.frames`)."""
+    if not cfg.out:
+        raise ValueError("out is required: out=frames.npy or out=frames.parquet")
+    index = app.build_index(cfg, "train")
+    model = frame_model(encoder, frontend, norm, isinstance(encoder, app.LogMelStatistics))
+    bad_log = BadFileLog(float(cfg.data.max_bad_fraction), total=len(index))
+    device = resolve_device(str(cfg.evaluate.device))
+    frames = clip_frames(model, index, device, int(cfg.evaluate.embed_batch_size), bad_log)
+    summary = data_summary(index, bad_log)
+    if summary:
+        print(summary)
+    ids = [index.id(i) for i in frames.positions]
+    path = save_frame_embeddings(cfg.out, ids, index.targets(frames.positions), frames)
+    n_frames = sum(e.shape[0] for e in frames.embeddings)
+    print(
+        f"{n_frames} frame embeddings of size {model.timestamp_embedding_size} ({len(ids)} clips, "
+        f"hop {frames.hop_ms:g} ms) written to {path}"
+    )
+    return path
+
+
 def embed_command(cfg: DictConfig) -> None:
     """Scene embeddings with ids and labels, to .npy (a dict archive) or .parquet;
-    ``frames=true``: timestamped frame embeddings (:mod:`stec_audio.frames`)."""
+    ``frames=true``: timestamped frame embeddings (:mod:`stec_audio.evaluation.frames`)."""
     check_embed_out(cfg.out)
     check_checkpoint(cfg, app.CHECKPOINT_NAMES)
     if cfg.frames:  # timestamped frame embeddings, one row per frame

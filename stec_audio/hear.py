@@ -42,8 +42,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from stec_audio.data.frontend import FrontEndConfig, LogMel, NormStats
 from stec_audio.encoders import AudioNTT2020, encoder_spec, pool_frames
-from stec_audio.frontend import FrontEndConfig, LogMel, NormStats
 from stec_audio.weights import read_audio_export
 
 

@@ -40,8 +40,8 @@ from stec.engine.export import (
     load_exported_encoder,
 )
 from stec.errors import ExportError
+from stec_audio.data.frontend import FrontEndConfig, NormStats
 from stec_audio.encoders import build_encoder
-from stec_audio.frontend import FrontEndConfig, NormStats
 
 
 @dataclass

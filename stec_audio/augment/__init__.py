@@ -7,7 +7,7 @@ device with the global torch RNG, applies them as batched tensor ops, and record
 under the names of the action components it declares (see :mod:`stec.augment`).
 
 The pipeline order is fixed (:data:`PIPELINE_ORDER`). With ``geometry``
-(:class:`~stec_audio.augment_geometry.TimeFrequencyCrop`), one composed map per view does
+(:class:`~stec_audio.augment.geometry.TimeFrequencyCrop`), one composed map per view does
 the crop, the time scale and the pitch shift in one resampling, and the augmenters whose
 actions it composes (``time_crop``, ``pitch``, ``rrc``, ``freq_shift``, ``time_stretch``)
 are off; a background is mixed in after it. Without it (the separate action space of the
@@ -16,6 +16,17 @@ earlier releases): crop the segment, shift its pitch
 mixed in, so that the background keeps its pitch), mix in a background clip, then the
 geometric maps, the level ramp, and the masks last (a mask is the only step that destroys
 information).
+
+The package: ``ops`` holds the batched helpers every augmenter shares (range checks,
+per-example draws, resampling along an axis), ``time`` the time crop and stretch,
+``pitch`` the pitch shift and its mel <-> Hz maps, ``spectral`` BYOL-A's random resize
+crop, the frequency shift and the SpecAugment masks, ``mix`` mixup and the linear fader,
+``geometry`` the composed time-frequency map; this ``__init__`` re-exports them all and
+builds pipelines (:func:`build_audio_pipeline`). They import the core (:mod:`stec`) and
+one another only, never data loading, the encoders, evaluation, :mod:`stec_audio.app` or
+the CLI (``tests/test_packaging.py`` checks it): what they need of the data (the dataset
+std, the front end's mel band) reaches them as numbers through the pipeline config, and
+the mel <-> Hz maps they warp with are their own (``pitch``), the front end's HTK scale.
 """
 
 from __future__ import annotations
@@ -25,17 +36,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from stec.augment import Augmenter, Compose
-from stec_audio.augment_geometry import TimeFrequencyCrop
-from stec_audio.augment_mix import NATS_PER_DB, LinearFader, Mixup
-from stec_audio.augment_pitch import PitchShift
-from stec_audio.augment_spectral import (
+from stec_audio.augment.geometry import TimeFrequencyCrop
+from stec_audio.augment.mix import NATS_PER_DB, LinearFader, Mixup
+from stec_audio.augment.pitch import PitchShift
+from stec_audio.augment.spectral import (
     RRC_LINEAR_RANGE,
     RRC_TRANSLATION_RANGE,
     FrequencyShift,
     RandomResizeCrop,
     SpecAugmentMask,
 )
-from stec_audio.augment_time import TimeCrop, TimeStretch
+from stec_audio.augment.time import TimeCrop, TimeStretch
 
 AUGMENTERS: dict[str, type[Augmenter]] = {
     "geometry": TimeFrequencyCrop,

@@ -34,8 +34,8 @@ from torch import Tensor
 
 from stec.actions import ActionComponent, Affine, ViewParams
 from stec.augment import Augmenter
-from stec_audio.augment_ops import check_range, check_spectrogram, draw_offsets, uniform
-from stec_audio.augment_pitch import hz_to_mel, mel_to_hz
+from stec_audio.augment.ops import check_range, check_spectrogram, draw_offsets, uniform
+from stec_audio.augment.pitch import hz_to_mel, mel_to_hz
 
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 
@@ -48,7 +48,7 @@ class TimeFrequencyCrop(Augmenter):
     ``time_scale``; ``w < 1`` stretches, ``w > 1`` compresses) centred at ``c``. With
     ``span`` set, both views of a clip are placed around one *anchor* segment drawn once
     per training step (energy-weighted with ``energy_weighted``, as
-    :class:`~stec_audio.augment_time.TimeCrop` draws its offsets), each view's centre
+    :class:`~stec_audio.augment.time.TimeCrop` draws its offsets), each view's centre
     ``U(-span/2, span/2)`` crop lengths from it, so that the two views overlap and their
     relative time shift can be read from their content; ``span=None`` draws every view's
     crop independently anywhere in the clip. A view that would run past the clip is moved

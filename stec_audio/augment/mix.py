@@ -11,7 +11,7 @@ from torch import Tensor
 
 from stec.actions import ActionComponent, Continuous, ViewParams
 from stec.augment import Augmenter
-from stec_audio.augment_ops import check_range, check_spectrogram, keep_where, uniform
+from stec_audio.augment.ops import check_range, check_spectrogram, keep_where, uniform
 
 MIX_SOURCES = ("bank", "batch")
 MIX_DOMAINS = ("normalised", "power")

@@ -7,7 +7,7 @@ frequency is ``f_k``, takes what the input held at ``f_k / r``, found through th
 mel <-> Hz mapping of the front end and read by linear interpolation between mel bins.
 Bins whose source frequency falls outside the front end's band get ``fill``.
 
-Compare :class:`~stec_audio.augment_spectral.FrequencyShift`, which moves the content by a
+Compare :class:`~stec_audio.augment.spectral.FrequencyShift`, which moves the content by a
 number of mel bins (the same number of bins at every frequency).
 """
 
@@ -18,7 +18,7 @@ from torch import Tensor
 
 from stec.actions import ActionComponent, Continuous, ViewParams
 from stec.augment import Augmenter
-from stec_audio.augment_ops import (
+from stec_audio.augment.ops import (
     check_fill,
     check_spectrogram,
     keep_where,

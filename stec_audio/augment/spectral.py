@@ -8,7 +8,7 @@ from torch import Tensor
 
 from stec.actions import ActionComponent, Affine, Continuous, ViewParams
 from stec.augment import Augmenter
-from stec_audio.augment_ops import (
+from stec_audio.augment.ops import (
     check_fill,
     check_range,
     check_spectrogram,

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from stec.actions import ActionComponent, Continuous, ViewParams
 from stec.augment import Augmenter
-from stec_audio.augment_ops import (
+from stec_audio.augment.ops import (
     check_fill,
     check_range,
     check_spectrogram,

@@ -12,7 +12,7 @@ Inputs:
   checked, so a listed file that turns out to be absent is a bad file at load time).
 
 File naming schemes recognised when scanning ``audio_root`` recursively (any of
-:data:`~stec_audio.io.AUDIO_EXTENSIONS`): ``{YTID}.wav``, ``Y{YTID}.wav`` (common dumps),
+:data:`~stec_audio.data.io.AUDIO_EXTENSIONS`): ``{YTID}.wav``, ``Y{YTID}.wav`` (common dumps),
 ``{YTID}_{start}.wav``, ``{YTID}_{start}_{end}.wav`` and ``Y{YTID}_{start}_{end}.wav``
 (start in milliseconds when an integer, else seconds such as ``30.000``). YouTube ids are
 11 characters, which is what separates the id from a suffix. When one YTID has several
@@ -39,8 +39,8 @@ import numpy as np
 import pandas as pd
 
 from stec.errors import DataError
-from stec_audio.clip_index import ClipIndex, encode_utf8, scan_audio_files
-from stec_audio.io import AUDIO_EXTENSIONS, stec_cache_dir
+from stec_audio.data.clip_index import ClipIndex, encode_utf8, scan_audio_files
+from stec_audio.data.io import AUDIO_EXTENSIONS, stec_cache_dir
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from stec.errors import DataError
-from stec_audio.frontend import FrontEndConfig
+from stec_audio.data.frontend import FrontEndConfig
 
 CACHE_VERSION = 2
 
@@ -146,7 +146,7 @@ class _Convert(Dataset):
         return len(self.todo)
 
     def __getitem__(self, j: int) -> tuple[int, str | None, str | None]:
-        from stec_audio.io import AudioError
+        from stec_audio.data.io import AudioError
 
         i = self.todo[j]
         try:
@@ -169,7 +169,7 @@ def prepare_cache(dataset, workers: int = 2, progress: bool = True) -> CacheRepo
     conversion. Clips already cached are skipped, so an interrupted run resumes where it
     stopped; clips that failed are tried again on the next run (a repaired file gets in).
     Unusable files are recorded in the dataset's bad-file log (which stops the run with
-    :class:`~stec_audio.io.TooManyBadFiles` when most files are unusable) and in
+    :class:`~stec_audio.data.io.TooManyBadFiles` when most files are unusable) and in
     ``bad_files.tsv``.
     """
     store = dataset.store

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from stec.errors import DataError
-from stec_audio.io import AUDIO_EXTENSIONS, BadFileLog
+from stec_audio.data.io import AUDIO_EXTENSIONS, BadFileLog
 
 ESC50_COLUMNS = ("filename", "fold", "target", "category", "esc10", "src_file", "take")
 

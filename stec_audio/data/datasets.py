@@ -1,10 +1,10 @@
-"""The log-mel clip datasets over a :class:`~stec_audio.clip_index.ClipIndex`.
+"""The log-mel clip datasets over a :class:`~stec_audio.data.clip_index.ClipIndex`.
 
 :class:`LogMelClipDataset` decodes, resamples, pads/crops and turns each clip into a raw
 log-mel ``[1, n_mels, T]``, deterministically (normalisation and random crops happen
 later, on the device), optionally through the float16 cache; :class:`InMemoryLogMels`
 holds the usable clips of a corpus that fits in memory. A file that cannot be used gives ``None`` (named and counted in a
-:class:`~stec_audio.io.BadFileLog`); :func:`collate_skip_bad` drops those from a batch.
+:class:`~stec_audio.data.io.BadFileLog`); :func:`collate_skip_bad` drops those from a batch.
 The index readers are re-exported here for convenience.
 """
 
@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from stec.errors import DataError
-from stec_audio.clip_index import (  # noqa: F401 - re-exported
+from stec_audio.data.clip_index import (  # noqa: F401 - re-exported
     ClipEntry,
     ClipIndex,
     clip_target,
@@ -29,8 +29,8 @@ from stec_audio.clip_index import (  # noqa: F401 - re-exported
     manifest_entries,
     scan_audio_files,
 )
-from stec_audio.frontend import FrontEndConfig, LogMel, NormStats
-from stec_audio.io import (
+from stec_audio.data.frontend import FrontEndConfig, LogMel, NormStats
+from stec_audio.data.io import (
     AudioError,
     BadFileLog,
     clip_problem,
@@ -75,10 +75,10 @@ class LogMelClipDataset(IndexedClips):
     padded (``pad_mode``) or centre-cropped to ``clip_seconds``. ``label`` is an int (-1
     when unlabeled) or, for multi-label data, a multi-hot float32 tensor ``[C]``. A file
     that cannot be used gives ``None`` and is recorded in ``bad_log``. Normalisation is not
-    applied here: it runs on the device (:class:`~stec_audio.frontend.LogMelNormalizer`),
+    applied here: it runs on the device (:class:`~stec_audio.data.frontend.LogMelNormalizer`),
     so that one decoded clip serves every statistics file.
 
-    ``cache_dir`` makes the dataset read through a :mod:`stec_audio.cache` store (items
+    ``cache_dir`` makes the dataset read through a :mod:`stec_audio.data.cache` store (items
     are then float16): cached clips are read from it, others are decoded once and written.
     """
 
@@ -108,7 +108,7 @@ class LogMelClipDataset(IndexedClips):
         self.store = None
         if cache_dir is not None:
             # Imported here: the cache module reads these datasets.
-            from stec_audio.cache import LogMelStore
+            from stec_audio.data.cache import LogMelStore
 
             self.store = LogMelStore(cache_dir, self.frontend, self.clip_seconds, pad_mode)
         self._bad: set[int] = set()

@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from stec_audio.io import stec_cache_dir
+from stec_audio.data.io import stec_cache_dir
 
 SEED = 20221128
 #: ESC-50's columns, then the demo's further label sets of the same clips (empty = the
@@ -294,7 +294,7 @@ def ensure_demo_dataset(cache_dir: str | os.PathLike | None = None, n_per_class:
 
     The set lives in ``cache_dir / f"esc_demo_v{VERSION}_n{n_per_class}"`` (default
     ``cache_dir``: :func:`default_cache_dir`); read it with
-    :func:`stec_audio.datasets.esc50_entries`.
+    :func:`stec_audio.data.datasets.esc50_entries`.
     """
     if n_per_class < 1:
         raise ValueError(f"n_per_class must be at least 1, got {n_per_class}")

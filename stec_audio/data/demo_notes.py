@@ -1,7 +1,7 @@
 """A second built-in sound set, of another kind than the demo: instrument phrases in rooms.
 
 ``ensure_notes_dataset()`` writes ``audio/*.wav`` and ``meta/esc50.csv`` in the ESC-50
-layout, like :mod:`stec_audio.demo`, but everything that makes a clip comes from another
+layout, like :mod:`stec_audio.data.demo`, but everything that makes a clip comes from another
 process, so that settings tuned on the demo can be confirmed on data they never saw:
 
 - **Sources**: 8 instrument families synthesised by their own models: a plucked string
@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from stec_audio.demo import HEADER, N_FOLDS, ClipFacts, write_atomically
-from stec_audio.io import stec_cache_dir
+from stec_audio.data.demo import HEADER, N_FOLDS, ClipFacts, write_atomically
+from stec_audio.data.io import stec_cache_dir
 
 SEED = 20260611
 VERSION = 1

@@ -37,7 +37,7 @@ from torch import Tensor
 
 from stec.errors import DataError
 from stec.evaluation.sed import Event
-from stec_audio.clip_index import ClipIndex
+from stec_audio.data.clip_index import ClipIndex
 
 COLUMNS = ("filename", "onset", "offset", "event_label")
 #: an event may end this much past its clip's end (rounded annotations, decoder lengths)

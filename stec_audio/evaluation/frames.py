@@ -1,5 +1,6 @@
 """Timestamped frame embeddings of whole clips: the HEAR ``get_timestamp_embeddings`` of
-every clip of an index, for ``stec-audio embed frames=true`` and sound event detection.
+every clip of an index, for ``stec-audio embed frames=true``
+(:func:`stec_audio.cli.embed_frames`) and sound event detection.
 
 Decisions:
 
@@ -30,15 +31,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from stec.evaluation import placed_on
-from stec_audio.clip_index import ClipIndex, data_summary
+from stec_audio.data.clip_index import ClipIndex
+from stec_audio.data.frontend import FrontEndConfig, NormStats
+from stec_audio.data.io import AudioError, BadFileLog, clip_problem, load_audio
 from stec_audio.encoders import pool_frames
-from stec_audio.frontend import FrontEndConfig, NormStats
 from stec_audio.hear import HearModel
-from stec_audio.io import AudioError, BadFileLog, clip_problem, load_audio
 
 
 class LogMelFrames(nn.Module):
@@ -210,30 +210,3 @@ def save_frame_embeddings(
             allow_pickle=True,
         )
     return out
-
-
-def embed_frames(
-    cfg: DictConfig, encoder: nn.Module, frontend: FrontEndConfig, norm: NormStats
-) -> Path:
-    """``stec-audio embed frames=true``: the frame embeddings of every clip to ``out``."""
-    from stec.engine.trainer import resolve_device
-    from stec_audio import app
-
-    if not cfg.out:
-        raise ValueError("out is required: out=frames.npy or out=frames.parquet")
-    index = app.build_index(cfg, "train")
-    model = frame_model(encoder, frontend, norm, isinstance(encoder, app.LogMelStatistics))
-    bad_log = BadFileLog(float(cfg.data.max_bad_fraction), total=len(index))
-    device = resolve_device(str(cfg.evaluate.device))
-    frames = clip_frames(model, index, device, int(cfg.evaluate.embed_batch_size), bad_log)
-    summary = data_summary(index, bad_log)
-    if summary:
-        print(summary)
-    ids = [index.id(i) for i in frames.positions]
-    path = save_frame_embeddings(cfg.out, ids, index.targets(frames.positions), frames)
-    n_frames = sum(e.shape[0] for e in frames.embeddings)
-    print(
-        f"{n_frames} frame embeddings of size {model.timestamp_embedding_size} ({len(ids)} clips, "
-        f"hop {frames.hop_ms:g} ms) written to {path}"
-    )
-    return path

@@ -1,11 +1,13 @@
 """Sound event detection with a frozen encoder: ``stec-audio evaluate task=sed``.
 
-Every clip is embedded frame by frame (:mod:`stec_audio.frames`, the HEAR timestamp
-embeddings, 40 ms apart); each frame's target is the set of events active at its
-timestamp (:meth:`~stec_audio.strong.StrongLabels.frame_targets`). A multi-label probe on
-the frames (:mod:`stec_audio.sed_probe`: class-balanced ridge regression, ``lambda`` and
-the decision thresholds chosen on the training clips) is trained on some clips and scored
-on the others, leave-one-fold-out or on ``evaluate.sed.eval_folds``.
+Every clip is embedded frame by frame (:mod:`stec_audio.evaluation.frames`, the HEAR
+timestamp embeddings, 40 ms apart); each frame's target is the set of events active at its
+timestamp (:meth:`~stec_audio.data.strong.StrongLabels.frame_targets`). A multi-label probe
+on the frames (:mod:`stec_audio.evaluation.sed_probe`: class-balanced ridge regression,
+``lambda`` and the decision thresholds chosen on the training clips) is trained on some
+clips and scored on the others, leave-one-fold-out or on ``evaluate.sed.eval_folds``. The
+command itself (the config, the clip index and strong labels it names, the results file)
+is :func:`stec_audio.cli.evaluate_sed`.
 
 Decisions:
 
@@ -33,20 +35,18 @@ Decisions:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import Tensor
 
 from stec.cli import results_path
-from stec.engine.trainer import resolve_device
 from stec.errors import ConfigError
-from stec.evaluation import write_results
 from stec.evaluation.sed import (
     MACRO_RULE,
     Event,
@@ -56,11 +56,7 @@ from stec.evaluation.sed import (
     frames_to_events,
     macro_f1,
 )
-from stec_audio import app
-from stec_audio.clip_index import data_summary
-from stec_audio.frames import clip_frames, frame_model
-from stec_audio.io import BadFileLog
-from stec_audio.sed_probe import LAMBDAS, FrameStats, fit_frame_probe
+from stec_audio.evaluation.sed_probe import LAMBDAS, FrameStats, fit_frame_probe
 
 EVENT_RULE = (
     "sed_eval EventBasedMetrics(t_collar, percentage_of_length) as DCASE task 4 scores: "
@@ -329,53 +325,3 @@ def sed_results_path(cfg: DictConfig) -> Path:
     """``out=``, else ``sed/results.json`` next to where the clip-level results go (the two
     evaluations of one encoder keep separate files)."""
     return Path(cfg.out) if cfg.out else results_path(cfg).parent / "sed" / "results.json"
-
-
-def evaluate_sed(cfg: DictConfig, load_encoder: Callable[[], Any]) -> dict:
-    """``stec-audio evaluate task=sed``: embed, probe, score; writes and returns the results.
-
-    ``load_encoder()`` gives the frozen encoder (``.encoder``, ``.frontend``, ``.norm``); it
-    is called once the options and the strong labels have been checked.
-    """
-    options = SedOptions.from_config(OmegaConf.to_container(cfg.evaluate.sed, resolve=True))
-    device = resolve_device(str(cfg.evaluate.device))
-    index = app.build_index(cfg)
-    strong = app.strong_labels(cfg, index)
-    strong.check_durations(index)
-    frozen = load_encoder()
-    floor = isinstance(frozen.encoder, app.LogMelStatistics)
-    model = frame_model(frozen.encoder, frozen.frontend, frozen.norm, logmel_floor=floor)
-    bad_log = BadFileLog(float(cfg.data.max_bad_fraction), total=len(index))
-    frames = clip_frames(model, index, device, int(cfg.evaluate.embed_batch_size), bad_log)
-    summary = data_summary(index, bad_log)
-    if summary:
-        print(summary)
-    if strong.n_skipped_rows:
-        print(f"{strong.path}: {strong.n_skipped_rows} row(s) name clips not in the data; skipped")
-    positions = frames.positions
-    folds = torch.as_tensor(index.folds[positions].astype(np.int64))
-    if (folds < 0).any():
-        folds = torch.arange(len(positions)) % 5
-        print("the data has no folds: using 5 folds assigned round-robin")
-    timestamps = [t.double() / 1000.0 for t in frames.timestamps_ms]
-    data = FrameData(
-        features=frames.embeddings,
-        targets=[strong.frame_targets(i, t) for i, t in zip(positions, timestamps, strict=True)],
-        timestamps_s=timestamps,
-        references=[strong.reference(i) for i in positions],
-        durations=frames.durations,
-        folds=folds,
-        hop_s=frames.hop_ms / 1000.0,
-        classes=strong.classes,
-    )
-    results = cross_validate_sed(data, options, device, int(cfg.evaluate.inner_folds))
-    results.update(
-        checkpoint=str(cfg.checkpoint),
-        data=cfg.data.name,
-        strong_labels=str(strong.path),
-        feature_dim=int(model.timestamp_embedding_size),
-    )
-    path = write_results(sed_results_path(cfg), results)
-    print(sed_table(results))
-    print(f"results written to {path}")
-    return results

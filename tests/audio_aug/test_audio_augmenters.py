@@ -19,7 +19,7 @@ from stec_audio.augment import (
     TimeCrop,
     TimeStretch,
 )
-from stec_audio.augment_spectral import diagonal_grid
+from stec_audio.augment.spectral import diagonal_grid
 
 
 def time_ramp(b: int = 6, f: int = 16, t: int = 120) -> torch.Tensor:

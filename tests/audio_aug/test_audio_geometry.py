@@ -14,8 +14,8 @@ import torch
 from stec.actions import ActionSpace, invert_affine, relative_affine
 from stec.augment import TwoViews
 from stec_audio.augment import DEFAULT_AUDIO_PIPELINE, build_audio_pipeline
-from stec_audio.augment_geometry import TimeFrequencyCrop
-from stec_audio.augment_pitch import hz_to_mel
+from stec_audio.augment.geometry import TimeFrequencyCrop
+from stec_audio.augment.pitch import hz_to_mel
 
 N_MELS, CLIP, FRAMES = 64, 400, 96
 

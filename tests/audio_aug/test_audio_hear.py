@@ -9,8 +9,8 @@ import torch
 
 from stec.engine.export import export_backbone
 from stec_audio import hear
+from stec_audio.data.frontend import FrontEndConfig, LogMel, NormStats
 from stec_audio.encoders import AudioNTT2020, AudioResNet
-from stec_audio.frontend import FrontEndConfig, LogMel, NormStats
 
 SR = 16000
 
@@ -153,7 +153,7 @@ def test_the_model_runs_wherever_it_is_moved():
 
 def test_an_encoder_without_weights_runs_and_follows_the_model():
     # the per-frame log-mel floor has no parameters: the model's device is its front end's
-    from stec_audio.frames import LogMelFrames
+    from stec_audio.evaluation.frames import LogMelFrames
 
     norm = NormStats(-4.0, 3.0)
     model = hear.HearModel(LogMelFrames(), FrontEndConfig(), norm)

@@ -8,9 +8,9 @@ import torch
 
 from stec.actions import ActionSpace
 from stec_audio.augment import build_audio_pipeline
-from stec_audio.augment_ops import resample_axis
-from stec_audio.augment_pitch import PitchShift
-from stec_audio.frontend import FrontEndConfig, LogMel
+from stec_audio.augment.ops import resample_axis
+from stec_audio.augment.pitch import PitchShift
+from stec_audio.data.frontend import FrontEndConfig, LogMel
 
 RATE = 16000
 

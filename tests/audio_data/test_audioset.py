@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from stec_audio import audioset
-from stec_audio.audioset import audioset_entries, read_class_labels
-from stec_audio.datasets import LogMelClipDataset
+from stec_audio.data import audioset
+from stec_audio.data.audioset import audioset_entries, read_class_labels
+from stec_audio.data.datasets import LogMelClipDataset
 
 MIDS = ["/m/09x0r", "/m/05zppz", "/m/02zsn", "/m/0ytgt", "/t/dd00088", "/m/04rlf"]
 NAMES = ["Speech", "Male speech, man speaking", "Female speech, woman speaking",

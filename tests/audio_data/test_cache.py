@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from stec_audio.cache import LogMelStore, prepare_cache
-from stec_audio.datasets import LogMelClipDataset, esc50_entries
-from stec_audio.frontend import FrontEndConfig
-from stec_audio.io import TooManyBadFiles
+from stec_audio.data.cache import LogMelStore, prepare_cache
+from stec_audio.data.datasets import LogMelClipDataset, esc50_entries
+from stec_audio.data.frontend import FrontEndConfig
+from stec_audio.data.io import TooManyBadFiles
 
 from .conftest import BAD, GOOD, write_kind
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from stec_audio.datasets import (
+from stec_audio.data.datasets import (
     ClipEntry,
     ClipIndex,
     InMemoryLogMels,
@@ -16,8 +16,8 @@ from stec_audio.datasets import (
     folder_entries,
     manifest_entries,
 )
-from stec_audio.frontend import FrontEndConfig, LogMel, LogMelNormalizer
-from stec_audio.io import TooManyBadFiles, fit_length, load_audio
+from stec_audio.data.frontend import FrontEndConfig, LogMel, LogMelNormalizer
+from stec_audio.data.io import TooManyBadFiles, fit_length, load_audio
 
 from .conftest import ABSENT, BAD, GOOD, make_esc50, write_kind
 
@@ -236,7 +236,7 @@ def test_clip_index_subset_keeps_multilabels():
 
 
 def test_label_columns_become_tasks_and_name_their_problems(tmp_path):
-    from stec_audio.clip_index import add_label_columns
+    from stec_audio.data.clip_index import add_label_columns
 
     (tmp_path / "clips").mkdir()
     for name in ("a", "b", "c"):

@@ -5,8 +5,8 @@ import os
 import numpy as np
 import soundfile as sf
 
-from stec_audio.datasets import esc50_entries
-from stec_audio.demo import CLASSES, SAMPLE_RATE, ensure_demo_dataset, make_clip
+from stec_audio.data.datasets import esc50_entries
+from stec_audio.data.demo import CLASSES, SAMPLE_RATE, ensure_demo_dataset, make_clip
 
 from .conftest import file_bytes
 
@@ -45,7 +45,7 @@ def test_demo_set_is_byte_identical_and_in_esc50_layout(tmp_path):
 def test_demo_set_is_reused_not_regenerated(tmp_path, monkeypatch):
     root = ensure_demo_dataset(tmp_path, n_per_class=1)
     stamp = (root / "meta" / "esc50.csv").stat().st_mtime_ns
-    monkeypatch.setattr("stec_audio.demo.write_demo_dataset", None)  # would crash if called
+    monkeypatch.setattr("stec_audio.data.demo.write_demo_dataset", None)  # would crash if called
     assert ensure_demo_dataset(tmp_path, n_per_class=1) == root
     assert (root / "meta" / "esc50.csv").stat().st_mtime_ns == stamp
 
@@ -72,9 +72,9 @@ def test_short_event_classes_are_short_and_clips_vary():
 
 
 def test_demo_metadata_holds_the_pitch_register_and_loudness_band_it_generated(tmp_path):
-    from stec_audio.clip_index import add_label_columns
-    from stec_audio.datasets import esc50_entries
-    from stec_audio.demo import LABEL_COLUMNS, generate_clip
+    from stec_audio.data.clip_index import add_label_columns
+    from stec_audio.data.datasets import esc50_entries
+    from stec_audio.data.demo import LABEL_COLUMNS, generate_clip
 
     root = ensure_demo_dataset(tmp_path, n_per_class=4)
     index = add_label_columns(
@@ -92,7 +92,7 @@ def test_demo_metadata_holds_the_pitch_register_and_loudness_band_it_generated(t
     }
     assert pitched == {"harmonic_tone", "am_tone", "fm_tone", "knock_event", "beep_event"}
     # a harmonic tone at 110 Hz is in register 0, at 880 Hz (3 octaves up) in register 6
-    from stec_audio.demo import ClipFacts
+    from stec_audio.data.demo import ClipFacts
 
     assert ClipFacts(110.0, -10).pitch_register == 0 and ClipFacts(880.0, -10).pitch_register == 6
     assert ClipFacts(None, -3.5).pitch_register == -1 and ClipFacts(None, -3.5).loudness_band == 4

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import soundfile as sf
 
-from stec_audio.clip_index import add_label_columns
-from stec_audio.datasets import esc50_entries
-from stec_audio.demo import LABEL_COLUMNS
-from stec_audio.demo_notes import (
+from stec_audio.data.clip_index import add_label_columns
+from stec_audio.data.datasets import esc50_entries
+from stec_audio.data.demo import LABEL_COLUMNS
+from stec_audio.data.demo_notes import (
     FAMILIES,
     SAMPLE_RATE,
     ensure_notes_dataset,

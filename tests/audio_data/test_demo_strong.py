@@ -7,9 +7,9 @@ import hashlib
 import numpy as np
 import pandas as pd
 
-from stec_audio.datasets import esc50_entries
-from stec_audio.demo import CLASSES, SAMPLE_RATE, VERSION, ensure_demo_dataset, generate_clip
-from stec_audio.strong import read_strong_labels
+from stec_audio.data.datasets import esc50_entries
+from stec_audio.data.demo import CLASSES, SAMPLE_RATE, VERSION, ensure_demo_dataset, generate_clip
+from stec_audio.data.strong import read_strong_labels
 
 SHORT = [name for name, _, event in CLASSES if event]
 #: sha1 of the first clip of every class as version 2 of the set wrote them (before the

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from stec_audio.io import (
+from stec_audio.data.io import (
     AudioError,
     BadFileLog,
     TooManyBadFiles,

@@ -9,8 +9,8 @@ import torch
 
 from stec.errors import DataError
 from stec.evaluation.sed import Event
-from stec_audio.datasets import esc50_entries, manifest_entries
-from stec_audio.strong import read_strong_labels
+from stec_audio.data.datasets import esc50_entries, manifest_entries
+from stec_audio.data.strong import read_strong_labels
 
 from .conftest import make_esc50
 

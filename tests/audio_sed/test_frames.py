@@ -9,11 +9,11 @@ import soundfile as sf
 import torch
 
 from stec_audio import hear
-from stec_audio.datasets import manifest_entries
+from stec_audio.data.datasets import manifest_entries
+from stec_audio.data.frontend import FrontEndConfig, NormStats
+from stec_audio.data.io import BadFileLog, load_audio
 from stec_audio.encoders import AudioNTT2020
-from stec_audio.frames import ClipFrames, clip_frames, save_frame_embeddings
-from stec_audio.frontend import FrontEndConfig, NormStats
-from stec_audio.io import BadFileLog, load_audio
+from stec_audio.evaluation.frames import ClipFrames, clip_frames, save_frame_embeddings
 from tests.evaluation.devices import DeviceRecorder
 
 SR = 16000

@@ -10,8 +10,8 @@ import torch
 
 from stec.errors import ConfigError
 from stec.evaluation.sed import Event
-from stec_audio.sed import FrameData, SedOptions, cross_validate_sed, with_context
-from stec_audio.sed_probe import FrameStats, fit_balanced_ridge, fit_frame_probe
+from stec_audio.evaluation.sed import FrameData, SedOptions, cross_validate_sed, with_context
+from stec_audio.evaluation.sed_probe import FrameStats, fit_balanced_ridge, fit_frame_probe
 
 HOP, T = 0.04, 50  # 2 s clips of 40 ms frames
 

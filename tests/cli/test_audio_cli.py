@@ -19,8 +19,8 @@ from stec.engine.export import export_backbone
 from stec.errors import ExportError
 from stec_audio import hear
 from stec_audio.cli import main
+from stec_audio.data.frontend import FrontEndConfig, NormStats
 from stec_audio.encoders import AudioNTT2020
-from stec_audio.frontend import FrontEndConfig, NormStats
 from stec_audio.hear import audio_export_meta
 from tests.audio_data.conftest import ABSENT, BAD, GOOD, make_esc50, tone
 from tests.audio_data.test_audioset import short_wav, write_labels, write_segments

@@ -12,7 +12,7 @@ import pytest
 from stec.compose import compose_config
 from stec_audio import app
 from stec_audio.cli import main
-from stec_audio.frontend import NormStats
+from stec_audio.data.frontend import NormStats
 from tests.audio_data.conftest import make_esc50
 from tests.audio_data.test_audioset import short_wav, write_labels, write_segments
 from tests.cli.test_audio_cli import TINY

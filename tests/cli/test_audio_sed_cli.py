@@ -14,9 +14,9 @@ import torch
 from stec.engine.export import export_backbone
 from stec_audio import hear
 from stec_audio.cli import main
+from stec_audio.data.frontend import FrontEndConfig, NormStats
+from stec_audio.data.io import load_audio
 from stec_audio.encoders import AudioNTT2020
-from stec_audio.frontend import FrontEndConfig, NormStats
-from stec_audio.io import load_audio
 from tests.audio_data.conftest import make_esc50
 
 SR = 16000

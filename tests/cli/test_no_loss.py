@@ -12,8 +12,8 @@ import torch
 from stec.engine.checkpoint import load_checkpoint
 from stec.engine.export import export_backbone
 from stec_audio.cli import main as audio
-from stec_audio.demo import ensure_demo_dataset
-from stec_audio.demo_notes import ensure_notes_dataset
+from stec_audio.data.demo import ensure_demo_dataset
+from stec_audio.data.demo_notes import ensure_notes_dataset
 from stec_audio.encoders import AudioNTT2020
 from stec_vision.cli import main as vision
 from stec_vision.demo import ensure_demo_images

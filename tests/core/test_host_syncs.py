@@ -99,7 +99,7 @@ def test_the_detector_sees_what_would_synchronise():
 def test_the_energy_weighted_crop_draws_without_a_sync_and_by_energy():
     assert not meta_syncs("audio-energy", "simclr", "off", steps=1)
     # the exponential race draws offsets in proportion to the segment energies
-    from stec_audio.augment_time import TimeCrop
+    from stec_audio.augment.time import TimeCrop
 
     x = torch.full((4000, 1, 2, 12), -20.0)
     x[..., 8:] = 0.0  # the last four frames hold all the energy

@@ -23,8 +23,8 @@ from stec.cli import compose_config
 from stec.evaluation import embed
 from stec_audio import app
 from stec_audio.cli import frozen_encoder
-from stec_audio.datasets import collate_skip_bad
-from stec_audio.frontend import LogMelNormalizer
+from stec_audio.data.datasets import collate_skip_bad
+from stec_audio.data.frontend import LogMelNormalizer
 
 DEFAULT_OUT = Path(__file__).parent / "data" / "demo_random_audiontt.npz"
 
