@@ -189,7 +189,8 @@ def build_method_from_config(
         equivariant_dims=e.get("equivariant_dims", 0),
         **m,
     )
-    return build_method(name, backbone, feature_dim, **kwargs)
+    with user_input("efference"):  # what depends on the encoder: the split, frame input
+        return build_method(name, backbone, feature_dim, **kwargs)
 
 
 def pretrain_run(

@@ -133,6 +133,8 @@ COMMON_RULES: dict[str, Rule] = {
     "efference.lambda_manip": at_least(0),
     "efference.inverse_hidden": at_least(1),
     "efference.inverse_output": one_of("categorical", "regression"),
+    "efference.inverse_input": one_of("backbone", "projector_hidden", "frames"),
+    "efference.equivariant_dims": at_least(0),
     "efference.action_embed_dim": at_least(1),
     "efference.components": Rule(kinds=("null", "list[str]")),
     "efference.component_weights": Rule(kinds=("null", "dict[float]"), low=0),

@@ -1,0 +1,41 @@
+"""stec-audio with the composed time-frequency map: its action space, the frame-reading
+inverse model with its own features, and what the run records of them."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from stec_audio.cli import main
+from tests.cli.test_audio_cli import TINY
+
+pytestmark = pytest.mark.usefixtures("isolated")
+
+
+def test_composed_pretraining_reads_frames_keeps_a_split_and_logs_each_target(tmp_path, capsys):
+    data = ["data.n_per_class=5", "augment=composed"]  # the demo set, 50 clips
+    # d=32 with 8 features of the inverse model's own (the config's 128 needs d > 128)
+    run = ["run_dir=run", "efference.equivariant_dims=8", "trainer.max_steps=4"]
+    assert main(["pretrain", *data, *run, *TINY]) == 0
+    out = capsys.readouterr().out
+    # the gain is applied but not predicted, the mixup is off: one geometric component
+    assert "action space ActionSpace(geometry:2x6)" in out
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["efference"]["inverse_input"] == "frames"
+    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    for key in ("target_acc/geometry.shift_x", "target_majority/geometry.shift_y"):
+        assert key in rows[-1] and 0.0 <= float(rows[-1][key]) <= 1.0
+    assert main(["evaluate", *data, "checkpoint=run", "evaluate.action_probe=true", *TINY]) == 0
+    probe = json.loads((tmp_path / "run" / "results.json").read_text())["action_probe"]
+    assert {"action_acc/geometry", "target_acc/geometry.shift_x"} <= set(probe)
+    assert 0.0 < probe["target_majority/geometry.shift_x"] <= 1.0
+
+
+def test_a_split_larger_than_the_features_is_one_line(tmp_path, capsys):
+    args = ["data.n_per_class=5", "augment=composed", "run_dir=run", *TINY]
+    assert main(["pretrain", *args, "efference.equivariant_dims=32"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1
+    assert "efference" in error[0] and "equivariant_dims=32 must be an integer in [0, 32)" in error[0]
