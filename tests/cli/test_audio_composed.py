@@ -24,7 +24,7 @@ def test_composed_pretraining_reads_frames_keeps_a_split_and_logs_each_target(tm
     assert "action space ActionSpace(geometry:2x6)" in out
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["efference"]["inverse_input"] == "frames"
-    rows = list(csv.DictReader(open(tmp_path / "run" / "metrics.csv")))
+    rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").read_text().splitlines()))
     for key in ("target_acc/geometry.shift_x", "target_majority/geometry.shift_y"):
         assert key in rows[-1] and 0.0 <= float(rows[-1][key]) <= 1.0
     assert main(["evaluate", *data, "checkpoint=run", "evaluate.action_probe=true", *TINY]) == 0
@@ -38,4 +38,6 @@ def test_a_split_larger_than_the_features_is_one_line(tmp_path, capsys):
     assert main(["pretrain", *args, "efference.equivariant_dims=32"]) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1
-    assert "efference" in error[0] and "equivariant_dims=32 must be an integer in [0, 32)" in error[0]
+    assert (
+        "efference" in error[0] and "equivariant_dims=32 must be an integer in [0, 32)" in error[0]
+    )
