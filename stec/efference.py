@@ -66,9 +66,7 @@ class FrameCorrelation(nn.Module):
         # the profile, then each group's peak: its height and where it is (a soft argmax)
         self.out_dim = groups * (2 * max_lag + 3)
         self.log_sharpness = nn.Parameter(torch.tensor(math.log(10.0)))
-        self.register_buffer(
-            "lags", torch.linspace(-1.0, 1.0, 2 * max_lag + 1), persistent=False
-        )
+        self.register_buffer("lags", torch.linspace(-1.0, 1.0, 2 * max_lag + 1), persistent=False)
         self._lag_maps: dict[tuple[int, torch.device], Tensor] = {}
 
     def lag_map(self, t_a: int, t_b: int, device: torch.device) -> Tensor:
