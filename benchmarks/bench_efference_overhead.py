@@ -4,9 +4,10 @@ Backbone AudioNTT2020 (d=512), BYOL-A's projector (4096 -> 256), Adam; the same 
 two 64 x 96 views (made once by the composed audio pipeline from 5 s clips, with their
 action records) is used for every step. Three modes: no efference copy, the inverse
 model on the pooled backbone features (``inverse_input=backbone``) and on the frame
-sequences as well (``inverse_input=frames``). Prints the median step time of each mode
-over ``--steps`` steps after ``--warmup`` steps (the modes take turns step by step, in a
-rotating order), and each inverse mode's ratio to plain BYOL.
+sequences as well, with 128 features of its own (``inverse_input=frames``,
+``equivariant_dims=128``: what ``augment=composed`` ships). Prints the median step time of
+each mode over ``--steps`` steps after ``--warmup`` steps (the modes take turns step by
+step, in a rotating order), and each inverse mode's ratio to plain BYOL.
 
     python benchmarks/bench_efference_overhead.py [--batch 64] [--steps 10] [--threads 2]
 """
@@ -24,19 +25,21 @@ from stec.methods import BYOL
 from stec_audio.augment import DEFAULT_AUDIO_PIPELINE, build_audio_pipeline
 from stec_audio.encoders import AudioNTT2020
 
-MODES = {"off": ("off", "backbone"), "inverse": ("inverse", "backbone"),
-         "inverse_frames": ("inverse", "frames")}  # fmt: skip
+# (efference, inverse_input, equivariant_dims); the last is what augment=composed ships
+MODES = {"off": ("off", "backbone", 0), "inverse": ("inverse", "backbone", 0),
+         "inverse_frames": ("inverse", "frames", 128)}  # fmt: skip
 
 
 def build(mode: str, space) -> tuple[BYOL, torch.optim.Optimizer]:
     torch.manual_seed(0)
-    efference, inverse_input = MODES[mode]
+    efference, inverse_input, equivariant_dims = MODES[mode]
     method = BYOL(
         AudioNTT2020(d=512),
         512,
         action_space=space,
         efference=efference,
         inverse_input=inverse_input,
+        equivariant_dims=equivariant_dims,
         proj_hidden=4096,
         proj_dim=256,
     )
@@ -69,6 +72,8 @@ def main() -> None:
     for name in ("time_crop", "rrc"):
         sections[name]["enabled"] = False
     sections["geometry"]["enabled"] = True
+    sections["mixup"]["enabled"] = False
+    sections["fader"]["predict"] = False  # the action space of augment=composed
     pipeline = build_audio_pipeline(sections)
     batch = TwoViews(pipeline)(torch.randn(args.batch, 1, 64, 501))
     space = pipeline.action_space()
