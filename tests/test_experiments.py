@@ -80,3 +80,13 @@ def test_rrc_in_semitones_is_a_pitch_shift_that_shrinks_with_frequency():
     # a zoom of the mel axis moves low frequencies up by many semitones, high ones down
     assert low[2] > 10 and high[0] < -5 and high[2] < 2
     assert figures[250.0]["interval_scale"][0] < 0.5  # intervals up to 2x wider
+
+
+def test_time_alignment_reads_overlapping_views_from_their_changes_not_coarse_frames():
+    script = _script("time_alignment")
+    fine = script.main(["--clips", "120"])
+    coarse = script.main(["--clips", "120", "--block", "8", "--tolerance", "8"])
+    # a level ramp that differs between the views hides their alignment in the levels;
+    # the frame-to-frame changes keep it, at 10 ms and not at 80 ms
+    assert fine["changes"] > 0.8 and fine["changes"] > fine["levels"] + 0.2
+    assert coarse["changes"] < 0.5
