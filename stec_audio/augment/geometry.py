@@ -35,7 +35,7 @@ from torch import Tensor
 from stec.actions import ActionComponent, Affine, ViewParams
 from stec.augment import Augmenter
 from stec_audio.augment.ops import check_range, check_spectrogram, draw_offsets, uniform
-from stec_audio.augment.pitch import hz_to_mel, mel_to_hz
+from stec_audio.augment.pitch import hz_to_mel, mel_axis
 
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 
@@ -116,11 +116,7 @@ class TimeFrequencyCrop(Augmenter):
         self.energy_weighted, self.uniform_mix = bool(energy_weighted), float(uniform_mix)
         self.norm_std = None if norm_std is None else float(norm_std)
         self.interpolation, self.fill = interpolation, float(fill)
-        m_min = hz_to_mel(torch.tensor(float(f_min), dtype=torch.float64))
-        m_max = hz_to_mel(torch.tensor(float(f_max), dtype=torch.float64))
-        self.mel_step = float((m_max - m_min) / (n_mels + 1))
-        self.mel_first = float(m_min) + self.mel_step  # centre of bin 0
-        centres = mel_to_hz(self.mel_first + self.mel_step * torch.arange(int(n_mels)).double())
+        self.mel_first, self.mel_step, centres = mel_axis(int(n_mels), f_min, f_max)
         self.f_ref = float(centres[int(n_mels) // 2])
         # every view bin's pitch in semitones from f_ref (float64 for exact round trips)
         self.register_buffer(

@@ -36,6 +36,18 @@ def mel_to_hz(m: Tensor) -> Tensor:
     return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
 
 
+def mel_axis(n_mels: int, f_min: float, f_max: float) -> tuple[float, float, Tensor]:
+    """The front end's mel axis: ``(mel of bin 0's centre, mel step between bins, [F]
+    float64 centre frequencies in Hz)`` of ``n_mels`` triangular filters equally spaced in
+    HTK mel between ``f_min`` and ``f_max`` (their edges; bin ``k`` is centred at step
+    ``k + 1``)."""
+    m_min = hz_to_mel(torch.tensor(float(f_min), dtype=torch.float64))
+    m_max = hz_to_mel(torch.tensor(float(f_max), dtype=torch.float64))
+    step = float((m_max - m_min) / (n_mels + 1))
+    first = float(m_min) + step
+    return first, step, mel_to_hz(first + step * torch.arange(int(n_mels)).double())
+
+
 class PitchShift(Augmenter):
     """Shift the pitch of log-mels ``[B, C, F, T]`` by ``s ~ U(-max_semitones, max_semitones)``.
 
@@ -69,11 +81,7 @@ class PitchShift(Augmenter):
                 f"{who}: need n_mels >= 2 and 0 <= f_min < f_max, got {n_mels}, {f_min}, {f_max}"
             )
         self.max_semitones, self.fill = float(max_semitones), check_fill(who, fill)
-        m_min = hz_to_mel(torch.tensor(float(f_min), dtype=torch.float64))
-        m_max = hz_to_mel(torch.tensor(float(f_max), dtype=torch.float64))
-        self.mel_step = float((m_max - m_min) / (n_mels + 1))
-        self.mel_first = float(m_min) + self.mel_step  # centre of bin 0
-        centres = mel_to_hz(self.mel_first + self.mel_step * torch.arange(n_mels).double())
+        self.mel_first, self.mel_step, centres = mel_axis(n_mels, f_min, f_max)
         self.register_buffer("centres_hz", centres.float(), persistent=False)
         span = 2 * self.max_semitones
         self.component = Continuous(name, -span, span, n_bins=n_bins, relation="difference")
