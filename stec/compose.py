@@ -236,3 +236,42 @@ def print_help(
         if schema.note:
             print(f"# {schema.note}")
     print(OmegaConf.to_yaml(OmegaConf.create(cfg)))
+    notes = key_notes(modality, overrides)
+    if notes:
+        print("notes from the config files (when to use a key, its units, its choices):\n")
+        print("\n".join(notes))
+
+
+def composed_files(modality: str, overrides: Sequence[str] = ()) -> list[Path]:
+    """The YAML files a composition reads: ``<modality>.yaml`` and, per group, the option
+    that ``overrides`` choose or else the modality's default."""
+    from omegaconf import OmegaConf
+
+    root = config_root()
+    chosen = dict(o.split("=", 1) for o in group_choices(modality, overrides))
+    files = [root / modality / f"{modality}.yaml"]
+    for entry in OmegaConf.to_container(OmegaConf.load(files[0])).get("defaults", []):
+        if isinstance(entry, dict):
+            ((group, option),) = entry.items()
+            option = chosen.get(group, option)
+            for base in (root / modality, root / "common"):
+                if (base / group / f"{option}.yaml").is_file():
+                    files.append(base / group / f"{option}.yaml")
+    return files
+
+
+def key_notes(modality: str, overrides: Sequence[str] = ()) -> list[str]:
+    """Every commented line of the composed files, under the file's name: the sentence on
+    when to use a key lives once, beside the key, and ``--help`` shows it from there."""
+    root = config_root()
+    notes: list[str] = []
+    for path in composed_files(modality, overrides):
+        lines = [
+            line.rstrip()
+            for line in path.read_text().splitlines()
+            if "#" in line and not line.lstrip().startswith("# @package")
+        ]
+        if lines:
+            notes.append(f"{path.relative_to(root).as_posix()}:")
+            notes.extend(f"  {line}" for line in lines)
+    return notes

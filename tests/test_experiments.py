@@ -90,3 +90,29 @@ def test_time_alignment_reads_overlapping_views_from_their_changes_not_coarse_fr
     # the frame-to-frame changes keep it, at 10 ms and not at 80 ms
     assert fine["changes"] > 0.8 and fine["changes"] > fine["levels"] + 0.2
     assert coarse["changes"] < 0.5
+
+
+def test_paired_across_pairs_two_comparisons_by_seed_per_task(tmp_path):
+    def comparison(folder, arm, class_scores, pitch_scores):
+        tasks = {
+            task: {"arms": {arm: {"per_seed": dict(enumerate(scores))}}}
+            for task, scores in (("class", class_scores), ("pitch_register", pitch_scores))
+        }
+        (tmp_path / folder).mkdir()
+        doc = {"arms": {arm: {}}, "tasks": tasks}
+        (tmp_path / folder / "comparison.json").write_text(__import__("json").dumps(doc))
+
+    comparison("separate", "simclr-inverse", [0.80, 0.82, 0.84], [0.70, 0.72, 0.74])
+    # the second has a seed the first lacks: only the common seeds are paired
+    comparison("composed", "simclr-inverse", [0.85, 0.86, 0.86, 0.99], [0.69, 0.72, 0.72, 0.0])
+    out = _script("paired_across").main([str(tmp_path / "separate"), str(tmp_path / "composed")])
+    assert out["class"]["n"] == 3
+    assert out["class"]["per_seed"] == pytest.approx({"0": 0.05, "1": 0.04, "2": 0.02})
+    assert out["class"]["mean"] == pytest.approx(0.11 / 3)
+    # std of (0.05, 0.04, 0.02) is 0.01528; t(2) = 4.303 over sqrt(3)
+    assert out["class"]["ci95"] == pytest.approx(4.303 * 0.015275 / 3**0.5, rel=1e-3)
+    assert out["pitch_register"]["mean"] == pytest.approx(-0.01)
+    with pytest.raises(SystemExit, match="no arm 'byol-off'"):
+        _script("paired_across").main(
+            [str(tmp_path / "separate"), str(tmp_path / "composed"), "--arm", "byol-off"]
+        )

@@ -118,7 +118,8 @@ def _help(main, *choices: str, capsys) -> dict:
     """The config ``--help`` prints for ``choices``, parsed."""
     assert main(["--help", *choices]) == 0
     out = capsys.readouterr().out
-    return yaml.safe_load(out.split("\nconfig of ", 1)[1].split("\n", 2)[2])
+    config = out.split("\nconfig of ", 1)[1].split("\n", 2)[2]
+    return yaml.safe_load(config.split("\nnotes from the config files", 1)[0])
 
 
 def _leaves(node, key=""):
@@ -143,6 +144,20 @@ def test_help_lists_the_keys_of_the_group_choices(capsys):
     keys = dict(_leaves(_help(vision, "data=stl10", capsys=capsys)))
     assert keys["augment.solarize_p"] == [0.2, 0.2] and keys["encoder.name"] == "resnet18"
     assert _error(audio, ["--help", "data=audiosett"], capsys).endswith("did you mean audioset?")
+
+
+def test_help_shows_the_sentence_beside_each_key_of_the_chosen_files(capsys):
+    assert audio(["--help", "augment=composed"]) == 0
+    out = capsys.readouterr().out
+    notes = out.split("\nnotes from the config files", 1)[1]
+    # the chosen option's file, not the default one
+    assert "audio/augment/composed.yaml:" in notes and "augment/separate.yaml" not in notes
+    span = next(line for line in notes.splitlines() if line.strip().startswith("span:"))
+    assert "how far apart (in crop lengths) the two views" in span
+    assert "common/efference/inverse.yaml:" in notes
+    assert "so invariance cannot erase what the inverse model reads" in notes
+    assert audio(["--help"]) == 0
+    assert "audio/augment/separate.yaml:" in capsys.readouterr().out
 
 
 def _choices(modality: str) -> list[list[str]]:
