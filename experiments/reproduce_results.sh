@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces docs/RESULTS.md from scratch on a CPU machine (no download): 3-seed
 # comparisons with floors on the two built-in sound sets and the demo shapes, then copies
-# their tables and plots into docs/results/. About 4.5 hours on 2 cores (a SimCLR arm takes
+# their tables and plots into docs/results/. About 6 hours on 2 cores (a SimCLR arm takes
 # 5-7 minutes, its sound event detection 3 more, a BYOL arm 10); each compare skips the
 # runs already done and resumes an arm from its last checkpoint, so an interrupted run
 # continues where it stopped.
@@ -29,6 +29,30 @@ stec-audio compare compare.methods=[simclr] compare.floors=[] augment.pitch.enab
 stec-audio compare compare.methods=[simclr] compare.floors=[] compare.seeds=[0] \
     augment.pitch.enabled=true augment.pitch.max_semitones=12 augment.rrc.enabled=false \
     augment.mixup.enabled=false compare.out=audio_pitch_readable "${quiet[@]}"
+# the composed time-frequency action space on both sound sets, the demo at 4x the budget
+# (one seed, no floors), paired by seed against the separate pipeline, and what can be
+# read from the views themselves
+stec-audio compare compare.methods=[simclr] augment=composed compare.out=audio_composed \
+    "${quiet[@]}"
+stec-audio compare data=notes compare.methods=[simclr] augment=composed \
+    compare.out=notes_composed "${quiet[@]}"
+stec-audio compare compare.methods=[simclr] augment=composed compare.seeds=[0] \
+    compare.floors=[] trainer.epochs=120 compare.out=audio_composed_4x "${quiet[@]}"
+for corpus in audio notes; do
+    for arm in simclr-inverse simclr-off; do
+        python "$repo/experiments/paired_across.py" "$corpus" "${corpus}_composed" --arm "$arm"
+    done > "${corpus}_composed/paired_vs_separate.txt"
+done
+readers=("$repo/experiments/action_readability.py" --readers cnn,xcorr)
+python "${readers[@]}" augment=composed augment.fader.predict=true > audio_composed/readability.txt
+python "${readers[@]}" > audio/readability.txt
+python "$repo/experiments/action_readability.py" --modality vision --readers cnn --passes 4 \
+    > audio_composed/readability_vision.txt
+for block in 1 2 8; do
+    python "$repo/experiments/time_alignment.py" --block "$block"
+done > audio_composed/time_alignment.txt
+python "$repo/experiments/time_alignment.py" augment.mixup.enabled=true \
+    >> audio_composed/time_alignment.txt
 stec-vision compare trainer.epochs=8 compare.out=vision "${quiet[@]}"
 # segmentation beside classification, same arms and seeds
 stec-vision compare trainer.epochs=8 compare.methods=[simclr] evaluate.with_segmentation=true \
@@ -36,9 +60,11 @@ stec-vision compare trainer.epochs=8 compare.methods=[simclr] evaluate.with_segm
 # the same at the default budget (30 epochs)
 stec-vision compare compare.methods=[simclr] evaluate.with_segmentation=true \
     compare.out=vision_dense30 "${quiet[@]}"
-for name in audio audio_byol notes audio_pitch audio_pitch_readable vision vision_dense vision_dense30; do
+for name in audio audio_byol notes audio_pitch audio_pitch_readable audio_composed notes_composed \
+    audio_composed_4x vision vision_dense vision_dense30; do
     mkdir -p "$repo/docs/results/$name"
     cp "$name"/comparison*.csv "$name"/comparison.json "$name"/report.md "$name"/*.png \
         "$repo/docs/results/$name/"
+    cp "$name"/*.txt "$repo/docs/results/$name/" 2>/dev/null || true
 done
 echo "reports copied to $repo/docs/results/"
