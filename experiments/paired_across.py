@@ -49,6 +49,15 @@ def paired(a: dict[str, float], b: dict[str, float]) -> dict[str, Any]:
     }
 
 
+def _comparison(folder: Path) -> dict[str, Any]:
+    path = folder / "comparison.json"
+    if not path.is_file():
+        raise SystemExit(
+            f"no comparison.json in {folder}: give a compare.out folder of a finished comparison"
+        )
+    return json.loads(path.read_text())
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("first", type=Path, help="a compare.out folder (the baseline)")
@@ -56,9 +65,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
     parser.add_argument("--arm", default="simclr-inverse", help="the arm of the first")
     parser.add_argument("--arm-b", default=None, help="the arm of the second (default: --arm)")
     args = parser.parse_args(argv)
-    first, second = (
-        json.loads((p / "comparison.json").read_text()) for p in (args.first, args.second)
-    )
+    first, second = (_comparison(p) for p in (args.first, args.second))
     a, b = per_seed(first, args.arm), per_seed(second, args.arm_b or args.arm)
     results = {task: paired(a[task], b[task]) for task in a if task in b}
     print(

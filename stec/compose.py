@@ -245,8 +245,6 @@ def print_help(
 def composed_files(modality: str, overrides: Sequence[str] = ()) -> list[Path]:
     """The YAML files a composition reads: ``<modality>.yaml`` and, per group, the option
     that ``overrides`` choose or else the modality's default."""
-    from omegaconf import OmegaConf
-
     root = config_root()
     chosen = dict(o.split("=", 1) for o in group_choices(modality, overrides))
     files = [root / modality / f"{modality}.yaml"]

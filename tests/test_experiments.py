@@ -4,6 +4,7 @@ their figures must say what the results say they measure."""
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 from types import ModuleType
 
@@ -100,7 +101,7 @@ def test_paired_across_pairs_two_comparisons_by_seed_per_task(tmp_path):
         }
         (tmp_path / folder).mkdir()
         doc = {"arms": {arm: {}}, "tasks": tasks}
-        (tmp_path / folder / "comparison.json").write_text(__import__("json").dumps(doc))
+        (tmp_path / folder / "comparison.json").write_text(json.dumps(doc))
 
     comparison("separate", "simclr-inverse", [0.80, 0.82, 0.84], [0.70, 0.72, 0.74])
     # the second has a seed the first lacks: only the common seeds are paired
@@ -112,6 +113,8 @@ def test_paired_across_pairs_two_comparisons_by_seed_per_task(tmp_path):
     # std of (0.05, 0.04, 0.02) is 0.01528; t(2) = 4.303 over sqrt(3)
     assert out["class"]["ci95"] == pytest.approx(4.303 * 0.015275 / 3**0.5, rel=1e-3)
     assert out["pitch_register"]["mean"] == pytest.approx(-0.01)
+    with pytest.raises(SystemExit, match="no comparison.json in .*missing"):
+        _script("paired_across").main([str(tmp_path / "separate"), str(tmp_path / "missing")])
     with pytest.raises(SystemExit, match="no arm 'byol-off'"):
         _script("paired_across").main(
             [str(tmp_path / "separate"), str(tmp_path / "composed"), "--arm", "byol-off"]
