@@ -54,11 +54,16 @@ from stec.methods import choose
 from stec.run_dirs import check_checkpoint, check_out, results_path
 from stec_audio import app
 from stec_audio.augment import build_audio_pipeline
-from stec_audio.data.clip_index import data_summary
+from stec_audio.data.clip_index import ClipIndex, data_summary
 from stec_audio.data.datasets import InMemoryLogMels, collate_skip_bad
 from stec_audio.data.frontend import FrontEndConfig, LogMelNormalizer, NormStats
 from stec_audio.data.io import BadFileLog, TooManyBadFiles
-from stec_audio.evaluation.frames import clip_frames, frame_model, save_frame_embeddings
+from stec_audio.evaluation.frames import (
+    ClipFrames,
+    clip_frames,
+    frame_model,
+    save_frame_embeddings,
+)
 from stec_audio.evaluation.sed import (
     FrameData,
     SedOptions,
@@ -66,7 +71,7 @@ from stec_audio.evaluation.sed import (
     sed_results_path,
     sed_table,
 )
-from stec_audio.hear import audio_export_meta
+from stec_audio.hear import HearModel, audio_export_meta
 
 log = logging.getLogger("stec")
 TASKS = ("clip", "sed")  # evaluate task=: clip-level probe | sound event detection
@@ -210,6 +215,22 @@ def _action_probe(cfg: DictConfig, frozen: FrozenEncoder, dataset) -> dict[str, 
     )
 
 
+def _frames_of_clips(
+    cfg: DictConfig, index: ClipIndex, encoder: nn.Module, frontend: FrontEndConfig, norm: NormStats
+) -> tuple[HearModel, ClipFrames]:
+    """The frame model of ``encoder`` (the log-mel floor's own for plain statistics) and the
+    frame embeddings of every clip of ``index``; bad files are skipped, counted and named."""
+    floor = isinstance(encoder, app.LogMelStatistics)
+    model = frame_model(encoder, frontend, norm, logmel_floor=floor)
+    bad_log = BadFileLog(float(cfg.data.max_bad_fraction), total=len(index))
+    device = resolve_device(str(cfg.evaluate.device))
+    frames = clip_frames(model, index, device, int(cfg.evaluate.embed_batch_size), bad_log)
+    summary = data_summary(index, bad_log)
+    if summary:
+        print(summary)
+    return model, frames
+
+
 def evaluate_sed(cfg: DictConfig, load_encoder: Callable[[], Any]) -> dict:
     """``stec-audio evaluate task=sed``: embed, probe, score; writes and returns the results
     (the probe and the scores: :mod:`stec_audio.evaluation.sed`).
@@ -223,13 +244,7 @@ def evaluate_sed(cfg: DictConfig, load_encoder: Callable[[], Any]) -> dict:
     strong = app.strong_labels(cfg, index)
     strong.check_durations(index)
     frozen = load_encoder()
-    floor = isinstance(frozen.encoder, app.LogMelStatistics)
-    model = frame_model(frozen.encoder, frozen.frontend, frozen.norm, logmel_floor=floor)
-    bad_log = BadFileLog(float(cfg.data.max_bad_fraction), total=len(index))
-    frames = clip_frames(model, index, device, int(cfg.evaluate.embed_batch_size), bad_log)
-    summary = data_summary(index, bad_log)
-    if summary:
-        print(summary)
+    model, frames = _frames_of_clips(cfg, index, frozen.encoder, frozen.frontend, frozen.norm)
     if strong.n_skipped_rows:
         print(f"{strong.path}: {strong.n_skipped_rows} row(s) name clips not in the data; skipped")
     positions = frames.positions
@@ -338,13 +353,7 @@ def embed_frames(
     if not cfg.out:
         raise ValueError("out is required: out=frames.npy or out=frames.parquet")
     index = app.build_index(cfg, "train")
-    model = frame_model(encoder, frontend, norm, isinstance(encoder, app.LogMelStatistics))
-    bad_log = BadFileLog(float(cfg.data.max_bad_fraction), total=len(index))
-    device = resolve_device(str(cfg.evaluate.device))
-    frames = clip_frames(model, index, device, int(cfg.evaluate.embed_batch_size), bad_log)
-    summary = data_summary(index, bad_log)
-    if summary:
-        print(summary)
+    model, frames = _frames_of_clips(cfg, index, encoder, frontend, norm)
     ids = [index.id(i) for i in frames.positions]
     path = save_frame_embeddings(cfg.out, ids, index.targets(frames.positions), frames)
     n_frames = sum(e.shape[0] for e in frames.embeddings)
