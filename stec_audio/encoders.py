@@ -221,7 +221,7 @@ class AudioResNet(nn.Module):
         return self._frames(self.stages(self.stem(x)))
 
     def features_with_frames(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """``[B, 1, F, T] -> (h [B, d], fine [B, T // 2, widths[0]])`` in one pass: the
+        """``[B, 1, F, T] -> (h [B, d], fine [B, ceil(T / 2), widths[0]])`` in one pass: the
         clip features and the first stage's output averaged over frequency and over pairs
         of frames (20 ms per frame), for the inverse model with ``inverse_input=frames``."""
         _check_input(x, self.n_mels, type(self).__name__)

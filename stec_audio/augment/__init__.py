@@ -176,7 +176,7 @@ def build_audio_pipeline(cfg: Mapping[str, Any] | None = None) -> Compose:
         raise ValueError(
             f"augment: unknown augmenter(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(PIPELINE_ORDER)}"
         )
-    augmenters = []
+    augmenters, names = [], []
     for name in PIPELINE_ORDER:
         section = cfg.get(name)
         if section is None:
@@ -189,7 +189,7 @@ def build_audio_pipeline(cfg: Mapping[str, Any] | None = None) -> Compose:
         augmenter = build_augmenter(name, section)  # validates keys even when disabled
         if enabled:
             augmenters.append(augmenter)
-    names = [n for n in PIPELINE_ORDER if (cfg.get(n) or {}).get("enabled", True) and n in cfg]
+            names.append(name)
     clash = [n for n in COMPOSED_BY_GEOMETRY if "geometry" in names and n in names]
     if clash:
         raise ValueError(
