@@ -8,7 +8,13 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from stec import Compose, TwoViews
-from stec_audio.augment import LinearFader, Mixup, RandomResizeCrop, TimeCrop
+from stec_audio.augment import (
+    LinearFader,
+    Mixup,
+    RandomResizeCrop,
+    TimeCrop,
+    TimeFrequencyCrop,
+)
 
 N_MELS, FRAMES, CROP = 16, 40, 16
 
@@ -38,6 +44,16 @@ def audio_augmenter(energy_weighted: bool = False, n_memory: int = 24) -> TwoVie
                 LinearFader(),
             ]
         )
+    )
+
+
+def composed_augmenter() -> TwoViews:
+    """``augment=composed`` on the toy clips: one time-frequency map per view (energy
+    anchors, pitch shifts), then the fader, its gain applied but not predicted."""
+    fader = LinearFader()
+    fader.predict = False
+    return TwoViews(
+        Compose([TimeFrequencyCrop(frames=CROP, n_mels=N_MELS, energy_weighted=True), fader])
     )
 
 

@@ -21,17 +21,22 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from stec import build_method
 from stec.engine.trainer import Trainer, TrainerConfig
 from stec_audio.encoders import AudioNTT2020
-from tests.core.audio_toy import LogMels, audio_augmenter
+from tests.core.audio_toy import LogMels, audio_augmenter, composed_augmenter
 from tests.core.syncs import HostSyncDetector
 from tests.core.toy import ToyBackbone, ToySignals, toy_augmenter
 
 
 def make(kind: str, method_name: str, efference: str, device: str, **overrides) -> Trainer:
     torch.manual_seed(0)
+    reads: dict = {}  # what the inverse model reads: the pooled features by default
     if kind == "toy":
         aug, data = toy_augmenter(), ToySignals(n=32)
         backbone: nn.Module = ToyBackbone()
         dim = 32
+    elif kind == "audio-composed":  # the map, the frame-reading inverse model, the split
+        aug, data = composed_augmenter(), LogMels()
+        backbone, dim = AudioNTT2020(n_mels=16, d=32), 32
+        reads = {"inverse_input": "frames", "equivariant_dims": 8}
     else:
         aug, data = audio_augmenter(kind == "audio-energy"), LogMels()
         backbone, dim = AudioNTT2020(n_mels=16, d=32), 32
@@ -44,6 +49,7 @@ def make(kind: str, method_name: str, efference: str, device: str, **overrides) 
         proj_hidden=32,
         proj_dim=16,
         inverse_hidden=32,
+        **reads,
     )
     cfg = TrainerConfig(
         epochs=1, batch_size=8, progress=False, device=device, grad_clip=1.0, **overrides
@@ -62,7 +68,7 @@ def meta_syncs(kind: str, method_name: str, efference: str, steps: int = 3) -> s
 
 STEPS = [
     (kind, method_name, efference)
-    for kind in ("toy", "audio")
+    for kind in ("toy", "audio", "audio-composed")
     for method_name in ("simclr", "byol")
     for efference in ("off", "inverse")
 ]
@@ -74,7 +80,7 @@ def test_the_engine_never_synchronises_in_a_training_step(kind, method_name, eff
     assert not syncs, sorted(s.site for s in syncs)
 
 
-@pytest.mark.parametrize("kind", ["toy", "audio-energy"])
+@pytest.mark.parametrize("kind", ["toy", "audio-energy", "audio-composed"])
 def test_a_whole_step_never_synchronises(kind):
     syncs = meta_syncs(kind, "simclr", "inverse", steps=2)
     assert not syncs, sorted(s.site for s in syncs)
