@@ -8,19 +8,21 @@ Checks, each timed and run on its own (a failure is recorded and the next check 
 1. ``prepare``: the demo set, its normalisation statistics and the log-mel cache;
 2. ``pretrain_bf16``: ``stec-audio pretrain trainer.amp=bf16``;
 3. ``pretrain_bf16_compile``: the same with ``trainer.compile=true``;
-4. ``evaluate``: the ESC-50 protocol on the bf16 run's export;
-5. ``compare``: SimCLR with ``efference=off`` and ``inverse``, one seed, a tiny budget;
-6. ``torchrun``: ``pretrain`` launched by ``torchrun --nproc_per_node=1``;
-7. ``sync_debug``: training steps (SimCLR and BYOL with the inverse model, the default
+4. ``pretrain_composed``: the same as 2 with ``augment=composed`` (the composed
+   time-frequency map, the frame-reading inverse model and its own features);
+5. ``evaluate``: the ESC-50 protocol on the bf16 run's export;
+6. ``compare``: SimCLR with ``efference=off`` and ``inverse``, one seed, a tiny budget;
+7. ``torchrun``: ``pretrain`` launched by ``torchrun --nproc_per_node=1``;
+8. ``sync_debug``: training steps (SimCLR and BYOL with the inverse model, the default
    audio pipeline with the mixup bank) under ``torch.cuda.set_sync_debug_mode("error")``,
    then under ``"warn"`` to list every line that still synchronises;
-8. ``syncbn``: the same steps with every BatchNorm as SyncBatchNorm on the path it takes
+9. ``syncbn``: the same steps with every BatchNorm as SyncBatchNorm on the path it takes
    under DDP (``trainer.sync_batchnorm=true``, on in every official vision preset):
    host synchronisations per step and per SyncBatchNorm call under
    ``set_sync_debug_mode("warn")``, the lines they come from, and the step time beside
    plain BatchNorm (one GPU: torch's SyncBatchNorm function runs as with two ranks, its
    collectives replaced by local copies, which never synchronise);
-9. ``throughput``: training clips/s of AudioNTT2020 (d=2048) at batch 256 (per-step
+10. ``throughput``: training clips/s of AudioNTT2020 (d=2048) at batch 256 (per-step
    augmentation on the device, forward, backward, optimiser, bf16 autocast) for SimCLR and
    BYOL with ``efference=off`` and ``inverse`` side by side: the S-TEC overhead.
 
@@ -112,6 +114,11 @@ class Check:
 
     def pretrain_bf16_compile(self) -> dict[str, Any]:
         return self._pretrain("runs/bf16_compile", "trainer.amp=bf16", "trainer.compile=true")
+
+    def pretrain_composed(self) -> dict[str, Any]:
+        # a quarter of the features are the inverse model's own, as 128 of 512 in the group
+        split = f"efference.equivariant_dims={self.b['encoder_d'] // 4}"
+        return self._pretrain("runs/composed", "trainer.amp=bf16", "augment=composed", split)
 
     def evaluate(self) -> dict[str, Any]:
         self.cli("evaluate", *self.common, "checkpoint=runs/bf16")
@@ -363,6 +370,7 @@ def run_checks(out: Path, smoke: bool, device: str) -> dict[str, Any]:
         ("prepare", check.prepare),
         ("pretrain_bf16", check.pretrain_bf16),
         ("pretrain_bf16_compile", check.pretrain_bf16_compile),
+        ("pretrain_composed", check.pretrain_composed),
         ("evaluate", check.evaluate),
         ("compare", check.compare),
         ("torchrun", check.torchrun),
