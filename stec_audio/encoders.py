@@ -70,12 +70,15 @@ class AudioNTT2020(nn.Module):
         self.n_mels, self.d, self.feature_dim = int(n_mels), int(d), int(d)
         layers: list[nn.Module] = []
         for c_in in (1, 64, 64):
-            layers += [
+            block = [
                 nn.Conv2d(c_in, 64, 3, stride=1, padding=1),
                 nn.BatchNorm2d(64),
                 nn.ReLU(),
                 nn.MaxPool2d(2, stride=2),
             ]
+            layers += block
+        # one flat Sequential keeps BYOL-A's state-dict keys; the first block ends here
+        self.first_block_end = len(block)
         self.features = nn.Sequential(*layers)
         self.fc = nn.Sequential(
             nn.Linear(64 * (self.n_mels // 8), d),
@@ -98,8 +101,8 @@ class AudioNTT2020(nn.Module):
         features and the first block's output averaged over frequency, 20 ms per frame
         (what the inverse model correlates with ``inverse_input=frames``: the 80 ms frames
         are too coarse to tell how two views of a steady sound are offset)."""
-        early = self.features[:4](self._padded(x))  # [B, 64, F/2, T/2]
-        h = self.pool(self._frames(self.features[4:](early)))
+        early = self.features[: self.first_block_end](self._padded(x))  # [B, 64, F/2, T/2]
+        h = self.pool(self._frames(self.features[self.first_block_end :](early)))
         return h, early.mean(dim=2).transpose(1, 2)
 
     def _padded(self, x: Tensor) -> Tensor:
