@@ -133,8 +133,12 @@ def run_plan(
     _refuse_other_training(runs, out_dir)
     for arm, seed, run_dir, run, config in runs:
         results = run_dir / "results.json"
-        wanted = settings_of(config) if config is not None else {"overrides": run[:-1]}
+        trained = arm.kind == "pretrain"
+        recorded = {"overrides": run[:-1]}
+        wanted = recorded if config is None else settings_of(config, trained=trained)
         stored = _read_json(run_dir / SETTINGS)
+        if isinstance(stored, dict) and config is not None:  # as this version records them
+            stored = settings_of(stored, trained=trained)
         if results.exists() and stored == wanted:
             log(f"[skip] {arm.name} seed {seed}: {results} exists, made with these settings")
             continue

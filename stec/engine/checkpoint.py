@@ -82,8 +82,35 @@ def _covered(key: str, keys: Sequence[str]) -> bool:
     return any(key == k or key.startswith(k + ".") for k in keys)
 
 
-def settings_of(config: dict[str, Any], ignore: Sequence[str] = RESULT_NEUTRAL) -> dict[str, Any]:
-    """``config`` without the keys in ``ignore`` (nested dicts kept nested)."""
+# Keys that only shape the inverse model and the forward predictor: with efference.mode
+# off neither exists, so they change nothing (efference.inverse_input still decides what
+# the action probe of every arm reads).
+INVERSE_MODEL_KEYS = tuple(
+    f"efference.{key}"
+    for key in ("lambda_manip", "inverse_hidden", "inverse_output", "action_embed_dim",
+                "components", "component_weights", "equivariant_dims")
+)  # fmt: skip
+# What only training reads: an encoder that is not trained (a comparison's floor) is the
+# same whatever they say.
+TRAINING_ONLY = ("method", "efference.mode", *INVERSE_MODEL_KEYS)
+
+
+def inactive_keys(config: dict[str, Any]) -> tuple[str, ...]:
+    """The keys of ``config`` that its own values make inert: the inverse model's settings
+    when ``efference.mode`` is off."""
+    efference = config.get("efference")
+    if isinstance(efference, dict) and efference.get("mode") == "off":
+        return INVERSE_MODEL_KEYS
+    return ()
+
+
+def settings_of(
+    config: dict[str, Any], ignore: Sequence[str] = RESULT_NEUTRAL, trained: bool = True
+) -> dict[str, Any]:
+    """``config`` without the keys in ``ignore`` and those it makes inert
+    (:func:`inactive_keys`), nested dicts kept nested; ``trained=False`` (an encoder that is
+    evaluated untrained) also drops :data:`TRAINING_ONLY`."""
+    ignore = (*ignore, *inactive_keys(config), *(() if trained else TRAINING_ONLY))
 
     def keep(node: dict[str, Any], prefix: str) -> dict[str, Any]:
         out = {}
@@ -100,8 +127,11 @@ def settings_of(config: dict[str, Any], ignore: Sequence[str] = RESULT_NEUTRAL) 
 def setting_changes(
     old: dict[str, Any], new: dict[str, Any], ignore: Sequence[str] = RESUMABLE
 ) -> list[str]:
-    """Every difference between two run configs outside ``ignore``, as ``"key: old -> new"``,
-    ``"key: added (value)"`` or ``"key: removed (was value)"``, sorted by key."""
+    """Every difference between two run configs outside ``ignore`` and the keys both make
+    inert (:func:`inactive_keys`), as ``"key: old -> new"``, ``"key: added (value)"`` or
+    ``"key: removed (was value)"``, sorted by key."""
+    inert = set(inactive_keys(old)) & set(inactive_keys(new))
+    ignore = (*ignore, *inert)
     changes: list[str] = []
 
     def walk(a: dict[str, Any], b: dict[str, Any], prefix: str) -> None:

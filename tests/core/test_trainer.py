@@ -399,3 +399,36 @@ def test_the_keys_a_resume_may_change_are_those_docs_training_lists():
     # keys under another listed key (evaluate.device under evaluate) need no row of their own
     listed = {k for k in RESUMABLE if not any(k.startswith(p + ".") for p in RESUMABLE)}
     assert documented == listed
+
+
+EFFERENCE = {"mode": "off", "lambda_manip": 1.0, "inverse_hidden": 512,
+             "inverse_output": "categorical", "inverse_input": "backbone", "action_embed_dim": 128,
+             "components": None, "component_weights": None, "equivariant_dims": 0}  # fmt: skip
+
+
+def _run(**efference) -> dict:
+    return {"seed": 0, "method": {"name": "simclr"}, "efference": {**EFFERENCE, **efference}}
+
+
+def test_without_an_inverse_model_its_settings_change_no_result():
+    from stec.engine.checkpoint import settings_of, training_changes
+
+    off, tuned = _run(), _run(lambda_manip=0.3, equivariant_dims=128, inverse_hidden=256)
+    # an invariant arm has no inverse model or forward predictor: a sweep of their settings
+    # reuses it, and resuming it under them is no change
+    assert settings_of(off) == settings_of(tuned) and training_changes(off, tuned) == []
+    # what the action probe of any arm reads still counts
+    framed = _run(inverse_input="frames")
+    assert settings_of(off) != settings_of(framed)
+    assert training_changes(off, framed) == ["efference.inverse_input: 'backbone' -> 'frames'"]
+    # with the inverse model on, every key counts, and so does switching it on
+    on, on_tuned = _run(mode="inverse"), _run(mode="inverse", lambda_manip=0.3)
+    assert settings_of(on) != settings_of(on_tuned)
+    assert training_changes(on, on_tuned) == ["efference.lambda_manip: 1.0 -> 0.3"]
+    assert training_changes(off, on_tuned) == [
+        "efference.lambda_manip: 1.0 -> 0.3", "efference.mode: 'off' -> 'inverse'"]  # fmt: skip
+    # an encoder that is not trained (a floor) learns from neither the method nor the
+    # efference copy: only what its evaluation reads counts
+    floor = {**on_tuned, "method": {"name": "byol"}}
+    assert settings_of(floor, trained=False) == settings_of(off, trained=False)
+    assert settings_of(framed, trained=False) != settings_of(off, trained=False)
