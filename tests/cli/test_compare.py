@@ -224,17 +224,22 @@ def test_compare_reuses_results_only_when_their_settings_are_the_same(tmp_path, 
     assert out.count("[skip]") == 2 and "[train]" not in out
     assert all((run / "results.json").stat().st_mtime_ns == t for run, t in made.items())
     # a setting of the inverse model: the invariant arm has none and the floor is not
-    # trained, so a sweep of it reuses both (results written by an older version, whose
-    # settings.json still names it, included)
+    # trained, so a sweep of it in a folder of its own reuses both, copied over (results
+    # written by an older version, whose settings.json still names it, included)
+    import shutil
+
+    sweep = tmp_path / "sweep"
     for run in (arm, floor):
-        old = json.loads((run / "settings.json").read_text())
+        shutil.copytree(run, sweep / run.parent.name / run.name)
+        old = json.loads((sweep / run.parent.name / run.name / "settings.json").read_text())
         old["efference"]["inverse_hidden"] = 7
-        (run / "settings.json").write_text(json.dumps(old))
+        (sweep / run.parent.name / run.name / "settings.json").write_text(json.dumps(old))
     capsys.readouterr()
-    assert main([*args, "efference.lambda_manip=0.3", "efference.inverse_hidden=64"]) == 0
+    swept = ["efference.lambda_manip=0.3", "efference.inverse_hidden=64", "compare.out=sweep"]
+    assert main([*args, *swept]) == 0
     out = capsys.readouterr().out
     assert out.count("[skip]") == 2 and "[train]" not in out and "[again]" not in out
-    assert all((run / "results.json").stat().st_mtime_ns == t for run, t in made.items())
+    assert (sweep / "comparison.json").is_file()
     # another shared evaluation setting: every run is evaluated again, the floor too, and
     # the finished arm is not trained again
     assert main([*args[:-1], "evaluate.knn_k=3"]) == 0
