@@ -432,3 +432,15 @@ def test_without_an_inverse_model_its_settings_change_no_result():
     floor = {**on_tuned, "method": {"name": "byol"}}
     assert settings_of(floor, trained=False) == settings_of(off, trained=False)
     assert settings_of(framed, trained=False) != settings_of(off, trained=False)
+
+
+def test_every_efference_key_is_classed_as_the_inverse_models_or_not():
+    # a new efference key must be placed: only-the-inverse-model's keys are inert without
+    # one (reused, resumable); any other (mode, what the action probe reads) always counts
+    import yaml
+
+    from stec.engine.checkpoint import INVERSE_MODEL_KEYS
+
+    keys = set(yaml.safe_load((ROOT / "configs/common/efference/off.yaml").read_text()))
+    assert {f"efference.{k}" for k in keys - {"mode", "inverse_input"}} == set(INVERSE_MODEL_KEYS)
+    assert set(EFFERENCE) == keys
