@@ -187,6 +187,7 @@ def build_method_from_config(
         action_embed_dim=e["action_embed_dim"],
         component_weights=e.get("component_weights"),
         equivariant_dims=e.get("equivariant_dims", 0),
+        detach_frames=e.get("detach_frames", False),
         **m,
     )
     with user_input("efference"):  # what depends on the encoder: the split, frame input

@@ -88,11 +88,34 @@ def _covered(key: str, keys: Sequence[str]) -> bool:
 INVERSE_MODEL_KEYS = tuple(
     f"efference.{key}"
     for key in ("lambda_manip", "inverse_hidden", "inverse_output", "action_embed_dim",
-                "components", "component_weights", "equivariant_dims")
+                "components", "component_weights", "equivariant_dims", "detach_frames")
 )  # fmt: skip
 # What only training reads: an encoder that is not trained (a comparison's floor) is the
 # same whatever they say.
 TRAINING_ONLY = ("method", "efference.mode", *INVERSE_MODEL_KEYS)
+
+
+# Keys added since runs were first made, with the value that gives the behaviour of a run
+# made before them: a stored config that lacks one is read as having it, so an upgrade
+# neither refuses a resume nor reruns a comparison's finished arms.
+KEYS_ADDED: dict[str, Any] = {"efference.detach_frames": False}
+
+
+def with_keys_added(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with every :data:`KEYS_ADDED` key it lacks set to its default, where the
+    section that holds the key exists (a copy; ``config`` is not changed)."""
+
+    def add(node: dict[str, Any], path: list[str], default: Any) -> dict[str, Any]:
+        head, *rest = path
+        if not rest:
+            return node if head in node else {**node, head: default}
+        if not isinstance(node.get(head), dict):
+            return node
+        return {**node, head: add(node[head], rest, default)}
+
+    for path, default in KEYS_ADDED.items():
+        config = add(config, path.split("."), default)
+    return config
 
 
 def inactive_keys(config: dict[str, Any]) -> tuple[str, ...]:
@@ -110,6 +133,7 @@ def settings_of(
     """``config`` without the keys in ``ignore`` and those it makes inert
     (:func:`inactive_keys`), nested dicts kept nested; ``trained=False`` (an encoder that is
     evaluated untrained) also drops :data:`TRAINING_ONLY`."""
+    config = with_keys_added(config)
     ignore = (*ignore, *inactive_keys(config), *(() if trained else TRAINING_ONLY))
 
     def keep(node: dict[str, Any], prefix: str) -> dict[str, Any]:
@@ -130,6 +154,7 @@ def setting_changes(
     """Every difference between two run configs outside ``ignore`` and the keys both make
     inert (:func:`inactive_keys`), as ``"key: old -> new"``, ``"key: added (value)"`` or
     ``"key: removed (was value)"``, sorted by key."""
+    old, new = with_keys_added(old), with_keys_added(new)
     inert = set(inactive_keys(old)) & set(inactive_keys(new))
     ignore = (*ignore, *inert)
     changes: list[str] = []

@@ -63,6 +63,7 @@ class SSLMethod(nn.Module, ABC):
         action_embed_dim: int = 128,
         component_weights: Mapping[str, float] | None = None,
         equivariant_dims: int = 0,
+        detach_frames: bool = False,
     ) -> None:
         super().__init__()
         self.efference = choose("efference", efference, EFFERENCE_MODES)
@@ -84,6 +85,11 @@ class SSLMethod(nn.Module, ABC):
                 "equivariant_dims splits the backbone features: the inverse model reads their "
                 "equivariant part, so inverse_input must be backbone or frames"
             )
+        if detach_frames and inverse_input != "frames":
+            raise ValueError(
+                "detach_frames=true stops the gradient of the frame sequences the inverse model "
+                f"reads; it needs inverse_input=frames, not {inverse_input!r}"
+            )
         if self.efference != "off" and (action_space is None or len(action_space) == 0):
             raise ValueError(
                 f"efference={efference!r} needs an action space with at least one component; "
@@ -96,6 +102,10 @@ class SSLMethod(nn.Module, ABC):
         # are the inverse model's own room, which no invariance term pulls on
         self.equivariant_dims = int(equivariant_dims) if self.efference != "off" else 0
         self.invariant_dims = feature_dim - self.equivariant_dims
+        # the frame reader reads the frames without training the encoder through them: the
+        # time shift is read as well from a random first block as from a trained one
+        # (docs/RESULTS.md), so its gradient there only competes with the SSL loss
+        self.detach_frames = bool(detach_frames)
         self.projector = mlp(self.invariant_dims, proj_hidden, proj_dim, norm=norm)
         self.proj_dim, self.proj_hidden, self.norm = proj_dim, proj_hidden, norm
         self.inverse: InverseModel | None = None
@@ -147,6 +157,8 @@ class SSLMethod(nn.Module, ABC):
         frames = None
         if self.reads_frames:
             h, frames = self.backbone.features_with_frames(views)
+            if self.detach_frames:
+                frames = frames.detach()
         else:
             h = self.backbone(views)
         hidden = self.projector[:-1](self.invariant(h))

@@ -83,6 +83,9 @@ class FramedBackbone(nn.Module):
 
     def features_with_frames(self, x: Tensor) -> tuple[Tensor, Tensor]:
         frames = self.conv(x).transpose(1, 2)
+        self.last_frames = frames
+        if frames.requires_grad:
+            frames.retain_grad()
         self.last_h = frames.amax(1) + frames.mean(1)
         if self.last_h.requires_grad:
             self.last_h.retain_grad()
@@ -112,6 +115,32 @@ def test_the_invariance_term_never_reaches_the_equivariant_features():
     assert inverse_only[:16].sum() == 0 and inverse_only[16:].sum() > 0
 
 
+def _frame_grads(detach_frames: bool) -> tuple[Tensor, Tensor, SimCLR]:
+    """The gradient of the action loss on the backbone's frames, and the part of it that
+    reaches them through the pooled features."""
+    torch.manual_seed(0)
+    views = toy_augmenter()
+    backbone = FramedBackbone()
+    method = SimCLR(backbone, 24, action_space=views.action_space(), inverse_input="frames",
+                    equivariant_dims=8, lambda_switch=0.0, detach_frames=detach_frames,
+                    proj_hidden=32, proj_dim=16, inverse_hidden=32)  # fmt: skip
+    loss, _, _ = method(*views(torch.randn(16, 1, 32)))
+    loss.backward(retain_graph=True)
+    frames, h = backbone.last_frames, backbone.last_h
+    grad = frames.grad.clone()  # before autograd.grad, whose pass adds to it again
+    (through_pooled,) = torch.autograd.grad(h, frames, h.grad)
+    return grad, through_pooled, method
+
+
+def test_detached_frames_are_read_but_train_the_encoder_only_through_the_pooled_features():
+    grad, through_pooled, method = _frame_grads(detach_frames=True)
+    torch.testing.assert_close(grad, through_pooled)
+    assert through_pooled.abs().sum() > 0  # the equivariant features still learn
+    assert method.inverse.frame_reader.proj.weight.grad.abs().sum() > 0  # the reader learns
+    grad, through_pooled, _ = _frame_grads(detach_frames=False)
+    assert (grad - through_pooled).abs().sum() > 1e-3 * grad.abs().sum()
+
+
 def test_wrong_frame_or_split_settings_say_what_is_needed():
     space = toy_augmenter().action_space()
     with pytest.raises(ValueError, match="features_with_frames"):
@@ -121,6 +150,8 @@ def test_wrong_frame_or_split_settings_say_what_is_needed():
     with pytest.raises(ValueError, match="inverse_input must be backbone or frames"):
         SimCLR(FramedBackbone(8), 8, action_space=space, equivariant_dims=2,
                inverse_input="projector_hidden")  # fmt: skip
+    with pytest.raises(ValueError, match="needs inverse_input=frames, not 'backbone'"):
+        SimCLR(FramedBackbone(8), 8, action_space=space, detach_frames=True)
     # without an efference copy there is nothing to split off
     plain = SimCLR(FramedBackbone(8), 8, action_space=space, efference="off", equivariant_dims=2)
     assert plain.invariant_dims == 8

@@ -403,7 +403,8 @@ def test_the_keys_a_resume_may_change_are_those_docs_training_lists():
 
 EFFERENCE = {"mode": "off", "lambda_manip": 1.0, "inverse_hidden": 512,
              "inverse_output": "categorical", "inverse_input": "backbone", "action_embed_dim": 128,
-             "components": None, "component_weights": None, "equivariant_dims": 0}  # fmt: skip
+             "components": None, "component_weights": None, "equivariant_dims": 0,
+             "detach_frames": False}  # fmt: skip
 
 
 def _run(**efference) -> dict:
@@ -444,3 +445,20 @@ def test_every_efference_key_is_classed_as_the_inverse_models_or_not():
     keys = set(yaml.safe_load((ROOT / "configs/common/efference/off.yaml").read_text()))
     assert {f"efference.{k}" for k in keys - {"mode", "inverse_input"}} == set(INVERSE_MODEL_KEYS)
     assert set(EFFERENCE) == keys
+
+
+def test_a_key_added_since_a_run_was_made_counts_as_its_default():
+    # a run made before efference.detach_frames existed behaved as its default (false): a
+    # resume or a comparison of it under the new version is no change, a real change is one
+    from stec.engine.checkpoint import KEYS_ADDED, settings_of, training_changes
+
+    assert KEYS_ADDED == {"efference.detach_frames": False}
+    now = _run(mode="inverse", inverse_input="frames")
+    old = {**now, "efference": {k: v for k, v in now["efference"].items() if k != "detach_frames"}}
+    assert training_changes(old, now) == [] and training_changes(now, old) == []
+    assert settings_of(old) == settings_of(now)
+    detached = _run(mode="inverse", inverse_input="frames", detach_frames=True)
+    assert training_changes(old, detached) == ["efference.detach_frames: False -> True"]
+    assert settings_of(old) != settings_of(detached)
+    # a config without the section at all (another modality's, a floor's) gains nothing
+    assert settings_of({"seed": 0}) == {"seed": 0}
