@@ -4,8 +4,7 @@ Backbone AudioNTT2020 (d=512), BYOL-A's projector (4096 -> 256), Adam; the same 
 two 64 x 96 views (made once by the composed audio pipeline from 5 s clips, with their
 action records) is used for every step. Three modes: no efference copy, the inverse
 model on the pooled backbone features (``inverse_input=backbone``) and on the frame
-sequences as well, with 128 features of its own (``inverse_input=frames``,
-``equivariant_dims=128``: what ``augment=composed`` ships). Prints the median step time of
+sequences as well (``inverse_input=frames``: what ``augment=composed`` ships). Prints the median step time of
 each mode over ``--steps`` steps after ``--warmup`` steps (the modes take turns step by
 step, in a rotating order), and each inverse mode's ratio to plain BYOL.
 
@@ -27,7 +26,7 @@ from stec_audio.encoders import AudioNTT2020
 
 # (efference, inverse_input, equivariant_dims); the last is what augment=composed ships
 MODES = {"off": ("off", "backbone", 0), "inverse": ("inverse", "backbone", 0),
-         "inverse_frames": ("inverse", "frames", 128)}  # fmt: skip
+         "inverse_frames": ("inverse", "frames", 0)}  # fmt: skip
 
 
 def build(mode: str, space) -> tuple[BYOL, torch.optim.Optimizer]:

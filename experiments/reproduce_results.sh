@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces docs/RESULTS.md from scratch on a CPU machine (no download): 3-seed
 # comparisons with floors on the two built-in sound sets and the demo shapes, then copies
-# their tables and plots into docs/results/. About 7 hours on 2 cores (a SimCLR arm takes
+# their tables and plots into docs/results/. About 8 hours on 2 cores (a SimCLR arm takes
 # 5-7 minutes, its sound event detection 3 more, a BYOL arm 10); each compare skips the
 # runs already done and resumes an arm from its last checkpoint, so an interrupted run
 # continues where it stopped.
@@ -38,26 +38,44 @@ stec-audio compare data=notes compare.methods=[simclr] augment=composed \
     compare.out=notes_composed "${quiet[@]}"
 stec-audio compare compare.methods=[simclr] augment=composed compare.seeds=[0] \
     compare.floors=[] trainer.epochs=120 compare.out=audio_composed_4x "${quiet[@]}"
-# the same with the action loss at weight 1.0 (the composed group before it was tuned):
-# the invariant arms and the floors have no inverse model to weigh, so they are reused
+# variants of the inverse model, which reuse the invariant arms and the floors (they have
+# no inverse model): 128 features of its own (`_split`, the group until the class cost
+# was traced to it), the same with the frames detached (`_detach`) and with the action loss
+# at weight 1.0 (`_lambda1`, the group as first measured)
+reuse() { mkdir -p "$2"; cp -r "$1"/simclr-off "$1"/floor-* "$2/" 2>/dev/null || true; }
 for name in audio_composed notes_composed audio_composed_4x; do
-    mkdir -p "${name}_lambda1"
-    cp -r "$name"/simclr-off "$name"/floor-* "${name}_lambda1/" 2>/dev/null || true
+    reuse "$name" "${name}_split"
+    reuse "$name" "${name}_lambda1"
 done
-stec-audio compare compare.methods=[simclr] augment=composed efference.lambda_manip=1.0 \
-    compare.out=audio_composed_lambda1 "${quiet[@]}"
-stec-audio compare data=notes compare.methods=[simclr] augment=composed \
+reuse audio_composed audio_composed_detach
+split=(efference.equivariant_dims=128)
+stec-audio compare compare.methods=[simclr] augment=composed "${split[@]}" \
+    compare.out=audio_composed_split "${quiet[@]}"
+stec-audio compare data=notes compare.methods=[simclr] augment=composed "${split[@]}" \
+    compare.out=notes_composed_split "${quiet[@]}"
+stec-audio compare compare.methods=[simclr] augment=composed "${split[@]}" compare.seeds=[0] \
+    compare.floors=[] trainer.epochs=120 compare.out=audio_composed_4x_split "${quiet[@]}"
+stec-audio compare compare.methods=[simclr] augment=composed "${split[@]}" \
+    efference.detach_frames=true compare.out=audio_composed_detach "${quiet[@]}"
+stec-audio compare compare.methods=[simclr] augment=composed "${split[@]}" \
+    efference.lambda_manip=1.0 compare.out=audio_composed_lambda1 "${quiet[@]}"
+stec-audio compare data=notes compare.methods=[simclr] augment=composed "${split[@]}" \
     efference.lambda_manip=1.0 compare.out=notes_composed_lambda1 "${quiet[@]}"
-stec-audio compare compare.methods=[simclr] augment=composed efference.lambda_manip=1.0 \
-    compare.seeds=[0] compare.floors=[] trainer.epochs=120 \
+stec-audio compare compare.methods=[simclr] augment=composed "${split[@]}" \
+    efference.lambda_manip=1.0 compare.seeds=[0] compare.floors=[] trainer.epochs=120 \
     compare.out=audio_composed_4x_lambda1 "${quiet[@]}"
+paired=("$repo/experiments/paired_across.py")
 for corpus in audio notes; do
     for arm in simclr-inverse simclr-off; do
-        python "$repo/experiments/paired_across.py" "$corpus" "${corpus}_composed" --arm "$arm"
+        python "${paired[@]}" "$corpus" "${corpus}_composed" --arm "$arm"
     done > "${corpus}_composed/paired_vs_separate.txt"
-    python "$repo/experiments/paired_across.py" "${corpus}_composed_lambda1" \
-        "${corpus}_composed" --arm simclr-inverse > "${corpus}_composed/paired_vs_lambda1.txt"
+    python "${paired[@]}" "${corpus}_composed_split" "${corpus}_composed" --arm simclr-inverse \
+        > "${corpus}_composed/paired_vs_split.txt"
+    python "${paired[@]}" "${corpus}_composed_lambda1" "${corpus}_composed_split" \
+        --arm simclr-inverse > "${corpus}_composed_split/paired_vs_lambda1.txt"
 done
+python "${paired[@]}" audio_composed_split audio_composed_detach --arm simclr-inverse \
+    > audio_composed_detach/paired_vs_split.txt
 readers=("$repo/experiments/action_readability.py" --readers cnn,xcorr)
 python "${readers[@]}" augment=composed augment.fader.predict=true > audio_composed/readability.txt
 python "${readers[@]}" > audio/readability.txt
@@ -76,7 +94,8 @@ stec-vision compare trainer.epochs=8 compare.methods=[simclr] evaluate.with_segm
 stec-vision compare compare.methods=[simclr] evaluate.with_segmentation=true \
     compare.out=vision_dense30 "${quiet[@]}"
 for name in audio audio_byol notes audio_pitch audio_pitch_readable audio_composed notes_composed \
-    audio_composed_4x audio_composed_lambda1 notes_composed_lambda1 audio_composed_4x_lambda1 \
+    audio_composed_4x audio_composed_split notes_composed_split audio_composed_4x_split \
+    audio_composed_detach audio_composed_lambda1 notes_composed_lambda1 audio_composed_4x_lambda1 \
     vision vision_dense vision_dense30; do
     mkdir -p "$repo/docs/results/$name"
     cp "$name"/comparison*.csv "$name"/comparison.json "$name"/report.md "$name"/*.png \
