@@ -102,9 +102,10 @@ class SSLMethod(nn.Module, ABC):
         # are the inverse model's own room, which no invariance term pulls on
         self.equivariant_dims = int(equivariant_dims) if self.efference != "off" else 0
         self.invariant_dims = feature_dim - self.equivariant_dims
-        # the frame reader reads the frames without training the encoder through them: the
-        # time shift is read as well from a random first block as from a trained one
-        # (docs/RESULTS.md), so its gradient there only competes with the SSL loss
+        # the frame reader may read the frames without training the encoder through them:
+        # the time shift is read as well from a random first block as from a trained one,
+        # so that gradient may only compete with the SSL loss (on the demo it changed
+        # nothing resolved, docs/RESULTS.md)
         self.detach_frames = bool(detach_frames)
         self.projector = mlp(self.invariant_dims, proj_hidden, proj_dim, norm=norm)
         self.proj_dim, self.proj_hidden, self.norm = proj_dim, proj_hidden, norm
