@@ -188,6 +188,7 @@ def build_method_from_config(
         component_weights=e.get("component_weights"),
         equivariant_dims=e.get("equivariant_dims", 0),
         detach_frames=e.get("detach_frames", False),
+        standardise_peaks=e.get("standardise_peaks", False),
         **m,
     )
     with user_input("efference"):  # what depends on the encoder: the split, frame input

@@ -52,9 +52,21 @@ class FrameCorrelation(nn.Module):
     Why differences: the changes from frame to frame are the fingerprint two overlapping
     views share, while a level ramp that differs between them (a fader) becomes a constant
     that the centring removes (docs/RESULTS.md measures both on the demo sound set).
+
+    With ``standardise_peaks`` the peaks' heights and positions are standardised over the
+    batch (a batch norm without affine parameters, as a linear reader's inputs are): a mean
+    cosine of a few hundredths and a soft argmax over a flat profile vary too little for
+    an MLP trained beside features of unit scale to read them in a default run's steps.
     """
 
-    def __init__(self, in_dim: int, proj: int = 64, groups: int = 8, max_lag: int = 48) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        proj: int = 64,
+        groups: int = 8,
+        max_lag: int = 48,
+        standardise_peaks: bool = False,
+    ) -> None:
         super().__init__()
         if proj % groups or min(proj, groups, max_lag + 1) < 1:
             raise ValueError(
@@ -67,6 +79,7 @@ class FrameCorrelation(nn.Module):
         self.out_dim = groups * (2 * max_lag + 3)
         self.log_sharpness = nn.Parameter(torch.tensor(math.log(10.0)))
         self.register_buffer("lags", torch.linspace(-1.0, 1.0, 2 * max_lag + 1), persistent=False)
+        self.peak_norm = nn.BatchNorm1d(2 * groups, affine=False) if standardise_peaks else None
         self._lag_maps: dict[tuple[int, torch.device], Tensor] = {}
 
     def lag_map(self, t_a: int, t_b: int, device: torch.device) -> Tensor:
@@ -99,7 +112,10 @@ class FrameCorrelation(nn.Module):
         profile = sim.flatten(2) @ lags  # [B, G, 2 max_lag + 1]
         weights = torch.softmax(profile * self.log_sharpness.exp(), dim=-1)
         where = (weights * self.lags.to(profile.dtype)).sum(-1)  # [B, G], lag / max_lag
-        return torch.cat([profile.flatten(1), profile.amax(-1), where], dim=1)
+        peaks = torch.cat([profile.amax(-1), where], dim=1)
+        if self.peak_norm is not None:
+            peaks = self.peak_norm(peaks)
+        return torch.cat([profile.flatten(1), peaks], dim=1)
 
 
 class InverseModel(nn.Module):
@@ -112,7 +128,8 @@ class InverseModel(nn.Module):
 
     With ``frame_dim > 0`` it also reads the two views' frame sequences (``[B, T, frame_dim]``,
     features that keep time) through a :class:`FrameCorrelation`, whose lag profile joins
-    the MLP's input: a time shift or time scale between the views is then readable.
+    the MLP's input: a time shift or time scale between the views is then readable;
+    ``standardise_peaks`` standardises that profile's peaks (:class:`FrameCorrelation`).
     """
 
     def __init__(
@@ -124,6 +141,7 @@ class InverseModel(nn.Module):
         norm: str = "batch",
         component_weights: Mapping[str, float] | None = None,
         frame_dim: int = 0,
+        standardise_peaks: bool = False,
     ) -> None:
         super().__init__()
         if output not in INVERSE_OUTPUTS:
@@ -135,7 +153,9 @@ class InverseModel(nn.Module):
         self.space, self.output = action_space, output
         n_t, n_c = action_space.n_targets, action_space.max_classes
         per_target = n_c if output == "categorical" else 1
-        self.frame_reader = FrameCorrelation(frame_dim) if frame_dim else None
+        self.frame_reader = (
+            FrameCorrelation(frame_dim, standardise_peaks=standardise_peaks) if frame_dim else None
+        )
         extra = self.frame_reader.out_dim if self.frame_reader is not None else 0
         self.net = mlp(2 * in_dim + extra, hidden, n_t * per_target, norm=norm)
         class_mask = torch.zeros(n_t, n_c, dtype=torch.bool)

@@ -88,7 +88,8 @@ def _covered(key: str, keys: Sequence[str]) -> bool:
 INVERSE_MODEL_KEYS = tuple(
     f"efference.{key}"
     for key in ("lambda_manip", "inverse_hidden", "inverse_output", "action_embed_dim",
-                "components", "component_weights", "equivariant_dims", "detach_frames")
+                "components", "component_weights", "equivariant_dims", "detach_frames",
+                "standardise_peaks")
 )  # fmt: skip
 # What only training reads: an encoder that is not trained (a comparison's floor) is the
 # same whatever they say.
@@ -98,7 +99,10 @@ TRAINING_ONLY = ("method", "efference.mode", *INVERSE_MODEL_KEYS)
 # Keys added since runs were first made, with the value that gives the behaviour of a run
 # made before them: a stored config that lacks one is read as having it, so an upgrade
 # neither refuses a resume nor reruns a comparison's finished arms.
-KEYS_ADDED: dict[str, Any] = {"efference.detach_frames": False}
+KEYS_ADDED: dict[str, Any] = {
+    "efference.detach_frames": False,
+    "efference.standardise_peaks": False,
+}
 
 
 def with_keys_added(config: dict[str, Any]) -> dict[str, Any]:

@@ -64,6 +64,7 @@ class SSLMethod(nn.Module, ABC):
         component_weights: Mapping[str, float] | None = None,
         equivariant_dims: int = 0,
         detach_frames: bool = False,
+        standardise_peaks: bool = False,
     ) -> None:
         super().__init__()
         self.efference = choose("efference", efference, EFFERENCE_MODES)
@@ -89,6 +90,11 @@ class SSLMethod(nn.Module, ABC):
             raise ValueError(
                 "detach_frames=true stops the gradient of the frame sequences the inverse model "
                 f"reads; it needs inverse_input=frames, not {inverse_input!r}"
+            )
+        if standardise_peaks and inverse_input != "frames":
+            raise ValueError(
+                "standardise_peaks=true standardises the lag profile of the frame sequences the "
+                f"inverse model reads; it needs inverse_input=frames, not {inverse_input!r}"
             )
         if self.efference != "off" and (action_space is None or len(action_space) == 0):
             raise ValueError(
@@ -121,6 +127,7 @@ class SSLMethod(nn.Module, ABC):
                 norm,
                 component_weights,
                 frame_dim=int(backbone.frame_dim) if inverse_input == "frames" else 0,
+                standardise_peaks=bool(standardise_peaks),
             )
         if self.uses_forward:
             self.action_encoder = ActionEncoder(action_space, action_embed_dim)

@@ -42,6 +42,36 @@ def test_the_lag_profile_peaks_at_the_shift_between_the_sequences():
     assert torch.equal(short[..., :2], torch.zeros(64, 4, 2))
 
 
+def test_standardised_peaks_are_read_at_unit_scale_and_leave_the_profile_as_it_is():
+    a, b, _ = _shifted_pairs(64)
+    torch.manual_seed(0)
+    plain = FrameCorrelation(DIM, proj=16, groups=4, max_lag=5)
+    torch.manual_seed(0)
+    standardised = FrameCorrelation(DIM, proj=16, groups=4, max_lag=5, standardise_peaks=True)
+    out, std_out = plain(a, b), standardised(a, b)
+    assert std_out.shape == out.shape
+    torch.testing.assert_close(std_out[:, :44], out[:, :44])  # the profile itself
+    peaks = out[:, 44:]
+    expected = (peaks - peaks.mean(0)) / (peaks.var(0, unbiased=False) + 1e-5).sqrt()
+    torch.testing.assert_close(std_out[:, 44:], expected, rtol=1e-4, atol=1e-4)
+    # a flat profile's soft argmax hardly moves; standardised, it spans a unit's range
+    assert peaks[:, 4:].std(0).max() < 0.5 and std_out[:, 48:].std(0).min() > 0.9
+    # the statistics are kept for evaluation, and only when asked for: an inverse model
+    # saved before the option existed loads into one made without it
+    assert set(standardised.state_dict()) - set(plain.state_dict()) == {
+        "peak_norm.running_mean",
+        "peak_norm.running_var",
+        "peak_norm.num_batches_tracked",
+    }
+    space = ActionSpace([Continuous("shift", -3.5, 3.5, n_bins=7)])
+    saved = InverseModel(DIM, space, hidden=8, frame_dim=DIM).state_dict()
+    InverseModel(DIM, space, hidden=8, frame_dim=DIM).load_state_dict(saved)
+    with pytest.raises(RuntimeError, match="peak_norm"):
+        InverseModel(DIM, space, hidden=8, frame_dim=DIM, standardise_peaks=True).load_state_dict(
+            saved
+        )
+
+
 def _train(frames: bool, steps: int = 250) -> float:
     torch.manual_seed(0)
     space = ActionSpace([Continuous("shift", -MAX_SHIFT - 0.5, MAX_SHIFT + 0.5, n_bins=7)])
@@ -152,6 +182,8 @@ def test_wrong_frame_or_split_settings_say_what_is_needed():
                inverse_input="projector_hidden")  # fmt: skip
     with pytest.raises(ValueError, match="needs inverse_input=frames, not 'backbone'"):
         SimCLR(FramedBackbone(8), 8, action_space=space, detach_frames=True)
+    with pytest.raises(ValueError, match="standardise_peaks=true .* not 'backbone'"):
+        SimCLR(FramedBackbone(8), 8, action_space=space, standardise_peaks=True)
     # without an efference copy there is nothing to split off
     plain = SimCLR(FramedBackbone(8), 8, action_space=space, efference="off", equivariant_dims=2)
     assert plain.invariant_dims == 8

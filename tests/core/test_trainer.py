@@ -404,7 +404,7 @@ def test_the_keys_a_resume_may_change_are_those_docs_training_lists():
 EFFERENCE = {"mode": "off", "lambda_manip": 1.0, "inverse_hidden": 512,
              "inverse_output": "categorical", "inverse_input": "backbone", "action_embed_dim": 128,
              "components": None, "component_weights": None, "equivariant_dims": 0,
-             "detach_frames": False}  # fmt: skip
+             "detach_frames": False, "standardise_peaks": False}  # fmt: skip
 
 
 def _run(**efference) -> dict:
@@ -448,17 +448,21 @@ def test_every_efference_key_is_classed_as_the_inverse_models_or_not():
 
 
 def test_a_key_added_since_a_run_was_made_counts_as_its_default():
-    # a run made before efference.detach_frames existed behaved as its default (false): a
-    # resume or a comparison of it under the new version is no change, a real change is one
+    # a run made before efference.detach_frames and efference.standardise_peaks existed
+    # behaved as their defaults (false): a resume or a comparison of it under the new version
+    # is no change, a real change is one
     from stec.engine.checkpoint import KEYS_ADDED, settings_of, training_changes
 
-    assert KEYS_ADDED == {"efference.detach_frames": False}
+    added = {"detach_frames", "standardise_peaks"}
+    assert {f"efference.{key}": False for key in added} == KEYS_ADDED
     now = _run(mode="inverse", inverse_input="frames")
-    old = {**now, "efference": {k: v for k, v in now["efference"].items() if k != "detach_frames"}}
+    old = {**now, "efference": {k: v for k, v in now["efference"].items() if k not in added}}
     assert training_changes(old, now) == [] and training_changes(now, old) == []
     assert settings_of(old) == settings_of(now)
     detached = _run(mode="inverse", inverse_input="frames", detach_frames=True)
     assert training_changes(old, detached) == ["efference.detach_frames: False -> True"]
     assert settings_of(old) != settings_of(detached)
+    standardised = _run(mode="inverse", inverse_input="frames", standardise_peaks=True)
+    assert training_changes(old, standardised) == ["efference.standardise_peaks: False -> True"]
     # a config without the section at all (another modality's, a floor's) gains nothing
     assert settings_of({"seed": 0}) == {"seed": 0}
