@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces docs/RESULTS.md from scratch on a CPU machine (no download): 3-seed
 # comparisons with floors on the two built-in sound sets and the demo shapes, then copies
-# their tables and plots into docs/results/. About 8.5 hours on 2 cores (a SimCLR arm takes
+# their tables and plots into docs/results/. About 10 hours on 2 cores (a SimCLR arm takes
 # 5-7 minutes, its sound event detection 3 more, a BYOL arm 10); each compare skips the
 # runs already done and resumes an arm from its last checkpoint, so an interrupted run
 # continues where it stopped.
@@ -40,6 +40,8 @@ stec-audio compare compare.methods=[simclr] augment=composed compare.seeds=[0] \
     compare.floors=[] trainer.epochs=120 compare.out=audio_composed_4x "${quiet[@]}"
 stec-audio compare compare.methods=[simclr] augment=composed compare.seeds=[1] \
     compare.floors=[] trainer.epochs=120 compare.out=audio_composed_4x_seed1 "${quiet[@]}"
+stec-audio compare data=notes compare.methods=[simclr] augment=composed compare.seeds=[0] \
+    compare.floors=[] trainer.epochs=120 compare.out=notes_composed_4x "${quiet[@]}"
 # variants of the inverse model, which reuse the invariant arms and the floors (they have
 # no inverse model): 128 features of its own (`_split`, the group until the class cost
 # was traced to it), the same with the frames detached (`_detach`) and with the action loss
@@ -50,6 +52,20 @@ for name in audio_composed notes_composed audio_composed_4x; do
     reuse "$name" "${name}_lambda1"
 done
 reuse audio_composed audio_composed_detach
+# the lag profile's peaks standardised (`_peaks`), also with the frames detached
+for name in audio_composed notes_composed; do
+    reuse "$name" "${name}_peaks"
+    reuse "$name" "${name}_peaks_detach"
+done
+peaks=(efference.standardise_peaks=true)
+stec-audio compare compare.methods=[simclr] augment=composed "${peaks[@]}" \
+    compare.out=audio_composed_peaks "${quiet[@]}"
+stec-audio compare data=notes compare.methods=[simclr] augment=composed "${peaks[@]}" \
+    compare.out=notes_composed_peaks "${quiet[@]}"
+stec-audio compare compare.methods=[simclr] augment=composed "${peaks[@]}" \
+    efference.detach_frames=true compare.out=audio_composed_peaks_detach "${quiet[@]}"
+stec-audio compare data=notes compare.methods=[simclr] augment=composed "${peaks[@]}" \
+    efference.detach_frames=true compare.out=notes_composed_peaks_detach "${quiet[@]}"
 split=(efference.equivariant_dims=128)
 stec-audio compare compare.methods=[simclr] augment=composed "${split[@]}" \
     compare.out=audio_composed_split "${quiet[@]}"
@@ -75,7 +91,16 @@ for corpus in audio notes; do
         > "${corpus}_composed/paired_vs_split.txt"
     python "${paired[@]}" "${corpus}_composed_lambda1" "${corpus}_composed_split" \
         --arm simclr-inverse > "${corpus}_composed_split/paired_vs_lambda1.txt"
+    python "${paired[@]}" "${corpus}_composed" "${corpus}_composed_peaks" --arm simclr-inverse \
+        > "${corpus}_composed_peaks/paired_vs_shipped.txt"
 done
+for corpus in audio notes; do
+    python "${paired[@]}" "${corpus}_composed_peaks" "${corpus}_composed_peaks_detach" \
+        --arm simclr-inverse > "${corpus}_composed_peaks_detach/paired_vs_peaks.txt"
+done
+python "$repo/experiments/frame_reader_scale.py" augment=composed \
+    encoder.init=audio_composed/simclr-inverse/seed0/checkpoints/last.pt \
+    > audio_composed_peaks/frame_reader_scale.txt
 python "${paired[@]}" audio_composed_split audio_composed_detach --arm simclr-inverse \
     > audio_composed_detach/paired_vs_split.txt
 readers=("$repo/experiments/action_readability.py" --readers cnn,xcorr)
@@ -99,6 +124,8 @@ for name in audio audio_byol notes audio_pitch audio_pitch_readable audio_compos
     audio_composed_4x audio_composed_4x_seed1 audio_composed_split notes_composed_split \
     audio_composed_4x_split \
     audio_composed_detach audio_composed_lambda1 notes_composed_lambda1 audio_composed_4x_lambda1 \
+    audio_composed_peaks notes_composed_peaks audio_composed_peaks_detach \
+    notes_composed_peaks_detach notes_composed_4x \
     vision vision_dense vision_dense30; do
     mkdir -p "$repo/docs/results/$name"
     cp "$name"/comparison*.csv "$name"/comparison.json "$name"/report.md "$name"/*.png \

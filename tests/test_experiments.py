@@ -93,6 +93,20 @@ def test_time_alignment_reads_overlapping_views_from_their_changes_not_coarse_fr
     assert coarse["changes"] < 0.5
 
 
+def test_frame_reader_scale_reads_the_time_shift_in_every_form():
+    results = _script("frame_reader_scale").main(
+        ["--steps", "60", "--seeds", "1", "--clips", "40", "augment=composed"]
+    )
+    forms = {"plain", "peaks", "profile", "inputs"}
+    assert set(results) == {f"{form} seed 1" for form in forms} | {"majority"}
+    time_majority = results["majority"][0]
+    for form in forms:
+        in_training, _, fresh, _ = results[f"{form} seed 1"]
+        # a random encoder's frames already align two views: every form reads the shift
+        assert fresh > time_majority + 0.1, (form, fresh, time_majority)
+        assert 0.0 <= in_training <= 1.0
+
+
 def test_paired_across_pairs_two_comparisons_by_seed_per_task(tmp_path):
     def comparison(folder, arm, class_scores, pitch_scores):
         tasks = {
