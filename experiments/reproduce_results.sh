@@ -97,6 +97,8 @@ done
 for corpus in audio notes; do
     python "${paired[@]}" "${corpus}_composed_peaks" "${corpus}_composed_peaks_detach" \
         --arm simclr-inverse > "${corpus}_composed_peaks_detach/paired_vs_peaks.txt"
+    python "${paired[@]}" "${corpus}_composed" "${corpus}_composed_peaks_detach" \
+        --arm simclr-inverse > "${corpus}_composed_peaks_detach/paired_vs_shipped.txt"
 done
 python "$repo/experiments/frame_reader_scale.py" augment=composed \
     encoder.init=audio_composed/simclr-inverse/seed0/checkpoints/last.pt \
