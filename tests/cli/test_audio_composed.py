@@ -52,3 +52,20 @@ def test_a_split_larger_than_the_features_is_one_line(tmp_path, capsys):
     assert (
         "efference" in error[0] and "equivariant_dims=32 must be an integer in [0, 32)" in error[0]
     )
+
+
+def test_the_frame_reader_options_reach_the_model_and_need_frame_input(tmp_path, capsys):
+    data = ["data.n_per_class=5", *TINY]
+    run = ["augment=composed", "run_dir=run", "trainer.max_steps=2"]
+    assert main(["pretrain", *data, *run, "efference.standardise_peaks=true"]) == 0
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    # 8 groups: a peak height and a position each, standardised with running statistics
+    assert state["inverse.frame_reader.peak_norm.running_var"].shape == (16,)
+    assert int(state["inverse.frame_reader.peak_norm.num_batches_tracked"]) == 2
+    capsys.readouterr()
+    # the separate pipeline's inverse model reads pooled features: no frames to read
+    for option in ("standardise_peaks", "detach_frames"):
+        assert main(["pretrain", *data, "run_dir=other", f"efference.{option}=true"]) == 2
+        error = capsys.readouterr().err.strip().splitlines()
+        assert len(error) == 1, error
+        assert f"{option}=true" in error[0] and "needs inverse_input=frames" in error[0]
