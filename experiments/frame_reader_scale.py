@@ -12,9 +12,10 @@ AdamW at 3e-4, one step per batch — on a *frozen* encoder (give it pretrained 
 - ``profile`` — the whole profile and its peaks standardised;
 - ``inputs`` — every input standardised, the pooled features too.
 
-It prints, per form and reader seed, each target's accuracy over the last 20% of the
-steps (what reports call "in training") and on 1,280 fresh pairs drawn after training (of
-the same clips: the reader learns to align two views, not the clips).
+It prints, per form and reader seed, each target's accuracy on the batches of the last
+20% of the steps, each scored just after its step (reports' "in training" scores a batch
+just before it), and on 1,280 fresh pairs drawn after training (of the same clips: the
+reader learns to align two views, not the clips).
 
     python experiments/frame_reader_scale.py augment=composed \
         encoder.init=RUN/checkpoints/last.pt
