@@ -86,16 +86,15 @@ class SSLMethod(nn.Module, ABC):
                 "equivariant_dims splits the backbone features: the inverse model reads their "
                 "equivariant part, so inverse_input must be backbone or frames"
             )
-        if detach_frames and inverse_input != "frames":
-            raise ValueError(
-                "detach_frames=true stops the gradient of the frame sequences the inverse model "
-                f"reads; it needs inverse_input=frames, not {inverse_input!r}"
-            )
-        if standardise_peaks and inverse_input != "frames":
-            raise ValueError(
-                "standardise_peaks=true standardises the lag profile of the frame sequences the "
-                f"inverse model reads; it needs inverse_input=frames, not {inverse_input!r}"
-            )
+        for option, on in (
+            ("detach_frames", detach_frames),
+            ("standardise_peaks", standardise_peaks),
+        ):
+            if on and inverse_input != "frames":
+                raise ValueError(
+                    f"{option}=true changes how the inverse model reads the frame sequences; "
+                    f"it needs inverse_input=frames, not {inverse_input!r}"
+                )
         if self.efference != "off" and (action_space is None or len(action_space) == 0):
             raise ValueError(
                 f"efference={efference!r} needs an action space with at least one component; "
