@@ -117,8 +117,8 @@ def check_pretrain_config(cfg: DictConfig) -> None:
 def begin_pretrain(cfg: DictConfig) -> None:
     """What both CLIs' ``pretrain`` do before reading any data: check the method, trainer
     and efference settings, refuse a ``run_dir`` that holds a run unless told how to go
-    on, join ``torchrun``'s process group and, with ``trainer.overwrite=true``, remove
-    the earlier run's outputs (rank 0, the others waiting)."""
+    on and join ``torchrun``'s process group. Nothing is written or removed yet: that waits
+    until every setting has been checked (:func:`pretrain_run`)."""
     check_pretrain_config(cfg)
     run_dir, resume = Path(cfg.run_dir), str(cfg.trainer.resume)
     overwrite = bool(cfg.trainer.get("overwrite", False))
@@ -135,11 +135,22 @@ def begin_pretrain(cfg: DictConfig) -> None:
             "trainer.overwrite=true)"
         )
     init_from_env()
-    if held and overwrite:
-        if is_main():
+
+
+def claim_run_dir(cfg: DictConfig, run_files: Callable[[Path], None] | None = None) -> None:
+    """Once every setting has been checked: with ``trainer.overwrite=true`` remove the
+    earlier run's outputs, then write the modality's own files of the run
+    (``run_files(run_dir)``; rank 0, the others waiting). A start refused for a setting
+    therefore neither removes the run it would replace nor leaves a file behind."""
+    run_dir = Path(cfg.run_dir)
+    if is_main():
+        if cfg.trainer.get("overwrite", False) and run_held(run_dir):
             clear_run(run_dir)
             log.info("trainer.overwrite=true: removed the earlier run in %s", run_dir)
-        barrier()
+        if run_files is not None:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            run_files(run_dir)
+    barrier()
 
 
 def check_components(cfg: DictConfig, names: Sequence[str], ablate: bool = False) -> None:
@@ -207,11 +218,15 @@ def pretrain_run(
     collate_fn: Callable | None,
     items: str,
     data_summary: Callable[[], str] | None = None,
+    run_files: Callable[[Path], None] | None = None,
 ) -> Trainer:
     """Build the method from ``cfg`` around ``encoder`` and train it into ``cfg.run_dir``.
 
-    At the end it prints ``data_summary()`` (what the modality reports about its data:
-    absent, skipped and repaired files), else the dataset's own bad-file summary."""
+    ``run_files(run_dir)`` writes what the modality keeps in the run directory (audio: the
+    statistics it trains with), called once the method and trainer are built, so only
+    for a start that every setting allows (:func:`claim_run_dir`). At the end it prints
+    ``data_summary()`` (what the modality reports about its data: absent, skipped and
+    repaired files), else the dataset's own bad-file summary."""
     method = build_method_from_config(cfg, encoder, feature_dim, augmenter.action_space())
     with user_input("trainer"):  # checks the budget against the data (batch size, ...)
         trainer = Trainer(
@@ -225,6 +240,7 @@ def pretrain_run(
             run_config=plain(cfg),
             export_meta=export_meta,
         )
+    claim_run_dir(cfg, run_files)
     if is_main() and trainer.cfg.warmup_steps > trainer.total_steps:
         log.warning(
             "trainer.warmup_steps=%d is longer than the run (%d steps): the learning rate "

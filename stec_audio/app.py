@@ -51,6 +51,19 @@ CHECKPOINT_NAMES = ("random", "init", "logmel_stats")
 STATS_FILE = "stats.json"  # the statistics a run trained with, kept in its run directory
 
 
+def resumed_stats(cfg: DictConfig) -> Path | None:
+    """The statistics file of the run a resume continues: the one beside the checkpoint
+    that ``trainer.resume`` names (``auto``: ``run_dir``'s own), only if that checkpoint
+    exists. A statistics file without its checkpoint (a start stopped before its first
+    save, a folder reused) describes no weights and is never served to another start."""
+    resume = str(cfg.trainer.resume)
+    if not resume:
+        return None
+    checkpoint = Path(cfg.run_dir) / "checkpoints" / "last.pt" if resume == "auto" else Path(resume)
+    stats = checkpoint.parent.parent / STATS_FILE
+    return stats if checkpoint.is_file() and stats.is_file() else None
+
+
 def frontend_config(cfg: DictConfig) -> FrontEndConfig:
     return FrontEndConfig(**OmegaConf.to_container(cfg.frontend, resolve=True))
 

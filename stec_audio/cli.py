@@ -35,7 +35,6 @@ from stec.cli import (
 )
 from stec.compose import ConfigSchema
 from stec.config_check import Rule, at_least, fraction, one_of, positive
-from stec.distributed import is_main
 from stec.engine.trainer import resolve_device
 from stec.errors import user_input
 from stec.evaluation import (
@@ -98,11 +97,9 @@ def pretrain(cfg: DictConfig) -> None:
     begin_pretrain(cfg)
     index = app.build_index(cfg)
     dataset = app.clip_dataset(cfg, index)
-    run_stats = Path(cfg.run_dir) / app.STATS_FILE
-    if cfg.trainer.resume and run_stats.exists():
-        stats = NormStats.load(run_stats)  # a resumed run keeps the statistics it began with
-    else:
-        stats = app.norm_stats(cfg, index, dataset)
+    resumed = app.resumed_stats(cfg)
+    # a resumed run keeps the statistics it began with
+    stats = NormStats.load(resumed) if resumed else app.norm_stats(cfg, index, dataset)
     if isinstance(dataset, InMemoryLogMels) and int(cfg.trainer.num_workers):
         cfg.trainer.num_workers = 0  # the clips are in memory: no worker process to feed
     with user_input("augment"):
@@ -112,9 +109,6 @@ def pretrain(cfg: DictConfig) -> None:
     encoder = app.new_encoder(cfg)
     n_classes = 0 if index.multilabel else len(index.class_names)
     meta = audio_export_meta(encoder, app.frontend_config(cfg), stats)
-    if is_main():
-        Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
-        stats.save(run_stats)  # the run keeps its statistics
     pretrain_run(
         cfg,
         dataset,
@@ -126,6 +120,7 @@ def pretrain(cfg: DictConfig) -> None:
         collate_fn=collate_skip_bad,
         items="clips",
         data_summary=lambda: data_summary(index, getattr(dataset, "bad_log", None)),
+        run_files=lambda run_dir: stats.save(run_dir / app.STATS_FILE),  # the run keeps them
     )
 
 

@@ -14,6 +14,7 @@ from stec.engine.export import export_backbone
 from stec_audio.cli import main as audio
 from stec_audio.data.demo import ensure_demo_dataset
 from stec_audio.data.demo_notes import ensure_notes_dataset
+from stec_audio.data.frontend import NormStats
 from stec_audio.encoders import AudioNTT2020
 from stec_vision.cli import main as vision
 from stec_vision.demo import ensure_demo_images
@@ -75,6 +76,48 @@ def test_overwrite_replaces_the_run_and_its_stale_results(tmp_path, capsys):
         assert path.read_bytes() != content
     assert not (tmp_path / "run" / "results.json").exists()
     assert (tmp_path / "run" / "notes.txt").read_text() == "mine"
+
+
+# found only once the method is built around the encoder: after every check of the keys alone
+LATE_SETTING_ERROR = ["efference=inverse", "efference.detach_frames=true"]
+
+
+@pytest.mark.parametrize("modality", sorted(CLIS))
+def test_a_start_refused_for_a_setting_replaces_nothing(modality, tmp_path, capsys):
+    main, tiny = CLIS[modality]
+    made = _made_run(tmp_path / "run", "checkpoint", "metrics", "export")
+    (tmp_path / "run" / "results.json").write_text("{}")
+    overwrite = ["pretrain", "run_dir=run", "trainer.overwrite=true", *tiny]
+    assert main([*overwrite, *LATE_SETTING_ERROR]) == 2
+    assert "needs inverse_input=frames" in _one_line(capsys.readouterr().err)
+    for path, content in made.items():  # the run it was told to replace is still whole
+        assert path.read_bytes() == content
+    assert (tmp_path / "run" / "results.json").read_text() == "{}"
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
+@pytest.mark.parametrize("modality", sorted(CLIS))
+def test_a_start_refused_for_a_setting_writes_nothing(modality, tmp_path, capsys):
+    main, tiny = CLIS[modality]
+    assert main(["pretrain", "run_dir=run", *tiny, *LATE_SETTING_ERROR]) == 2
+    assert "needs inverse_input=frames" in _one_line(capsys.readouterr().err)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_resume_reuses_the_statistics_of_a_checkpointed_run_only(tmp_path):
+    """stats.json left by a start that never reached a checkpoint does not describe what a
+    fresh start trains on (other clips, another front end): it is recomputed, not served."""
+    run = tmp_path / "run"
+    run.mkdir()
+    NormStats(123.0, 45.0).save(run / "stats.json")
+    assert audio(["pretrain", "run_dir=run", "trainer.resume=auto", *CLIS["audio"][1]]) == 0
+    assert NormStats.load(run / "stats.json") != NormStats(123.0, 45.0)
+    # with its checkpoint beside them, the run's statistics are what its resume trains with
+    NormStats(123.0, 45.0).save(run / "stats.json")
+    tiny = [*CLIS["audio"][1], "trainer.max_steps=4"]
+    assert audio(["pretrain", "run_dir=run", "trainer.resume=auto", *tiny]) == 0
+    assert NormStats.load(run / "stats.json") == NormStats(123.0, 45.0)
+    assert json.loads((run / "export/encoder.json").read_text())["norm"]["mean"] == 123.0
 
 
 def test_a_run_dir_without_a_run_is_used(tmp_path):
