@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import fnmatch
 import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,12 +32,19 @@ class ConfigSchema:
     the shared :data:`~stec.config_check.COMMON_RULES`), ``expand(defaults, cfg)``,
     which fills in place the sections the modality resolves itself (vision's ``augment``
     from the data's preset; ``cfg`` is None for ``--help``), with ``note`` saying so, and
-    ``check(cfg)``: the problems of values that only make sense together (one line each)."""
+    ``check(cfg)``: the problems of values that only make sense together (one line each).
+
+    A key that the defaults lack (Hydra's ``+key=value``) is refused unless it lies in an
+    ``open`` section (``fnmatch`` patterns: sections whose reader checks its own keys, e.g.
+    an encoder's arguments) or is one of the ``optional`` keys (read where present,
+    though some group options leave them out); a section whose default is empty is open."""
 
     rules: Mapping[str, Rule] = field(default_factory=dict)
     expand: Callable[[dict[str, Any], DictConfig | None], None] | None = None
     note: str = ""
     check: Callable[[DictConfig], list[str]] | None = None
+    open: Sequence[str] = ()
+    optional: Sequence[str] = ()
 
     def all_rules(self) -> dict[str, Rule]:
         return {**COMMON_RULES, **self.rules}
@@ -65,12 +73,17 @@ def check_composed(
     """Check every value of ``cfg`` by type and range against the defaults of the user's
     group choices (:func:`stec.config_check.check_config`), before any work."""
     defaults = default_config(modality, overrides)
-    empty = {key for key, value in _sections(defaults) if value == {}}
     if schema.expand is not None:
         schema.expand(defaults, cfg)
-    # a section the modality filled in knows its keys: an unknown one there is a mistake
-    closed = [key for key, value in _sections(defaults) if key in empty and value]
-    check_config(cfg, defaults, schema.all_rules(), closed)
+    # every section knows its keys, so an unknown one is a mistake that would otherwise be
+    # ignored in silence; open are the empty ones the modality does not fill in and those
+    # whose reader checks its own keys
+    closed = [""] + [
+        key
+        for key, value in _sections(defaults)
+        if value and not any(fnmatch.fnmatchcase(key, p) for p in schema.open)
+    ]
+    check_config(cfg, defaults, schema.all_rules(), closed, schema.optional)
     problems = schema.check(cfg) if schema.check is not None else []
     if problems:
         raise ConfigError("; ".join(problems))

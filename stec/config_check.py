@@ -161,18 +161,20 @@ def check_config(
     defaults: Mapping[str, Any],
     rules: Mapping[str, Rule] = COMMON_RULES,
     closed: Sequence[str] = (),
+    optional: Sequence[str] = (),
 ) -> None:
     """Check every value of ``cfg`` against its default in ``defaults`` (a plain, resolved
     config) and ``rules`` (keys or ``fnmatch`` patterns; exact keys first, then the first
     pattern that matches). Numbers given for string keys become strings in ``cfg``. A key
-    that ``defaults`` lacks is refused in the ``closed`` sections (those whose keys the
-    modality knows, e.g. vision's ``augment``), and left to its reader elsewhere (Hydra's
-    ``+key=value``). Raises :class:`~stec.errors.ConfigError` naming every wrong key, on
+    that ``defaults`` lacks is refused in the ``closed`` sections (those whose keys are
+    known; ``""`` is the top level) unless it is one of the ``optional`` keys (checked by
+    its rule), and left to its reader elsewhere (Hydra's ``+key=value``). Raises :class:`~stec.errors.ConfigError` naming every wrong key, on
     one line."""
     values = OmegaConf.to_container(cfg, resolve=True)
     problems: list[str] = []
     texts: dict[str, str] = {}
-    _walk(values, dict(defaults), "", _Context(rules, set(closed), problems, texts))
+    ctx = _Context(rules, set(closed), set(optional), problems, texts)
+    _walk(values, dict(defaults), "", ctx)
     # a key that refers to another (trainer.seed: ${seed}) is reported under that key
     links = _links(OmegaConf.to_container(cfg, resolve=False))
     problems = [p for p in problems if p.split("=", 1)[0] not in links]
@@ -186,6 +188,7 @@ def check_config(
 class _Context:
     rules: Mapping[str, Rule]
     closed: set[str]
+    optional: set[str]
     problems: list[str]
     texts: dict[str, str]
 
@@ -200,6 +203,8 @@ def _walk(value: Any, default: Any, key: str, ctx: _Context) -> None:
             sub = f"{key}.{name}" if key else str(name)
             if name in default:
                 _walk(item, default[name], sub, ctx)
+            elif sub in ctx.optional:
+                _walk(item, None, sub, ctx)
             elif key in ctx.closed:
                 ctx.problems.append(_unknown(sub, key, [str(k) for k in default]))
         return
@@ -227,8 +232,9 @@ def _links(raw: Any, key: str = "") -> set[str]:
 def _unknown(key: str, section: str, known: list[str]) -> str:
     close = difflib.get_close_matches(key.rpartition(".")[2], known, n=1, cutoff=0.6)
     if close:
-        return f"unknown config key {key!r}; did you mean '{section}.{close[0]}'?"
-    return f"unknown config key {key!r}; keys of {section}: {', '.join(sorted(known))}"
+        return f"unknown config key {key!r}; did you mean '{section + '.' if section else ''}{close[0]}'?"
+    where = section or "the config"
+    return f"unknown config key {key!r}; keys of {where}: {', '.join(sorted(known))}"
 
 
 def find_rule(key: str, rules: Mapping[str, Rule]) -> Rule:

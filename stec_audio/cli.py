@@ -462,6 +462,10 @@ SCHEMA = ConfigSchema(
         "compare.floors": one_of("random", "logmel_stats"),
     },
     check=_together,
+    # the pipeline builder checks each component's arguments, the encoder its own
+    open=("augment", "augment.*", "encoder.kwargs"),
+    # read by every audio dataset where given, left out of some data options' defaults
+    optional=("data.folds", "data.labels", "data.esc10", "data.strong_labels"),
 )
 
 

@@ -367,6 +367,7 @@ SCHEMA = ConfigSchema(
     expand=_preset_keys,
     note="augment: the keys of the data's preset (data.preset) and its values; "
     "change one with augment.KEY=VALUE",
+    optional=("data.pretrain_split",),  # the split pretraining reads, where not train_split
 )
 
 

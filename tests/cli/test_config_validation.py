@@ -9,9 +9,13 @@ import re
 import pytest
 import torch
 import yaml
+from omegaconf import OmegaConf
 
 from stec.compose import group_options
+from stec.errors import ConfigError
+from stec_audio.cli import SCHEMA as audio_schema
 from stec_audio.cli import main as audio
+from stec_vision.cli import SCHEMA as vision_schema
 from stec_vision.cli import main as vision
 from tests.cli.test_vision_cli import TINY as VISION_TINY
 from tests.cli.test_vision_cli import _small_export
@@ -200,3 +204,50 @@ def test_a_key_added_with_plus_is_left_to_its_reader_where_the_config_has_the_se
     cfg = compose_config("audio", overrides)
     check_composed(cfg, "audio", overrides, SCHEMA)  # the time crop reads it
     assert list(cfg.augment.time_crop.action_range) == [-2.0, 2.0]
+
+
+TYPED_WITH_PLUS = [
+    ("audio", "+efference.lamda_manip=0.5", "unknown config key 'efference.lamda_manip'; did you mean 'efference.lambda_manip'?"),
+    ("audio", "+method.temprature=0.2", "unknown config key 'method.temprature'; did you mean 'method.temperature'?"),
+    ("audio", "+data.fold=[1]", "unknown config key 'data.fold'; did you mean 'data.folds'?"),
+    ("audio", "+encoder.foo=1", "unknown config key 'encoder.foo'; keys of encoder: init, kwargs, name"),
+    ("audio", "+foo=1", "unknown config key 'foo'; keys of the config: "),
+    ("vision", "+trainer.precision=fp8", "unknown config key 'trainer.precision'; keys of trainer: "),
+    ("vision", "+evaluate.epoch=3", "unknown config key 'evaluate.epoch'; did you mean 'evaluate.epochs'?"),
+]  # fmt: skip
+
+
+SCHEMAS = {"audio": audio_schema, "vision": vision_schema}
+
+
+def _checked(modality: str, overrides: list[str]):
+    from stec.compose import check_composed, compose_config
+
+    cfg = compose_config(modality, overrides)
+    check_composed(cfg, modality, overrides, SCHEMAS[modality])
+    return cfg
+
+
+@pytest.mark.parametrize(("modality", "override", "message"), TYPED_WITH_PLUS)
+def test_a_key_added_with_plus_that_nothing_reads_is_refused(modality, override, message):
+    """Hydra's ``+`` adds any key: one that no reader takes would be ignored in silence."""
+    with pytest.raises(ConfigError) as refused:
+        _checked(modality, [override])
+    assert message in str(refused.value), refused.value
+
+
+@pytest.mark.parametrize(
+    ("modality", "override"),
+    [
+        ("audio", "+augment.time_crop.action_range=[-2.0,2.0]"),  # the time crop reads it
+        ("audio", "+encoder.kwargs.n_mels=64"),  # the encoder checks its own arguments
+        ("audio", "+data.strong_labels=strong.tsv"),  # read where given, audioset sets none
+        ("vision", "+data.pretrain_split=train"),  # stl10's is train+unlabeled
+    ],
+)
+def test_a_key_added_with_plus_that_a_reader_takes_is_kept(modality, override):
+    data = {"audio": "data=audioset", "vision": "data=cifar10"}[modality]
+    overrides = [data, override]
+    cfg = _checked(modality, overrides)
+    key, _, value = override[1:].partition("=")
+    assert str(OmegaConf.select(cfg, key)).replace(" ", "").replace("'", "") == value
