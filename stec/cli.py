@@ -281,6 +281,11 @@ def trainer_config(cfg: DictConfig) -> TrainerConfig:
     for key in ("epochs", "batch_size", "log_every", "checkpoint_every"):
         if getattr(trainer, key) < (0 if key == "epochs" else 1):
             raise ConfigError(f"trainer.{key}={getattr(trainer, key)} must be positive")
+    if trainer.epochs == 0 and trainer.max_steps == 0:  # would export an untrained encoder
+        raise ConfigError(
+            "trainer.epochs=0 with trainer.max_steps=0 trains no step: set trainer.epochs or "
+            "trainer.max_steps above 0"
+        )
     for key in ("lr", "trust_coefficient"):
         if getattr(trainer, key) <= 0:
             raise ConfigError(f"trainer.{key}={getattr(trainer, key)} must be positive")

@@ -58,6 +58,8 @@ MISTAKES = [
     (audio, ["pretrain", "data.clip_seconds=0.01"], "data.clip_seconds=0.01 is shorter than one analysis window (frontend.n_fft=1024 samples: 0.064 s)"),
     (audio, ["pretrain", "augment.time_crop.frames=100000"], "augment.time_crop.frames=100000 is longer than a clip of data.clip_seconds=5 (501 frames)"),
     (audio, ["pretrain", "frontend.f_max=100000"], "frontend.f_min=60.0, frontend.f_max=100000: need f_min < f_max <= half the sample rate (8000 Hz)"),
+    (audio, ["pretrain", "trainer.epochs=0"], "trainer.epochs=0 with trainer.max_steps=0 trains no step: set trainer.epochs or trainer.max_steps above 0"),
+    (vision, ["compare", "trainer.epochs=0"], "trainer.epochs=0 with trainer.max_steps=0 trains no step"),
     (audio, ["compare", "compare.seeds=[]"], "compare.seeds=[] is not valid: expected at least one item"),
     (vision, ["pretrain", "augment.jitterp=0.5"], "unknown config key 'augment.jitterp'; did you mean 'augment.jitter_p'?"),
     (vision, ["pretrain", "augment.jitter_p=2"], "augment.jitter_p=2 is not valid: expected a number or a list of numbers (>= 0 and <= 1) (default 0.8)"),
