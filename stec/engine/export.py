@@ -57,6 +57,12 @@ def find_export(path: str | Path) -> Path:
     for candidate in (path, path / "export"):
         if (candidate / WEIGHTS_NAME).is_file() and (candidate / META_NAME).is_file():
             return candidate
+    if (path / "checkpoints" / "last.pt").is_file():  # a run stopped before its end
+        raise FileNotFoundError(
+            f"{path} holds a training checkpoint but no export yet (the run stopped before "
+            f"its end): finish it with `pretrain run_dir={path} trainer.resume=auto`, which "
+            "exports the encoder when it ends"
+        )
     raise FileNotFoundError(
         f"{path}: no exported encoder found (expected {WEIGHTS_NAME} and {META_NAME} in it or in "
         f"{path / 'export'})"

@@ -130,6 +130,21 @@ def test_a_run_dir_without_a_run_is_used(tmp_path):
     assert vision(["pretrain", "run_dir=run", "trainer.resume=auto", *VISION_TINY]) == 0
 
 
+@pytest.mark.parametrize("modality", sorted(CLIS))
+@pytest.mark.parametrize("command", ["evaluate", "embed out=e.npy"])
+def test_a_stopped_run_without_its_export_says_how_to_finish_it(
+    modality, command, tmp_path, capsys
+):
+    main, _ = CLIS[modality]
+    made = _made_run(tmp_path / "run", "checkpoint", "metrics")
+    assert main([*command.split(), "checkpoint=run"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "run holds a training checkpoint but no export" in line
+    assert "pretrain run_dir=run trainer.resume=auto" in line
+    for path, content in made.items():
+        assert path.read_bytes() == content
+
+
 FAST_EVAL = ["data.n_per_class=2", "data.labels=[]", "evaluate.cs=[1.0]", *AUDIO_TINY]
 
 
