@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stec.engine.checkpoint import setting_changes, settings_of, training_changes
+from stec.engine.checkpoint import RUN_CHECKPOINT, setting_changes, settings_of, training_changes
 from stec.engine.trainer import with_trainer_defaults
 from stec.errors import ConfigError
 
@@ -167,7 +167,7 @@ def _refuse_other_training(runs: list, out_dir: Path) -> None:
         trained = _read_json(run_dir / "config.json")
         if arm.kind != "pretrain" or config is None or not isinstance(trained, dict):
             continue
-        if not (run_dir / "checkpoints" / "last.pt").exists():
+        if not (run_dir / RUN_CHECKPOINT).exists():
             continue
         changes = training_changes(with_trainer_defaults(trained), config)
         if changes:

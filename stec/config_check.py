@@ -168,8 +168,8 @@ def check_config(
     pattern that matches). Numbers given for string keys become strings in ``cfg``. A key
     that ``defaults`` lacks is refused in the ``closed`` sections (those whose keys are
     known; ``""`` is the top level) unless it is one of the ``optional`` keys (checked by
-    its rule), and left to its reader elsewhere (Hydra's ``+key=value``). Raises :class:`~stec.errors.ConfigError` naming every wrong key, on
-    one line."""
+    its rule), and left to its reader elsewhere (Hydra's ``+key=value``). Raises
+    :class:`~stec.errors.ConfigError` naming every wrong key, on one line."""
     values = OmegaConf.to_container(cfg, resolve=True)
     problems: list[str] = []
     texts: dict[str, str] = {}
@@ -232,7 +232,8 @@ def _links(raw: Any, key: str = "") -> set[str]:
 def _unknown(key: str, section: str, known: list[str]) -> str:
     close = difflib.get_close_matches(key.rpartition(".")[2], known, n=1, cutoff=0.6)
     if close:
-        return f"unknown config key {key!r}; did you mean '{section + '.' if section else ''}{close[0]}'?"
+        meant = f"{section}.{close[0]}" if section else close[0]
+        return f"unknown config key {key!r}; did you mean {meant!r}?"
     where = section or "the config"
     return f"unknown config key {key!r}; keys of {where}: {', '.join(sorted(known))}"
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from stec.engine.checkpoint import RUN_CHECKPOINT
 from stec.engine.export import META_NAME, WEIGHTS_NAME, find_export
 from stec.errors import ConfigError
 
@@ -20,7 +21,7 @@ FLOORS = ("random", "logmel_stats", "pixels")
 #: What a pretraining leaves in its run_dir: any of these means the folder holds a run
 #: (finished, or killed after its first log or checkpoint).
 RUN_MARKS = (
-    "checkpoints/last.pt",
+    RUN_CHECKPOINT,
     "metrics.csv",
     "export/encoder.safetensors",
     "export/encoder.json",

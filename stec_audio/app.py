@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from stec.distributed import barrier, is_main
+from stec.engine.checkpoint import RUN_CHECKPOINT
 from stec.errors import ConfigError, DataError, generated_root, user_input
 from stec.methods import choose
 from stec.run_dirs import check_checkpoint
@@ -59,7 +60,7 @@ def resumed_stats(cfg: DictConfig) -> Path | None:
     resume = str(cfg.trainer.resume)
     if not resume:
         return None
-    checkpoint = Path(cfg.run_dir) / "checkpoints" / "last.pt" if resume == "auto" else Path(resume)
+    checkpoint = Path(cfg.run_dir) / RUN_CHECKPOINT if resume == "auto" else Path(resume)
     stats = checkpoint.parent.parent / STATS_FILE
     return stats if checkpoint.is_file() and stats.is_file() else None
 

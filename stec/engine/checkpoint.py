@@ -18,6 +18,7 @@ import torch
 
 CHECKPOINT_FORMAT = "stec-checkpoint"
 CHECKPOINT_VERSION = 2  # 2: per-rank RNG and augmenter entries under "ranks"
+RUN_CHECKPOINT = "checkpoints/last.pt"  # a run's training checkpoint, in its run_dir
 
 
 class CheckpointError(RuntimeError):

@@ -18,6 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import nn
 
+from stec.engine.checkpoint import RUN_CHECKPOINT
 from stec.errors import ExportError
 
 EXPORT_FORMAT = "stec-encoder"
@@ -57,7 +58,7 @@ def find_export(path: str | Path) -> Path:
     for candidate in (path, path / "export"):
         if (candidate / WEIGHTS_NAME).is_file() and (candidate / META_NAME).is_file():
             return candidate
-    if (path / "checkpoints" / "last.pt").is_file():  # a run stopped before its end
+    if (path / RUN_CHECKPOINT).is_file():  # a run stopped before its end
         raise FileNotFoundError(
             f"{path} holds a training checkpoint but no export yet (the run stopped before "
             f"its end): finish it with `pretrain run_dir={path} trainer.resume=auto`, which "

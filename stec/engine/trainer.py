@@ -33,6 +33,7 @@ from torch.utils.data import Dataset
 
 from stec import distributed
 from stec.engine.checkpoint import (
+    RUN_CHECKPOINT,
     CheckpointError,
     ResumeRefused,
     load_checkpoint,
@@ -220,7 +221,7 @@ class Trainer:
     # ----------------------------------------------------------------- checkpoints
     @property
     def checkpoint_path(self) -> Path:
-        return self.run_dir / "checkpoints" / "last.pt"
+        return self.run_dir / RUN_CHECKPOINT
 
     def rank_state(self) -> dict[str, Any]:
         """This process's own state: its RNG streams and augmenter buffers, on the CPU."""
