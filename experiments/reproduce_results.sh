@@ -44,6 +44,11 @@ stec-audio compare data=notes compare.methods=[simclr] augment=composed compare.
     compare.floors=[] trainer.epochs=120 compare.out=notes_composed_4x "${quiet[@]}"
 stec-audio compare data=notes compare.methods=[simclr] augment=composed compare.seeds=[1] \
     compare.floors=[] trainer.epochs=120 compare.out=notes_composed_4x_seed1 "${quiet[@]}"
+# the second corpus's shipped group with 5 seeds: seeds 0-2 are those of notes_composed
+mkdir -p notes_composed_5seeds
+cp -r notes_composed/simclr-* notes_composed/floor-* notes_composed_5seeds/
+stec-audio compare data=notes compare.methods=[simclr] augment=composed \
+    compare.seeds=[0,1,2,3,4] compare.out=notes_composed_5seeds "${quiet[@]}"
 # variants of the inverse model, which reuse the invariant arms and the floors (they have
 # no inverse model): 128 features of its own (`_split`, the group until the class cost
 # was traced to it), the same with the frames detached (`_detach`) and with the action loss
@@ -129,7 +134,7 @@ for name in audio audio_byol notes audio_pitch audio_pitch_readable audio_compos
     audio_composed_4x_split \
     audio_composed_detach audio_composed_lambda1 notes_composed_lambda1 audio_composed_4x_lambda1 \
     audio_composed_peaks notes_composed_peaks audio_composed_peaks_detach \
-    notes_composed_peaks_detach notes_composed_4x notes_composed_4x_seed1 \
+    notes_composed_peaks_detach notes_composed_4x notes_composed_4x_seed1 notes_composed_5seeds \
     vision vision_dense vision_dense30; do
     mkdir -p "$repo/docs/results/$name"
     cp "$name"/comparison*.csv "$name"/comparison.json "$name"/report.md "$name"/*.png \

@@ -21,7 +21,7 @@ from stec.compose import ConfigSchema, check_composed, compose_config, print_hel
 from stec.distributed import barrier, init_from_env, is_main
 from stec.engine.checkpoint import CheckpointError
 from stec.engine.trainer import NonFiniteLossError, Trainer, TrainerConfig
-from stec.errors import ConfigError, UserError, user_input
+from stec.errors import ConfigError, RunStopped, UserError, user_input
 from stec.methods import INVERSE_INPUTS, SSLMethod, build_method, choose
 from stec.run_dirs import check_out, clear_run, results_path, run_held  # noqa: F401 - results_path: re-exported
 
@@ -262,13 +262,18 @@ def pretrain_run(
                 print(summary)
         elif getattr(dataset, "bad_files", None):  # image datasets
             print(dataset.summary())
-        if not trainer.stopped_early:
-            # a resume of a finished run trains no step: there is no loss to report
-            done = f"loss {last['loss']:.4f}" if "loss" in last else "already trained"
-            print(
-                f"done: step {trainer.step}, {done}; "
-                f"encoder exported to {Path(cfg.run_dir) / 'export'}"
-            )
+    if trainer.stopped_early:  # no export: whatever follows (compare evaluates) must not run
+        raise RunStopped(
+            f"stopped by a signal at step {trainer.step} of {trainer.total_steps}; checkpoint "
+            f"saved to {trainer.checkpoint_path}: run the same command again to continue "
+            "(a pretrain with trainer.resume=auto; a compare resumes its arms by itself)"
+        )
+    if is_main():
+        # a resume of a finished run trains no step: there is no loss to report
+        done = f"loss {last['loss']:.4f}" if "loss" in last else "already trained"
+        print(
+            f"done: step {trainer.step}, {done}; encoder exported to {Path(cfg.run_dir) / 'export'}"
+        )
     return trainer
 
 

@@ -30,6 +30,11 @@ class ExportError(UserError, ValueError):
     """An exported encoder or a weights file cannot be loaded; the message names the file."""
 
 
+class RunStopped(UserError):
+    """A run stopped by a signal (Ctrl-C, SIGTERM) before its end, its checkpoint saved:
+    nothing after it (an export, an evaluation, the next arm of a comparison) may run."""
+
+
 @contextlib.contextmanager
 def user_input(*sections: str, error: type[UserError] = ConfigError) -> Iterator[None]:
     """Mark code that builds objects from the config ``sections`` (or reads the data they

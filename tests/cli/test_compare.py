@@ -297,3 +297,32 @@ def test_a_rerun_of_a_config_that_leaves_trainer_keys_out_reuses_its_runs(tmp_pa
     assert calls == ["train", "evaluate", "evaluate"]
     run()  # the same settings: nothing runs again, nothing is refused
     assert calls == ["train", "evaluate", "evaluate"]
+
+
+def test_a_compare_stopped_by_a_signal_says_how_to_go_on_and_evaluates_nothing(
+    tmp_path, capsys, monkeypatch
+):
+    from stec.engine import stop
+
+    args = ["compare", *TINY, "compare.methods=[simclr]", "compare.efference=[off]",
+            "compare.seeds=[0]", "compare.floors=[]", "compare.out=cmp", "evaluate.cs=[1.0]"]  # fmt: skip
+    run = tmp_path / "cmp/simclr-off/seed0"
+    asked = stop.StopRequests.__enter__
+
+    def signalled(self):  # as if Ctrl-C reached the run at its first step
+        entered = asked(self)
+        self.received = 2
+        return entered
+
+    monkeypatch.setattr(stop.StopRequests, "__enter__", signalled)
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert "stopped by a signal at step 0" in lines[0]
+    assert "run the same command again to continue" in lines[0]
+    assert (run / "checkpoints/last.pt").is_file() and not (run / "results.json").exists()
+    monkeypatch.setattr(stop.StopRequests, "__enter__", asked)
+    assert main(args) == 0  # the same command continues the arm and evaluates it
+    assert load_checkpoint(run / "checkpoints/last.pt")["step"] == 3
+    assert (run / "results.json").is_file()
