@@ -40,6 +40,8 @@ stec-audio compare compare.methods=[simclr] augment=composed compare.seeds=[0] \
     compare.floors=[] trainer.epochs=120 compare.out=audio_composed_4x "${quiet[@]}"
 stec-audio compare compare.methods=[simclr] augment=composed compare.seeds=[1] \
     compare.floors=[] trainer.epochs=120 compare.out=audio_composed_4x_seed1 "${quiet[@]}"
+stec-audio compare compare.methods=[simclr] augment=composed compare.seeds=[2] \
+    compare.floors=[] trainer.epochs=120 compare.out=audio_composed_4x_seed2 "${quiet[@]}"
 stec-audio compare data=notes compare.methods=[simclr] augment=composed compare.seeds=[0] \
     compare.floors=[] trainer.epochs=120 compare.out=notes_composed_4x "${quiet[@]}"
 stec-audio compare data=notes compare.methods=[simclr] augment=composed compare.seeds=[1] \
@@ -130,7 +132,7 @@ stec-vision compare trainer.epochs=8 compare.methods=[simclr] evaluate.with_segm
 stec-vision compare compare.methods=[simclr] evaluate.with_segmentation=true \
     compare.out=vision_dense30 "${quiet[@]}"
 for name in audio audio_byol notes audio_pitch audio_pitch_readable audio_composed notes_composed \
-    audio_composed_4x audio_composed_4x_seed1 audio_composed_split notes_composed_split \
+    audio_composed_4x audio_composed_4x_seed1 audio_composed_4x_seed2 audio_composed_split notes_composed_split \
     audio_composed_4x_split \
     audio_composed_detach audio_composed_lambda1 notes_composed_lambda1 audio_composed_4x_lambda1 \
     audio_composed_peaks notes_composed_peaks audio_composed_peaks_detach \
