@@ -131,6 +131,7 @@ COMMON_RULES: dict[str, Rule] = {
     "method.alpha": at_least(0),
     "efference.mode": one_of("off", "inverse", "forward", "both"),
     "efference.lambda_manip": at_least(0),
+    "efference.lambda_manip_warmup": fraction(),
     "efference.inverse_hidden": at_least(1),
     "efference.inverse_output": one_of("categorical", "regression"),
     "efference.inverse_input": one_of("backbone", "projector_hidden", "frames"),

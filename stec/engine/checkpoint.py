@@ -90,7 +90,7 @@ INVERSE_MODEL_KEYS = tuple(
     f"efference.{key}"
     for key in ("lambda_manip", "inverse_hidden", "inverse_output", "action_embed_dim",
                 "components", "component_weights", "equivariant_dims", "detach_frames",
-                "standardise_peaks")
+                "standardise_peaks", "lambda_manip_warmup")
 )  # fmt: skip
 # What only training reads: an encoder that is not trained (a comparison's floor) is the
 # same whatever they say.
@@ -103,6 +103,7 @@ TRAINING_ONLY = ("method", "efference.mode", *INVERSE_MODEL_KEYS)
 KEYS_ADDED: dict[str, Any] = {
     "efference.detach_frames": False,
     "efference.standardise_peaks": False,
+    "efference.lambda_manip_warmup": 0.0,
 }
 
 

@@ -365,6 +365,7 @@ class Trainer:
         plan = plan or self.plan(batch)
         view_a, view_b, params_a, params_b, labels = self._unpack(batch)
         self.method.train()
+        self.method.set_progress(self.step / max(self.total_steps, 1))
         with self._autocast(), distributed.batch_sizes(plan.sizes):
             loss, metrics, features = self.step_fn(view_a, view_b, params_a, params_b)
         self.non_finite.record(loss)

@@ -65,6 +65,7 @@ class SSLMethod(nn.Module, ABC):
         equivariant_dims: int = 0,
         detach_frames: bool = False,
         standardise_peaks: bool = False,
+        lambda_manip_warmup: float = 0.0,
     ) -> None:
         super().__init__()
         self.efference = choose("efference", efference, EFFERENCE_MODES)
@@ -95,6 +96,11 @@ class SSLMethod(nn.Module, ABC):
                     f"{option}=true changes how the inverse model reads the frame sequences; "
                     f"it needs inverse_input=frames, not {inverse_input!r}"
                 )
+        if not 0.0 <= lambda_manip_warmup <= 1.0:
+            raise ValueError(
+                f"lambda_manip_warmup={lambda_manip_warmup} must be in [0, 1]: the fraction of "
+                "the run over which the efference copy's weight rises from 0 to lambda_manip"
+            )
         if self.efference != "off" and (action_space is None or len(action_space) == 0):
             raise ValueError(
                 f"efference={efference!r} needs an action space with at least one component; "
@@ -102,6 +108,12 @@ class SSLMethod(nn.Module, ABC):
             )
         self.action_space = action_space if self.efference != "off" else None
         self.lambda_switch, self.lambda_manip = float(lambda_switch), float(lambda_manip)
+        # the efference copy's losses may weigh in gradually, so that the encoder's first
+        # steps follow the SSL loss alone; a buffer the trainer fills before each step
+        # (set_progress), so the weight changes without a host sync or a recompile, and a
+        # resume sets it from the step it resumes at
+        self.lambda_manip_warmup = float(lambda_manip_warmup)
+        self.register_buffer("manip_ramp", torch.ones(()), persistent=False)
         self.backbone, self.feature_dim = backbone, feature_dim
         # the SSL loss sees the first feature_dim - equivariant_dims features only; the rest
         # are the inverse model's own room, which no invariance term pulls on
@@ -186,8 +198,11 @@ class SSLMethod(nn.Module, ABC):
         ssl, forward_loss, metrics = self.ssl_loss(view_a, view_b, z_a, z_b, actions)
         loss = self.lambda_switch * ssl
         metrics["ssl_loss"] = ssl.detach()
+        manip = (
+            self.lambda_manip * self.manip_ramp if self.lambda_manip_warmup else self.lambda_manip
+        )
         if forward_loss is not None:
-            loss = loss + self.lambda_manip * forward_loss
+            loss = loss + manip * forward_loss
             metrics["forward_loss"] = forward_loss.detach()
         if self.inverse is not None:
             if self.inverse_input == "projector_hidden":
@@ -197,7 +212,7 @@ class SSLMethod(nn.Module, ABC):
             if frames is not None:
                 read = (*read, frames[:b], frames[b:])
             act_loss, act_metrics = self.inverse.loss(self.inverse(*read), actions[0])
-            loss = loss + self.lambda_manip * act_loss
+            loss = loss + manip * act_loss
             metrics["action_loss"] = act_loss.detach()
             metrics.update({k: v.detach() for k, v in act_metrics.items()})
         metrics["loss"] = loss.detach()
@@ -225,6 +240,13 @@ class SSLMethod(nn.Module, ABC):
 
     def on_step_end(self, progress: float) -> None:
         """Called by the trainer after each optimiser step; ``progress`` in ``[0, 1]``."""
+
+    def set_progress(self, progress: float) -> None:
+        """Called by the trainer before each step with the fraction of the run done
+        (``step / total steps``): sets the efference copy's weight on its warm-up,
+        ``λ_manip · min(1, progress / lambda_manip_warmup)``."""
+        if self.lambda_manip_warmup:
+            self.manip_ramp.fill_(min(1.0, progress / self.lambda_manip_warmup))
 
     @staticmethod
     def gathered(z_a: Tensor, z_b: Tensor) -> tuple[tuple[Tensor, Tensor], int]:

@@ -44,6 +44,20 @@ def test_composed_pretraining_reads_frames_shares_the_features_and_logs_each_tar
     assert 0.0 < probe["target_majority/geometry.shift_x"] <= 1.0
 
 
+def test_the_action_loss_warm_up_reaches_the_run_from_the_config(tmp_path):
+    args = ["data.n_per_class=5", "augment=composed", "run_dir=run", *TINY]
+    warm = ["trainer.max_steps=4", "trainer.log_every=1", "efference.lambda_manip_warmup=0.5"]
+    assert main(["pretrain", *args, *warm]) == 0
+    rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").read_text().splitlines()))
+    assert [int(row["step"]) for row in rows] == [1, 2, 3, 4]
+    # step s (from 1) trains at min(1, (s - 1) / (0.5 * 4 steps)) of the group's 0.3
+    for row, weight in zip(rows, [0.0, 0.15, 0.3, 0.3], strict=True):
+        total = float(row["ssl_loss"]) + weight * float(row["action_loss"])
+        assert float(row["loss"]) == pytest.approx(total, rel=1e-4), row
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["efference"]["lambda_manip_warmup"] == 0.5
+
+
 def test_a_split_larger_than_the_features_is_one_line(tmp_path, capsys):
     args = ["data.n_per_class=5", "augment=composed", "run_dir=run", *TINY]
     assert main(["pretrain", *args, "efference.equivariant_dims=32"]) == 2

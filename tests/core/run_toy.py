@@ -48,6 +48,7 @@ def main() -> None:
         32,
         action_space=aug.action_space(),
         efference="both",
+        lambda_manip_warmup=0.5,  # mid-ramp at the kill: the resumed weight must follow the step
         proj_hidden=32,
         proj_dim=16,
         inverse_hidden=32,

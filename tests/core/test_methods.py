@@ -140,3 +140,44 @@ def test_regression_inverse_model_learns_the_shift():
     assert "action_r2/gain" in metrics and "action_acc/shift" not in metrics
     early, late = sum(r2[:10]) / 10, sum(r2[-20:]) / 20
     assert late > 0.15 and late > early + 0.2, (early, late)
+
+
+@pytest.mark.parametrize("efference", ["inverse", "both"])
+def test_the_efference_copys_weight_rises_over_its_warm_up(efference):
+    # with lambda_manip_warmup=0.5 the action losses weigh 0 at the start, half of
+    # lambda_manip a quarter of the way in and all of it from halfway; the SSL loss is as is
+    torch.manual_seed(0)
+    aug = toy_augmenter()
+    method = build_method(
+        "simclr", ToyBackbone(), 32, action_space=aug.action_space(), efference=efference,
+        lambda_switch=2.0, lambda_manip=0.4, lambda_manip_warmup=0.5, proj_hidden=32,
+        proj_dim=16, inverse_hidden=32, action_embed_dim=8,
+    )  # fmt: skip
+    views = aug(ToySignals(n=16).x.unsqueeze(1))
+    for progress, weight in [(0.0, 0.0), (0.25, 0.2), (0.5, 0.4), (0.9, 0.4)]:
+        method.set_progress(progress)
+        loss, metrics, _ = method(*views)
+        efference_losses = metrics["action_loss"] + metrics.get("forward_loss", 0.0)
+        expected = 2.0 * metrics["ssl_loss"] + weight * efference_losses
+        assert torch.allclose(loss, expected), (progress, loss, expected)
+    # no warm-up: the whole weight from the first step, whatever the progress
+    method = build_method(
+        "simclr", ToyBackbone(), 32, action_space=aug.action_space(), efference=efference,
+        lambda_manip=0.4, proj_hidden=32, proj_dim=16, inverse_hidden=32, action_embed_dim=8,
+    )  # fmt: skip
+    method.set_progress(0.0)
+    loss, metrics, _ = method(*views)
+    expected = metrics["ssl_loss"] + 0.4 * (
+        metrics["action_loss"] + metrics.get("forward_loss", 0.0)
+    )
+    assert torch.allclose(loss, expected)
+
+
+@pytest.mark.parametrize("warmup", [-0.1, 1.5])
+def test_a_warm_up_outside_the_run_is_refused(warmup):
+    aug = toy_augmenter()
+    with pytest.raises(ValueError, match=f"lambda_manip_warmup={warmup} must be in \\[0, 1\\]"):
+        build_method(
+            "simclr", ToyBackbone(), 32, action_space=aug.action_space(),
+            lambda_manip_warmup=warmup,
+        )  # fmt: skip

@@ -226,6 +226,25 @@ def test_run_directory_holds_config_metrics_checkpoint_and_export(tmp_path):
     assert last["step"] == 8
 
 
+def test_the_efference_copys_warm_up_follows_the_step(tmp_path):
+    # the trainer tells the method how far the run is before each step: the action loss
+    # weighs step / (lambda_manip_warmup * total steps) of lambda_manip until it is whole
+    torch.manual_seed(0)
+    aug = toy_augmenter()
+    method = build_method(
+        "simclr", ToyBackbone(), 32, action_space=aug.action_space(), lambda_manip=0.5,
+        lambda_manip_warmup=0.5, proj_hidden=32, proj_dim=16, inverse_hidden=32,
+    )  # fmt: skip
+    cfg = TrainerConfig(epochs=2, batch_size=16, lr=1e-3, log_every=1, progress=False)
+    Trainer(method, ToySignals(n=64), cfg, tmp_path, augmenter=aug, num_classes=4).fit()
+    rows = read_metrics(tmp_path)
+    assert [row["step"] for row in rows] == list(range(1, 9))
+    for row in rows:
+        weight = 0.5 * min(1.0, (row["step"] - 1) / 4)
+        expected = row["ssl_loss"] + weight * row["action_loss"]
+        assert row["loss"] == pytest.approx(expected, rel=1e-5, abs=1e-6), row
+
+
 def test_lars_excludes_bias_and_norm_from_decay_and_adaptation():
     model = ToyBackbone()
     groups = param_groups(model, 1e-4)
@@ -404,7 +423,8 @@ def test_the_keys_a_resume_may_change_are_those_docs_training_lists():
 EFFERENCE = {"mode": "off", "lambda_manip": 1.0, "inverse_hidden": 512,
              "inverse_output": "categorical", "inverse_input": "backbone", "action_embed_dim": 128,
              "components": None, "component_weights": None, "equivariant_dims": 0,
-             "detach_frames": False, "standardise_peaks": False}  # fmt: skip
+             "detach_frames": False, "standardise_peaks": False,
+             "lambda_manip_warmup": 0.0}  # fmt: skip
 
 
 def _run(**efference) -> dict:
@@ -448,13 +468,13 @@ def test_every_efference_key_is_classed_as_the_inverse_models_or_not():
 
 
 def test_a_key_added_since_a_run_was_made_counts_as_its_default():
-    # a run made before efference.detach_frames and efference.standardise_peaks existed
-    # behaved as their defaults (false): a resume or a comparison of it under the new version
+    # a run made before efference.detach_frames, efference.standardise_peaks and
+    # efference.lambda_manip_warmup existed behaved as their defaults (false, 0): a resume or a comparison of it under the new version
     # is no change, a real change is one
     from stec.engine.checkpoint import KEYS_ADDED, settings_of, training_changes
 
-    added = {"detach_frames", "standardise_peaks"}
-    assert {f"efference.{key}": False for key in added} == KEYS_ADDED
+    added = {"detach_frames": False, "standardise_peaks": False, "lambda_manip_warmup": 0.0}
+    assert {f"efference.{key}": value for key, value in added.items()} == KEYS_ADDED
     now = _run(mode="inverse", inverse_input="frames")
     old = {**now, "efference": {k: v for k, v in now["efference"].items() if k not in added}}
     assert training_changes(old, now) == [] and training_changes(now, old) == []
@@ -464,5 +484,7 @@ def test_a_key_added_since_a_run_was_made_counts_as_its_default():
     assert settings_of(old) != settings_of(detached)
     standardised = _run(mode="inverse", inverse_input="frames", standardise_peaks=True)
     assert training_changes(old, standardised) == ["efference.standardise_peaks: False -> True"]
+    warmed = _run(mode="inverse", inverse_input="frames", lambda_manip_warmup=0.2)
+    assert training_changes(old, warmed) == ["efference.lambda_manip_warmup: 0.0 -> 0.2"]
     # a config without the section at all (another modality's, a floor's) gains nothing
     assert settings_of({"seed": 0}) == {"seed": 0}
