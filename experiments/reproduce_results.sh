@@ -13,6 +13,9 @@ work="${1:-comparisons}"
 mkdir -p "$work"
 cd "$work"
 quiet=(trainer.progress=false)
+# the composed group as measured before its action loss weighed in over the first half
+# of the run (a constant 0.3)
+c03=(augment=composed efference.lambda_manip_warmup=0)
 # the defaults on the demo sound set: class, pitch register, loudness band, action probe,
 # and sound event detection (frame and event F1) of the same arms
 stec-audio compare compare.methods=[simclr] evaluate.with_sed=true compare.out=audio \
@@ -32,24 +35,24 @@ stec-audio compare compare.methods=[simclr] compare.floors=[] compare.seeds=[0] 
 # the composed time-frequency action space on both sound sets, the demo at 4x the budget
 # (one seed, no floors), paired by seed against the separate pipeline, and what can be
 # read from the views themselves
-stec-audio compare compare.methods=[simclr] augment=composed compare.out=audio_composed \
+stec-audio compare compare.methods=[simclr] "${c03[@]}" compare.out=audio_composed \
     "${quiet[@]}"
-stec-audio compare data=notes compare.methods=[simclr] augment=composed \
+stec-audio compare data=notes compare.methods=[simclr] "${c03[@]}" \
     compare.out=notes_composed "${quiet[@]}"
-stec-audio compare compare.methods=[simclr] augment=composed compare.seeds=[0] \
+stec-audio compare compare.methods=[simclr] "${c03[@]}" compare.seeds=[0] \
     compare.floors=[] trainer.epochs=120 compare.out=audio_composed_4x "${quiet[@]}"
-stec-audio compare compare.methods=[simclr] augment=composed compare.seeds=[1] \
+stec-audio compare compare.methods=[simclr] "${c03[@]}" compare.seeds=[1] \
     compare.floors=[] trainer.epochs=120 compare.out=audio_composed_4x_seed1 "${quiet[@]}"
-stec-audio compare compare.methods=[simclr] augment=composed compare.seeds=[2] \
+stec-audio compare compare.methods=[simclr] "${c03[@]}" compare.seeds=[2] \
     compare.floors=[] trainer.epochs=120 compare.out=audio_composed_4x_seed2 "${quiet[@]}"
-stec-audio compare data=notes compare.methods=[simclr] augment=composed compare.seeds=[0] \
+stec-audio compare data=notes compare.methods=[simclr] "${c03[@]}" compare.seeds=[0] \
     compare.floors=[] trainer.epochs=120 compare.out=notes_composed_4x "${quiet[@]}"
-stec-audio compare data=notes compare.methods=[simclr] augment=composed compare.seeds=[1] \
+stec-audio compare data=notes compare.methods=[simclr] "${c03[@]}" compare.seeds=[1] \
     compare.floors=[] trainer.epochs=120 compare.out=notes_composed_4x_seed1 "${quiet[@]}"
 # the second corpus's shipped group with 5 seeds: seeds 0-2 are those of notes_composed
 mkdir -p notes_composed_5seeds
 cp -r notes_composed/simclr-* notes_composed/floor-* notes_composed_5seeds/
-stec-audio compare data=notes compare.methods=[simclr] augment=composed \
+stec-audio compare data=notes compare.methods=[simclr] "${c03[@]}" \
     compare.seeds=[0,1,2,3,4] compare.out=notes_composed_5seeds "${quiet[@]}"
 # variants of the inverse model, which reuse the invariant arms and the floors (they have
 # no inverse model): 128 features of its own (`_split`, the group until the class cost
@@ -67,31 +70,61 @@ for name in audio_composed notes_composed; do
     reuse "$name" "${name}_peaks_detach"
 done
 peaks=(efference.standardise_peaks=true)
-stec-audio compare compare.methods=[simclr] augment=composed "${peaks[@]}" \
+stec-audio compare compare.methods=[simclr] "${c03[@]}" "${peaks[@]}" \
     compare.out=audio_composed_peaks "${quiet[@]}"
-stec-audio compare data=notes compare.methods=[simclr] augment=composed "${peaks[@]}" \
+stec-audio compare data=notes compare.methods=[simclr] "${c03[@]}" "${peaks[@]}" \
     compare.out=notes_composed_peaks "${quiet[@]}"
-stec-audio compare compare.methods=[simclr] augment=composed "${peaks[@]}" \
+stec-audio compare compare.methods=[simclr] "${c03[@]}" "${peaks[@]}" \
     efference.detach_frames=true compare.out=audio_composed_peaks_detach "${quiet[@]}"
-stec-audio compare data=notes compare.methods=[simclr] augment=composed "${peaks[@]}" \
+stec-audio compare data=notes compare.methods=[simclr] "${c03[@]}" "${peaks[@]}" \
     efference.detach_frames=true compare.out=notes_composed_peaks_detach "${quiet[@]}"
 split=(efference.equivariant_dims=128)
-stec-audio compare compare.methods=[simclr] augment=composed "${split[@]}" \
+stec-audio compare compare.methods=[simclr] "${c03[@]}" "${split[@]}" \
     compare.out=audio_composed_split "${quiet[@]}"
-stec-audio compare data=notes compare.methods=[simclr] augment=composed "${split[@]}" \
+stec-audio compare data=notes compare.methods=[simclr] "${c03[@]}" "${split[@]}" \
     compare.out=notes_composed_split "${quiet[@]}"
-stec-audio compare compare.methods=[simclr] augment=composed "${split[@]}" compare.seeds=[0] \
+stec-audio compare compare.methods=[simclr] "${c03[@]}" "${split[@]}" compare.seeds=[0] \
     compare.floors=[] trainer.epochs=120 compare.out=audio_composed_4x_split "${quiet[@]}"
-stec-audio compare compare.methods=[simclr] augment=composed "${split[@]}" \
+stec-audio compare compare.methods=[simclr] "${c03[@]}" "${split[@]}" \
     efference.detach_frames=true compare.out=audio_composed_detach "${quiet[@]}"
-stec-audio compare compare.methods=[simclr] augment=composed "${split[@]}" \
+stec-audio compare compare.methods=[simclr] "${c03[@]}" "${split[@]}" \
     efference.lambda_manip=1.0 compare.out=audio_composed_lambda1 "${quiet[@]}"
-stec-audio compare data=notes compare.methods=[simclr] augment=composed "${split[@]}" \
+stec-audio compare data=notes compare.methods=[simclr] "${c03[@]}" "${split[@]}" \
     efference.lambda_manip=1.0 compare.out=notes_composed_lambda1 "${quiet[@]}"
-stec-audio compare compare.methods=[simclr] augment=composed "${split[@]}" \
+stec-audio compare compare.methods=[simclr] "${c03[@]}" "${split[@]}" \
     efference.lambda_manip=1.0 compare.seeds=[0] compare.floors=[] trainer.epochs=120 \
     compare.out=audio_composed_4x_lambda1 "${quiet[@]}"
+# the second corpus's class cost: the action loss at a constant 0.1 (`_lambda01`) and at
+# 0.3 reached over the first half of the run (`_warmup`, now the group's), 5 seeds on both
+# sound sets (the demo's seeds 3-4 of the invariant arm and the floors are new)
+for name in lambda01 warmup; do
+    reuse notes_composed_5seeds "notes_composed_$name"
+    reuse audio_composed "audio_composed_$name"
+done
+for corpus in audio notes; do
+    data=()
+    [ "$corpus" = notes ] && data=(data=notes)
+    stec-audio compare "${data[@]}" compare.methods=[simclr] "${c03[@]}" efference.lambda_manip=0.1 \
+        compare.seeds=[0,1,2,3,4] compare.out="${corpus}_composed_lambda01" "${quiet[@]}"
+    stec-audio compare "${data[@]}" compare.methods=[simclr] augment=composed \
+        compare.seeds=[0,1,2,3,4] compare.out="${corpus}_composed_warmup" "${quiet[@]}"
+done
 paired=("$repo/experiments/paired_across.py")
+python "${paired[@]}" notes_composed_5seeds notes_composed_lambda01 --arm simclr-inverse \
+    > notes_composed_lambda01/paired_vs_shipped.txt
+python "${paired[@]}" audio_composed audio_composed_lambda01 --arm simclr-inverse \
+    > audio_composed_lambda01/paired_vs_shipped.txt
+for corpus in audio notes; do
+    shipped="${corpus}_composed"
+    [ "$corpus" = notes ] && shipped=notes_composed_5seeds
+    for base in "$shipped" "${corpus}_composed_lambda01"; do
+        python "${paired[@]}" "$base" "${corpus}_composed_warmup" --arm simclr-inverse
+    done > "${corpus}_composed_warmup/paired_vs_shipped_and_lambda01.txt"
+    for name in lambda01 warmup; do
+        python "${paired[@]}" "$corpus" "${corpus}_composed_$name" --arm simclr-inverse \
+            > "${corpus}_composed_$name/paired_vs_separate.txt"
+    done
+done
 for corpus in audio notes; do
     for arm in simclr-inverse simclr-off; do
         python "${paired[@]}" "$corpus" "${corpus}_composed" --arm "$arm"
@@ -137,6 +170,7 @@ for name in audio audio_byol notes audio_pitch audio_pitch_readable audio_compos
     audio_composed_detach audio_composed_lambda1 notes_composed_lambda1 audio_composed_4x_lambda1 \
     audio_composed_peaks notes_composed_peaks audio_composed_peaks_detach \
     notes_composed_peaks_detach notes_composed_4x notes_composed_4x_seed1 notes_composed_5seeds \
+    notes_composed_lambda01 audio_composed_lambda01 notes_composed_warmup audio_composed_warmup \
     vision vision_dense vision_dense30; do
     mkdir -p "$repo/docs/results/$name"
     cp "$name"/comparison*.csv "$name"/comparison.json "$name"/report.md "$name"/*.png \
