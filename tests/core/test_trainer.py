@@ -469,8 +469,8 @@ def test_every_efference_key_is_classed_as_the_inverse_models_or_not():
 
 def test_a_key_added_since_a_run_was_made_counts_as_its_default():
     # a run made before efference.detach_frames, efference.standardise_peaks and
-    # efference.lambda_manip_warmup existed behaved as their defaults (false, 0): a resume or a comparison of it under the new version
-    # is no change, a real change is one
+    # efference.lambda_manip_warmup existed behaved as their defaults (false, 0): a resume
+    # or a comparison of it under the new version is no change, a real change is one
     from stec.engine.checkpoint import KEYS_ADDED, settings_of, training_changes
 
     added = {"detach_frames": False, "standardise_peaks": False, "lambda_manip_warmup": 0.0}
