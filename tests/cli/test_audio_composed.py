@@ -3,12 +3,12 @@ inverse model, and what the run records of them."""
 
 from __future__ import annotations
 
-import csv
 import json
 
 import pytest
 import torch
 
+from stec.engine.logging import read_metrics
 from stec_audio.cli import main
 from tests.cli.test_audio_cli import TINY
 
@@ -31,15 +31,15 @@ def test_composed_pretraining_reads_frames_shares_the_features_and_logs_each_tar
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)["model"]
     assert state["projector.0.weight"].shape[1] == 32
     assert state["inverse.net.0.weight"].shape[1] == 2 * 32 + 8 * (2 * 48 + 3)
-    rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").read_text().splitlines()))
+    rows = read_metrics(tmp_path / "run")
     # the action loss weighs 0.3 against the SSL loss, reached over the first half of the
     # run (docs/RESULTS.md: a constant 0.3 cost the second corpus's class)
-    assert [int(row["step"]) for row in rows] == [1, 2, 3, 4]
+    assert [row["step"] for row in rows] == [1, 2, 3, 4]
     for row, weight in zip(rows, [0.0, 0.15, 0.3, 0.3], strict=True):
-        total = float(row["ssl_loss"]) + weight * float(row["action_loss"])
-        assert float(row["loss"]) == pytest.approx(total, rel=1e-4), row
+        total = row["ssl_loss"] + weight * row["action_loss"]
+        assert row["loss"] == pytest.approx(total, rel=1e-4), row
     for key in ("target_acc/geometry.shift_x", "target_majority/geometry.shift_y"):
-        assert key in rows[-1] and 0.0 <= float(rows[-1][key]) <= 1.0
+        assert key in rows[-1] and 0.0 <= rows[-1][key] <= 1.0
     assert main(["evaluate", *data, "checkpoint=run", "evaluate.action_probe=true", *TINY]) == 0
     probe = json.loads((tmp_path / "run" / "results.json").read_text())["action_probe"]
     assert {"action_acc/geometry", "target_acc/geometry.shift_x"} <= set(probe)
@@ -50,11 +50,11 @@ def test_the_groups_warm_up_and_weight_can_be_overridden(tmp_path):
     args = ["data.n_per_class=5", "augment=composed", "run_dir=run", *TINY]
     constant = ["efference.lambda_manip=0.1", "efference.lambda_manip_warmup=0"]
     assert main(["pretrain", *args, *constant, "trainer.max_steps=3", "trainer.log_every=1"]) == 0
-    rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").read_text().splitlines()))
-    assert [int(row["step"]) for row in rows] == [1, 2, 3]
+    rows = read_metrics(tmp_path / "run")
+    assert [row["step"] for row in rows] == [1, 2, 3]
     for row in rows:  # the whole weight from the first step
-        total = float(row["ssl_loss"]) + 0.1 * float(row["action_loss"])
-        assert float(row["loss"]) == pytest.approx(total, rel=1e-4), row
+        total = row["ssl_loss"] + 0.1 * row["action_loss"]
+        assert row["loss"] == pytest.approx(total, rel=1e-4), row
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["efference"]["lambda_manip_warmup"] == 0
 

@@ -16,7 +16,7 @@ from tests.core.toy import ToyBackbone, ToySignals, toy_augmenter
 GLOBAL_BATCH = 16
 
 
-def make_method(name: str):
+def make_method(name: str, **kwargs):
     torch.manual_seed(0)
     aug = toy_augmenter()
     method = build_method(
@@ -30,6 +30,7 @@ def make_method(name: str):
         proj_dim=16,
         inverse_hidden=32,
         action_embed_dim=8,
+        **kwargs,
     )
     return method, aug
 
@@ -72,8 +73,9 @@ def worker(rank: int, world: int, init_file: str, method_name: str, out: str, ru
         for n, p in ddp.named_parameters()
         if p.grad is not None
     }
-    # a short Trainer run under DDP keeps the replicas identical
-    method2, aug = make_method(method_name)
+    # a short Trainer run under DDP keeps the replicas identical, the efference copy's
+    # weight ramping up on every rank alike (a buffer, which DDP also broadcasts)
+    method2, aug = make_method(method_name, lambda_manip_warmup=0.5)
     cfg = TrainerConfig(epochs=1, max_steps=3, batch_size=8, progress=False, checkpoint_every=2)
     Trainer(method2, ToySignals(n=40), cfg, run_dir, augmenter=aug, num_classes=4).fit()
     flat = torch.cat([p.detach().flatten() for p in method2.parameters()])
