@@ -244,7 +244,8 @@ class SSLMethod(nn.Module, ABC):
     def set_progress(self, progress: float) -> None:
         """Called by the trainer before each step with the fraction of the run done
         (``step / total steps``): sets the efference copy's weight on its warm-up,
-        ``λ_manip · min(1, progress / lambda_manip_warmup)``."""
+        ``λ_manip · min(1, progress / lambda_manip_warmup)``. A training loop of one's own
+        calls it too; until it is called the whole weight applies."""
         if self.lambda_manip_warmup:
             self.manip_ramp.fill_(min(1.0, progress / self.lambda_manip_warmup))
 
