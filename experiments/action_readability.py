@@ -23,9 +23,10 @@ It prints each reader's held-out accuracy beside the rate of always guessing the
 frequent training class. "Not readable" then means not readable from the views, not only
 from their means.
 
-    python experiments/action_readability.py                      # the default pipeline
-    python experiments/action_readability.py augment=composed
-    python experiments/action_readability.py augment.rrc.enabled=false augment.mixup.enabled=false
+    python experiments/action_readability.py                      # the default (composed) map
+    python experiments/action_readability.py augment=separate
+    python experiments/action_readability.py augment=separate augment.rrc.enabled=false \
+        augment.mixup.enabled=false
     python experiments/action_readability.py --modality vision    # the demo shapes
     python experiments/action_readability.py --readers cnn --passes 2 --clips 100  # a quick look
 

@@ -8,6 +8,9 @@ Student-t interval over the seeds both have:
 
     python experiments/paired_across.py comparisons/audio comparisons/audio_composed
     python experiments/paired_across.py A B --arm simclr-off --arm-b simclr-inverse
+
+A side may join comparisons with commas (``A1,A2``): the seeds of all of them, a seed of
+a later one replacing an earlier one's (seeds added or run again in a folder of their own).
 """
 
 from __future__ import annotations
@@ -58,18 +61,32 @@ def _comparison(folder: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def joined_per_seed(folders: str, arm: str) -> dict[str, dict[str, float]]:
+    """:func:`per_seed` of the comparisons in the comma-separated ``folders``, joined: a
+    seed of a later one replaces an earlier one's."""
+    joined: dict[str, dict[str, float]] = {}
+    for folder in folders.split(","):
+        for task, scores in per_seed(_comparison(Path(folder)), arm).items():
+            joined.setdefault(task, {}).update(scores)
+    return joined
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("first", type=Path, help="a compare.out folder (the baseline)")
-    parser.add_argument("second", type=Path, help="a compare.out folder")
+    parser.add_argument("first", help="a compare.out folder (the baseline), or several: A1,A2")
+    parser.add_argument("second", help="a compare.out folder, or several: B1,B2")
     parser.add_argument("--arm", default="simclr-inverse", help="the arm of the first")
     parser.add_argument("--arm-b", default=None, help="the arm of the second (default: --arm)")
     args = parser.parse_args(argv)
-    first, second = (_comparison(p) for p in (args.first, args.second))
-    a, b = per_seed(first, args.arm), per_seed(second, args.arm_b or args.arm)
+    a = joined_per_seed(args.first, args.arm)
+    b = joined_per_seed(args.second, args.arm_b or args.arm)
     results = {task: paired(a[task], b[task]) for task in a if task in b}
+
+    def name(folders: str) -> str:
+        return "+".join(Path(folder).name for folder in folders.split(","))
+
     print(
-        f"{args.second.name}/{args.arm_b or args.arm} − {args.first.name}/{args.arm}, paired by seed"
+        f"{name(args.second)}/{args.arm_b or args.arm} − {name(args.first)}/{args.arm}, paired by seed"
     )
     for task, r in results.items():
         if r["n"] == 0:

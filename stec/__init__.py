@@ -15,7 +15,7 @@ from stec.augment import Augmenter, Compose, TwoViews
 from stec.efference import ActionEncoder, InverseModel
 from stec.methods import BYOL, EFFERENCE_MODES, METHODS, ReLIC, SimCLR, SSLMethod, build_method
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "BYOL",

@@ -19,7 +19,7 @@ from omegaconf.errors import MissingMandatoryValue
 
 from stec.compose import ConfigSchema, check_composed, compose_config, print_help
 from stec.distributed import barrier, init_from_env, is_main
-from stec.engine.checkpoint import CheckpointError
+from stec.engine.checkpoint import CheckpointError, ResumeRefused
 from stec.engine.trainer import NonFiniteLossError, Trainer, TrainerConfig
 from stec.errors import ConfigError, RunStopped, UserError, user_input
 from stec.methods import INVERSE_INPUTS, SSLMethod, build_method, choose
@@ -220,6 +220,7 @@ def pretrain_run(
     items: str,
     data_summary: Callable[[], str] | None = None,
     run_files: Callable[[Path], None] | None = None,
+    advise: Callable[[dict[str, Any], dict[str, Any]], str] | None = None,
 ) -> Trainer:
     """Build the method from ``cfg`` around ``encoder`` and train it into ``cfg.run_dir``.
 
@@ -227,7 +228,9 @@ def pretrain_run(
     statistics it trains with), called once the method and trainer are built, so only
     for a start that every setting allows (:func:`claim_run_dir`). At the end it prints
     ``data_summary()`` (what the modality reports about its data: absent, skipped and
-    repaired files), else the dataset's own bad-file summary."""
+    repaired files), else the dataset's own bad-file summary. A resume refused for its
+    settings ends with ``advise(trained, config)`` when that says more (the modality's
+    option that would continue the run)."""
     method = build_method_from_config(cfg, encoder, feature_dim, augmenter.action_space())
     with user_input("trainer"):  # checks the budget against the data (batch size, ...)
         trainer = Trainer(
@@ -255,7 +258,13 @@ def pretrain_run(
             f"pretraining {cfg.method.name} (efference={cfg.efference.mode}) on {cfg.data.name}: "
             f"{len(dataset)} {items}, action space {method.action_space}, run dir {cfg.run_dir}"
         )
-    last = trainer.fit()
+    try:
+        last = trainer.fit()
+    except ResumeRefused as refused:
+        advice = advise(refused.trained, plain(cfg)) if advise and refused.trained else ""
+        if not advice:
+            raise
+        raise ResumeRefused(f"{refused}; {advice}", trained=refused.trained) from None
     if is_main():
         if data_summary is not None:
             summary = data_summary()
@@ -353,10 +362,11 @@ def compare_command(
     metric: str,
     evaluate_overrides: Sequence[str] = (),
     components: Callable[[DictConfig], Sequence[str]] | None = None,
+    advise: Callable[[dict[str, Any], dict[str, Any]], str] | None = None,
 ):
     """Build the ``compare`` command of a modality CLI from its pretrain/evaluate/embed;
     ``components(cfg)`` names the action components, to check the names the comparison
-    is given before any arm runs."""
+    is given before any arm runs; ``advise`` as for :func:`pretrain_run`."""
     from stec.compare import build_plan, run_plan
     from stec.report import write_report
 
@@ -397,6 +407,7 @@ def compare_command(
             embed=lambda o: embed(compose_config(modality, o)),
             metric=metric,
             resolve=lambda o: plain(compose_config(modality, o)),
+            advise=advise,
         )
         command = " ".join([f"stec-{modality}", "compare", *overrides])
         report = write_report(summary, c.out, title, command)

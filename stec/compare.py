@@ -106,6 +106,7 @@ def run_plan(
     log: Callable[[str], None] = print,
     embed: Callable[[list[str]], None] | None = None,
     resolve: Callable[[list[str]], dict[str, Any]] | None = None,
+    advise: Callable[[dict[str, Any], dict[str, Any]], str] | None = None,
 ) -> dict[str, Any]:
     """Run every (arm, seed) whose results are missing or were made with other settings,
     then summarise. ``train``/``evaluate`` take the Hydra overrides of one run; ``metric``
@@ -118,7 +119,8 @@ def run_plan(
     settings. With ``resolve``, a pretraining arm whose checkpoint was trained with other
     settings than a resume allows (:func:`~stec.engine.checkpoint.training_changes`) stops
     the comparison before any run starts, with a :class:`~stec.errors.ConfigError` naming
-    every such arm and changed key.
+    every such arm and changed key, and ``advise(trained, config)`` of the first of them
+    when that says more (the modality's option that would reuse them).
     """
     out_dir = Path(out_dir)
     runs = []
@@ -130,7 +132,7 @@ def run_plan(
             if resolve is not None:  # as the Trainer records it (trainer section complete)
                 config = _plain_json(with_trainer_defaults(resolve(overrides)))
             runs.append((arm, seed, run_dir, overrides, config))
-    _refuse_other_training(runs, out_dir)
+    _refuse_other_training(runs, out_dir, advise)
     for arm, seed, run_dir, run, config in runs:
         results = run_dir / "results.json"
         trained = arm.kind == "pretrain"
@@ -159,10 +161,12 @@ def run_plan(
     return summary
 
 
-def _refuse_other_training(runs: list, out_dir: Path) -> None:
+def _refuse_other_training(
+    runs: list, out_dir: Path, advise: Callable[[dict, dict], str] | None = None
+) -> None:
     """Stop before any run if a pretraining arm's checkpoint was trained with settings a
     resume would refuse: mixing them into this comparison would compare other trainings."""
-    refused = []
+    refused, advice = [], ""
     for arm, seed, run_dir, _, config in runs:
         trained = _read_json(run_dir / "config.json")
         if arm.kind != "pretrain" or config is None or not isinstance(trained, dict):
@@ -172,11 +176,12 @@ def _refuse_other_training(runs: list, out_dir: Path) -> None:
         changes = training_changes(with_trainer_defaults(trained), config)
         if changes:
             refused.append(f"{arm.name} seed {seed} ({'; '.join(changes)})")
+            advice = advice or (advise(trained, config) if advise else "")
     if refused:
         raise ConfigError(
             f"the comparison in {out_dir} holds arms trained with other settings than these: "
             f"{', '.join(refused)}. Use a new compare.out for these settings (or delete those "
-            f"arms' folders to train them again)"
+            f"arms' folders to train them again)" + (f"; {advice}" if advice else "")
         )
 
 

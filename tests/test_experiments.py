@@ -127,6 +127,16 @@ def test_paired_across_pairs_two_comparisons_by_seed_per_task(tmp_path):
     # std of (0.05, 0.04, 0.02) is 0.01528; t(2) = 4.303 over sqrt(3)
     assert out["class"]["ci95"] == pytest.approx(4.303 * 0.015275 / 3**0.5, rel=1e-3)
     assert out["pitch_register"]["mean"] == pytest.approx(-0.01)
+    # a side may join comparisons: a seed of a later one replaces the earlier one's
+    comparison("rerun", "simclr-inverse", [0.86, 0.0, 0.0, 0.90], [0.71, 0.0, 0.0, 0.60])
+    (tmp_path / "rerun" / "comparison.json").write_text(
+        (tmp_path / "rerun" / "comparison.json").read_text().replace('"1"', '"5"')
+        .replace('"2"', '"6"')
+    )  # fmt: skip
+    joined = f"{tmp_path / 'separate'},{tmp_path / 'rerun'}"
+    out = _script("paired_across").main([joined, str(tmp_path / "composed")])
+    assert out["class"]["per_seed"] == pytest.approx({"0": -0.01, "1": 0.04, "2": 0.02, "3": 0.09})
+    assert out["pitch_register"]["per_seed"]["3"] == pytest.approx(-0.60)
     with pytest.raises(SystemExit, match="no comparison.json in .*missing"):
         _script("paired_across").main([str(tmp_path / "separate"), str(tmp_path / "missing")])
     with pytest.raises(SystemExit, match="no arm 'byol-off'"):

@@ -27,7 +27,13 @@ class CheckpointError(RuntimeError):
 
 class ResumeRefused(CheckpointError, ValueError):
     """A resume under other settings, budget or number of processes than the checkpoint
-    allows: the user's input, so the CLIs exit with status 2 (a ``ValueError``)."""
+    allows: the user's input, so the CLIs exit with status 2 (a ``ValueError``).
+    ``trained`` is the checkpoint's run config when its settings were the reason, so that a
+    CLI can say which of its options would continue the run."""
+
+    def __init__(self, message: str, trained: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.trained = trained
 
 
 def rank_entry(state: dict[str, Any], path: str | Path, rank: int, world: int) -> dict[str, Any]:

@@ -279,7 +279,8 @@ class Trainer:
                 f"{'; '.join(changes)}. Resume with the checkpoint's settings (a resume may "
                 f"change only the budget, the loader, logging, devices, where the data lies "
                 f"and the evaluation: docs/training.md), or start afresh: train into a new "
-                f"run_dir without trainer.resume"
+                f"run_dir without trainer.resume",
+                trained=state.get("config"),
             )
         if state["step"] > self.total_steps:  # its weights would be sold as this budget's
             raise ResumeRefused(

@@ -63,10 +63,10 @@ PIPELINE_ORDER: tuple[str, ...] = tuple(AUGMENTERS)
 #: the augmenters whose actions ``geometry`` composes into its one map
 COMPOSED_BY_GEOMETRY = ("time_crop", "pitch", "rrc", "freq_shift", "time_stretch")
 
-# BYOL-A's recipe (mixup, random resize crop, linear fader) on energy-aware 0.96 s crops.
-# Frequency shift, time stretch and masks are available but off: RRC already scales and
-# shifts both axes.
-DEFAULT_AUDIO_PIPELINE: dict[str, dict[str, Any]] = {
+# augment=separate: BYOL-A's recipe (mixup, random resize crop, linear fader) on
+# energy-aware 0.96 s crops, one action component per augmenter. Frequency shift, time
+# stretch and masks are available but off: RRC already scales and shifts both axes.
+SEPARATE_AUDIO_PIPELINE: dict[str, dict[str, Any]] = {
     "geometry": {
         "enabled": False,
         "p": 1.0,
@@ -108,6 +108,17 @@ DEFAULT_AUDIO_PIPELINE: dict[str, dict[str, Any]] = {
         "max_freq_width": 8,
     },
 }
+
+# augment=composed, the default: one composed map per view (the crop and a pitch shift of up
+# to 12 semitones in one resampling) whose relative map the inverse model can read; no
+# mixup (a background buries the alignment and the pitch the map is read from); the gain
+# applied but not predicted (a level offset is read from the views' means, a shortcut).
+COMPOSED_AUDIO_PIPELINE: dict[str, dict[str, Any]] = {
+    name: {**section, "enabled": name in ("geometry", "fader")}
+    for name, section in SEPARATE_AUDIO_PIPELINE.items()
+}
+COMPOSED_AUDIO_PIPELINE["fader"]["predict"] = False
+DEFAULT_AUDIO_PIPELINE = COMPOSED_AUDIO_PIPELINE
 
 
 def allowed_keys(name: str) -> list[str]:
@@ -162,7 +173,8 @@ def build_audio_pipeline(cfg: Mapping[str, Any] | None = None) -> Compose:
     (default True when the section is present), e.g.
     ``{"time_crop": {"frames": 96, "energy_weighted": True}, "rrc": {"p": 0.8}}``.
     A section set to ``None`` or absent is disabled; ``None`` for ``cfg`` builds
-    :data:`DEFAULT_AUDIO_PIPELINE`. Plain dicts and OmegaConf mappings are accepted.
+    :data:`DEFAULT_AUDIO_PIPELINE` (the composed map, as ``augment=composed``;
+    :data:`SEPARATE_AUDIO_PIPELINE` is ``augment=separate``). Plain dicts and OmegaConf mappings are accepted.
     Unknown augmenter names or keys raise a ValueError naming them and the allowed ones.
     The action space is ``build_audio_pipeline(cfg).action_space()``.
     """
@@ -203,7 +215,9 @@ def build_audio_pipeline(cfg: Mapping[str, Any] | None = None) -> Compose:
 __all__ = [
     "AUGMENTERS",
     "COMPOSED_BY_GEOMETRY",
+    "COMPOSED_AUDIO_PIPELINE",
     "DEFAULT_AUDIO_PIPELINE",
+    "SEPARATE_AUDIO_PIPELINE",
     "NATS_PER_DB",
     "PIPELINE_ORDER",
     "RRC_LINEAR_RANGE",

@@ -13,7 +13,7 @@ import torch
 
 from stec.actions import ActionSpace, invert_affine, relative_affine
 from stec.augment import TwoViews
-from stec_audio.augment import DEFAULT_AUDIO_PIPELINE, build_audio_pipeline
+from stec_audio.augment import SEPARATE_AUDIO_PIPELINE, build_audio_pipeline
 from stec_audio.augment.geometry import TimeFrequencyCrop
 from stec_audio.augment.pitch import hz_to_mel
 
@@ -223,7 +223,7 @@ def test_identity_views_are_the_anchor_segment():
 
 
 def _pipeline(**sections) -> dict:
-    cfg = {k: dict(v) for k, v in DEFAULT_AUDIO_PIPELINE.items()}
+    cfg = {k: dict(v) for k, v in SEPARATE_AUDIO_PIPELINE.items()}
     for name, section in sections.items():
         cfg[name].update(section)
     return cfg

@@ -10,20 +10,37 @@ from omegaconf import OmegaConf
 
 from stec.augment import TwoViews
 from stec_audio.augment import (
+    COMPOSED_AUDIO_PIPELINE,
     DEFAULT_AUDIO_PIPELINE,
     PIPELINE_ORDER,
+    SEPARATE_AUDIO_PIPELINE,
     LinearFader,
     Mixup,
     RandomResizeCrop,
     TimeCrop,
+    TimeFrequencyCrop,
     allowed_keys,
     build_audio_pipeline,
 )
 
 
-def test_default_pipeline_makes_two_views_with_finite_actions():
+def test_the_default_pipeline_is_the_composed_map_with_an_unpredicted_gain():
+    assert DEFAULT_AUDIO_PIPELINE is COMPOSED_AUDIO_PIPELINE
+    pipe = build_audio_pipeline(None)
+    assert [type(a) for a in pipe.augmenters] == [TimeFrequencyCrop, LinearFader]
+    assert pipe.action_space().names == ["geometry"]  # the gain is applied, not predicted
+    a, b, pa, pb = TwoViews(pipe)(torch.randn(4, 1, 64, 501))
+    assert a.shape == b.shape == (4, 1, 64, 96) and {"geometry", "gain"} <= set(pa)
+    # the separate recipe is left as it was
+    assert (
+        SEPARATE_AUDIO_PIPELINE["time_crop"]["enabled"]
+        and "predict" not in (SEPARATE_AUDIO_PIPELINE["fader"])
+    )
+
+
+def test_separate_pipeline_makes_two_views_with_finite_actions():
     torch.manual_seed(0)
-    pipe = build_audio_pipeline(DEFAULT_AUDIO_PIPELINE)
+    pipe = build_audio_pipeline(SEPARATE_AUDIO_PIPELINE)
     assert [type(a) for a in pipe.augmenters] == [TimeCrop, Mixup, RandomResizeCrop, LinearFader]
     space = pipe.action_space()
     assert space.names == ["time_crop", "mixup", "rrc", "gain"]
@@ -35,7 +52,6 @@ def test_default_pipeline_makes_two_views_with_finite_actions():
     tg = space.targets(pa, pb)
     assert tg.classes.shape == (6, space.n_targets) and tg.mask.all()
     assert (tg.classes >= 0).all() and (tg.classes < 6).all()
-    assert build_audio_pipeline(None).action_space().names == space.names
 
 
 def test_sections_are_built_in_the_fixed_order_and_can_be_disabled():
@@ -78,13 +94,14 @@ def test_unknown_augmenter_and_unknown_key_are_named():
 
 
 def test_defaults_only_use_allowed_keys_and_cover_every_augmenter():
-    assert tuple(DEFAULT_AUDIO_PIPELINE) == PIPELINE_ORDER
-    for name, section in DEFAULT_AUDIO_PIPELINE.items():
-        assert set(section) <= set(allowed_keys(name)), name
+    for pipeline in (SEPARATE_AUDIO_PIPELINE, COMPOSED_AUDIO_PIPELINE):
+        assert tuple(pipeline) == PIPELINE_ORDER
+        for name, section in pipeline.items():
+            assert set(section) <= set(allowed_keys(name)), name
 
 
 def test_omegaconf_mappings_are_accepted():
-    cfg = OmegaConf.create(copy.deepcopy({k: dict(v) for k, v in DEFAULT_AUDIO_PIPELINE.items()}))
+    cfg = OmegaConf.create(copy.deepcopy({k: dict(v) for k, v in SEPARATE_AUDIO_PIPELINE.items()}))
     cfg.rrc.freq_scale = [0.8, 1.2]
     pipe = build_audio_pipeline(cfg)
     rrc = next(a for a in pipe.augmenters if isinstance(a, RandomResizeCrop))

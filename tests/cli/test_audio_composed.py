@@ -80,7 +80,51 @@ def test_the_frame_reader_options_reach_the_model_and_need_frame_input(tmp_path,
     capsys.readouterr()
     # the separate pipeline's inverse model reads pooled features: no frames to read
     for option in ("standardise_peaks", "detach_frames"):
-        assert main(["pretrain", *data, "run_dir=other", f"efference.{option}=true"]) == 2
+        other = ["augment=separate", "run_dir=other", f"efference.{option}=true"]
+        assert main(["pretrain", *data, *other]) == 2
         error = capsys.readouterr().err.strip().splitlines()
         assert len(error) == 1, error
         assert f"{option}=true" in error[0] and "needs inverse_input=frames" in error[0]
+
+
+def test_a_run_of_the_separate_pipeline_says_how_to_go_on_under_the_composed_default(
+    tmp_path, capsys
+):
+    data = ["data.n_per_class=2", *TINY]
+    assert main(["pretrain", *data, "augment=separate", "run_dir=run", "trainer.max_steps=2"]) == 0
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.pt"
+    made = checkpoint.read_bytes()
+    capsys.readouterr()
+    advice = "it was made with augment=separate (the default before 0.2): add augment=separate"
+    resume = ["run_dir=run", "trainer.max_steps=3", "trainer.resume=auto"]
+    assert main(["pretrain", *data, *resume]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "augment.geometry.enabled: False -> True" in error[0], error
+    assert error[0].endswith(f"{advice} to continue it")
+    assert checkpoint.read_bytes() == made
+    # a comparison that holds the run as an arm stops before any run, with the same advice
+    arm = tmp_path / "cmp" / "simclr-inverse" / "seed0"
+    arm.parent.mkdir(parents=True)
+    (tmp_path / "run").rename(arm)
+    compare = ["compare.methods=[simclr]", "compare.efference=[inverse]", "compare.seeds=[0]",
+               "compare.floors=[]", "compare.out=cmp"]  # fmt: skip
+    assert main(["compare", *data, *compare]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].endswith(f"{advice} to continue it"), error
+    assert (arm / "checkpoints" / "last.pt").read_bytes() == made
+    # and the advice continues it
+    arm.rename(tmp_path / "run")
+    assert main(["pretrain", *data, *resume, "augment=separate"]) == 0
+    assert "done: step 3" in capsys.readouterr().out
+
+
+def test_a_run_made_before_the_composed_map_existed_counts_as_separate():
+    from stec_audio.cli import augment_group_advice
+
+    composed = {"augment": {"geometry": {"enabled": True}}}
+    old = {"augment": {"time_crop": {"enabled": True}}}  # no geometry section at all
+    assert augment_group_advice(old, composed).endswith("add augment=separate to continue it")
+    assert augment_group_advice(composed, old) == (
+        "it was made with augment=composed: add augment=composed to continue it"
+    )
+    assert augment_group_advice(old, old) == augment_group_advice(composed, composed) == ""

@@ -102,7 +102,10 @@ def test_demo_evaluation_reports_every_label_set_and_the_action_probe(tmp_path):
     # the pitch register is only defined for the 5 pitched classes
     assert tasks["class"]["n_clips"] == 60 and tasks["pitch_register"]["n_clips"] == 30
     probe = results["action_probe"]
-    assert {"action_acc/rrc", "majority_acc/rrc", "action_acc/gain"} <= set(probe)
+    # the default composed map: its time and pitch shift, each with its majority rate
+    targets = [f"{kind}/geometry.shift_{axis}" for kind in ("target_acc", "target_majority")
+               for axis in "xy"]  # fmt: skip
+    assert {"action_acc/geometry", "majority_acc/geometry", *targets} <= set(probe)
     assert all(0.0 <= v <= 1.0 for v in probe.values())
     assert main(["evaluate", "checkpoint=random", *demo, "data.labels=[tempo]", *TINY]) == 2
 

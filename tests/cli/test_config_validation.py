@@ -56,12 +56,13 @@ MISTAKES = [
     (audio, ["pretrain", "method.temperature=-1"], "method.temperature=-1 is not valid: expected a number > 0 (default 0.2)"),
     (audio, ["pretrain", "encoder.kwargs.d=777"], "encoder.kwargs.d=777 is not valid: expected a power of two: 512, 1024 or 2048"),
     (audio, ["pretrain", "data.clip_seconds=0.01"], "data.clip_seconds=0.01 is shorter than one analysis window (frontend.n_fft=1024 samples: 0.064 s)"),
-    (audio, ["pretrain", "augment.time_crop.frames=100000"], "augment.time_crop.frames=100000 is longer than a clip of data.clip_seconds=5 (501 frames)"),
+    (audio, ["pretrain", "augment.geometry.frames=100000"], "augment.geometry.frames=100000 is longer than a clip of data.clip_seconds=5 (501 frames)"),
+    (audio, ["pretrain", "augment=separate", "augment.time_crop.frames=100000"], "augment.time_crop.frames=100000 is longer than a clip of data.clip_seconds=5 (501 frames)"),
     (audio, ["pretrain", "frontend.f_max=100000"], "frontend.f_min=60.0, frontend.f_max=100000: need f_min < f_max <= half the sample rate (8000 Hz)"),
     (audio, ["pretrain", "trainer.epochs=0"], "trainer.epochs=0 with trainer.max_steps=0 trains no step: set trainer.epochs or trainer.max_steps above 0"),
     (vision, ["compare", "trainer.epochs=0"], "trainer.epochs=0 with trainer.max_steps=0 trains no step"),
     (audio, ["compare", "compare.seeds=[]"], "compare.seeds=[] is not valid: expected at least one item"),
-    (audio, ["pretrain", "efference.lambda_manip_warmup=1.5"], "efference.lambda_manip_warmup=1.5 is not valid: expected a number (>= 0 and <= 1) (default 0.0)"),
+    (audio, ["pretrain", "efference.lambda_manip_warmup=1.5"], "efference.lambda_manip_warmup=1.5 is not valid: expected a number (>= 0 and <= 1) (default 0.5)"),
     (vision, ["pretrain", "augment.jitterp=0.5"], "unknown config key 'augment.jitterp'; did you mean 'augment.jitter_p'?"),
     (vision, ["pretrain", "augment.jitter_p=2"], "augment.jitter_p=2 is not valid: expected a number or a list of numbers (>= 0 and <= 1) (default 0.8)"),
 ]  # fmt: skip
@@ -154,17 +155,17 @@ def test_help_lists_the_keys_of_the_group_choices(capsys):
 
 
 def test_help_shows_the_sentence_beside_each_key_of_the_chosen_files(capsys):
-    assert audio(["--help", "augment=composed"]) == 0
-    out = capsys.readouterr().out
-    notes = out.split("\nnotes from the config files", 1)[1]
-    # the chosen option's file, not the default one
+    assert audio(["--help"]) == 0  # the default augment group is the composed map
+    notes = capsys.readouterr().out.split("\nnotes from the config files", 1)[1]
     assert "audio/augment/composed.yaml:" in notes and "augment/separate.yaml" not in notes
     span = next(line for line in notes.splitlines() if line.strip().startswith("span:"))
     assert "how far apart (in crop lengths) the two views" in span
     assert "common/efference/inverse.yaml:" in notes
     assert "so invariance cannot erase what the inverse model reads" in notes
-    assert audio(["--help"]) == 0
-    assert "audio/augment/separate.yaml:" in capsys.readouterr().out
+    # the chosen option's file, not the default one
+    assert audio(["--help", "augment=separate"]) == 0
+    notes = capsys.readouterr().out.split("\nnotes from the config files", 1)[1]
+    assert "audio/augment/separate.yaml:" in notes and "augment/composed.yaml" not in notes
 
 
 def _choices(modality: str) -> list[list[str]]:

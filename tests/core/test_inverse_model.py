@@ -85,7 +85,7 @@ def test_component_weights_come_from_the_config():
     from stec.cli import build_method_from_config, compose_config
     from tests.core.toy import ToyBackbone, toy_augmenter
 
-    cfg = compose_config("audio", ["efference.component_weights={shift: 4.0}"])
+    cfg = compose_config("audio", ["augment=separate", "efference.component_weights={shift: 4.0}"])
     space = toy_augmenter().action_space()
     method = build_method_from_config(cfg, ToyBackbone(), 32, space)
     weights = method.inverse.target_weight
