@@ -7,8 +7,8 @@ model on the pooled backbone features (``inverse_input=backbone``), on the frame
 sequences as well (``inverse_input=frames``), and the same with the action loss's weight
 ramped over the first half of the run (``lambda_manip_warmup=0.5``: what
 ``augment=composed`` ships; each step sets the ramp as the Trainer does). Prints the
-median step time of each mode over ``--steps`` steps after ``--warmup`` steps (the modes take turns step by
-step, in a rotating order), and each inverse mode's ratio to plain BYOL.
+median step time of each mode over ``--steps`` steps after ``--warmup`` steps (the modes
+take turns step by step, in a rotating order), and each inverse mode's ratio to plain BYOL.
 
     python benchmarks/bench_efference_overhead.py [--batch 64] [--steps 10] [--threads 2]
 """

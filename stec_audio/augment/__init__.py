@@ -174,7 +174,8 @@ def build_audio_pipeline(cfg: Mapping[str, Any] | None = None) -> Compose:
     ``{"time_crop": {"frames": 96, "energy_weighted": True}, "rrc": {"p": 0.8}}``.
     A section set to ``None`` or absent is disabled; ``None`` for ``cfg`` builds
     :data:`DEFAULT_AUDIO_PIPELINE` (the composed map, as ``augment=composed``;
-    :data:`SEPARATE_AUDIO_PIPELINE` is ``augment=separate``). Plain dicts and OmegaConf mappings are accepted.
+    :data:`SEPARATE_AUDIO_PIPELINE` is ``augment=separate``). Plain dicts and OmegaConf
+    mappings are accepted.
     Unknown augmenter names or keys raise a ValueError naming them and the allowed ones.
     The action space is ``build_audio_pipeline(cfg).action_space()``.
     """
