@@ -35,6 +35,7 @@ from stec.cli import (
 )
 from stec.compose import ConfigSchema
 from stec.config_check import Rule, at_least, fraction, one_of, positive
+from stec.engine.rng import EVERY_RANK, GLOBAL_STREAM, SAMPLER_STREAM, stream_seed
 from stec.engine.trainer import resolve_device
 from stec.errors import user_input
 from stec.evaluation import (
@@ -205,13 +206,17 @@ def _action_probe(cfg: DictConfig, frozen: FrozenEncoder, dataset) -> dict[str, 
         return {}  # plain features of a whole clip: not an encoder of views
     pipeline = build_audio_pipeline(app.pipeline_config(cfg, frozen.norm))
     views = TwoViews(pipeline, prepare=LogMelNormalizer(frozen.norm))
+    # the order of the clips and the actions drawn for them come from streams of their own:
+    # drawn from one seed, a clip's place in the order (clips are often listed class by
+    # class) would decide its action, and a probe could read the action from the class
+    order = stream_seed(cfg.seed, EVERY_RANK, SAMPLER_STREAM)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=min(64, len(dataset)), shuffle=True, collate_fn=collate_skip_bad,
         drop_last=True,
-        generator=torch.Generator().manual_seed(cfg.seed),
+        generator=torch.Generator().manual_seed(order),
     )  # fmt: skip
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(stream_seed(cfg.seed, EVERY_RANK, GLOBAL_STREAM))
         pairs = [  # with the clips' indices: a clip's pairs stay on one side of the split
             (*views(batch[0]), batch[2])
             for _ in range(int(cfg.evaluate.action_probe_epochs))

@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from stec.compose import compose_config
 from stec_audio import app
@@ -93,9 +94,32 @@ def test_audioset_random_floor_is_evaluated_on_the_eval_list(tmp_path):
     assert results["n_train"] == 14 and results["n_eval"] == 6
 
 
-def test_demo_evaluation_reports_every_label_set_and_the_action_probe(tmp_path):
+def test_demo_evaluation_reports_every_label_set_and_the_action_probe(tmp_path, monkeypatch):
+    import stec.augment
+
+    # the probe's pairs: which clips come together (the loader's shuffle) and the actions
+    # drawn for them must come from streams of their own, or a clip's place in the order
+    # (the demo's clips are listed class by class) would decide its action
+    seeds = {"order": set(), "actions": set()}
+
+    class Loader(torch.utils.data.DataLoader):
+        def __init__(self, *args, generator=None, **kwargs):
+            if generator is not None:
+                seeds["order"].add(generator.initial_seed())
+            super().__init__(*args, generator=generator, **kwargs)
+
+    two_views = stec.augment.TwoViews.__call__
+
+    def views(self, *args, **kwargs):
+        seeds["actions"].add(torch.initial_seed())
+        return two_views(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.utils.data, "DataLoader", Loader)
+    monkeypatch.setattr(stec.augment.TwoViews, "__call__", views)
     demo = ["data.n_per_class=6", "data.prepared=prep", "evaluate.action_probe=true"]
     results = _random_floor(tmp_path, "tasks", *demo)
+    assert len(seeds["order"]) == len(seeds["actions"]) == 1
+    assert seeds["order"] != seeds["actions"]
     tasks = results["tasks"]
     assert set(tasks) == {"class", "pitch_register", "loudness_band"}
     assert tasks["class"]["per_fold"] == results["per_fold"]  # the class is the top level
