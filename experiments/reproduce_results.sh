@@ -112,6 +112,9 @@ for corpus in audio notes; do
     stec-audio compare "${data[@]}" compare.methods=[simclr] augment=composed \
         compare.seeds=[0,1,2,3,4] compare.out="${corpus}_composed_warmup" "${quiet[@]}"
 done
+# the budget curve of the group with its warm-up: seed 0 of both arms at 4x the budget
+stec-audio compare compare.methods=[simclr] augment=composed compare.seeds=[0] \
+    compare.floors=[] trainer.epochs=120 compare.out=audio_composed_warmup_4x "${quiet[@]}"
 # the default's choice (0.2): the separate pipeline's inverse arm for seeds 0, 3 and 4 on
 # both sound sets (seed 0 again: run with this release), joined with the first comparisons'
 # seeds 1-2 and paired by seed against the composed group's inverse arm (5 seeds)
@@ -188,7 +191,7 @@ for name in audio audio_byol notes audio_pitch audio_pitch_readable audio_compos
     audio_composed_peaks notes_composed_peaks audio_composed_peaks_detach \
     notes_composed_peaks_detach notes_composed_4x notes_composed_4x_seed1 notes_composed_5seeds \
     notes_composed_lambda01 audio_composed_lambda01 notes_composed_warmup audio_composed_warmup \
-    audio_separate_seeds034 notes_separate_seeds034 vision vision_dense vision_dense30; do
+    audio_separate_seeds034 notes_separate_seeds034 audio_composed_warmup_4x vision vision_dense vision_dense30; do
     mkdir -p "$repo/docs/results/$name"
     cp "$name"/comparison*.csv "$name"/comparison.json "$name"/report.md "$name"/*.png \
         "$repo/docs/results/$name/"
