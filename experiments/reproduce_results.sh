@@ -130,6 +130,19 @@ for corpus in audio notes; do
     python "${paired[@]}" "$corpus,${corpus}_separate_seeds034" "${corpus}_composed_warmup" \
         --arm simclr-inverse > "${corpus}_composed_warmup/paired_vs_separate_5seeds.txt"
 done
+# a first look at the composed group's price on the second corpus (inverse arms, seeds
+# 0-2): the gain predicted again, and a pitch range of 6 semitones instead of 12
+variant=(data=notes compare.methods=[simclr] augment=composed compare.efference=[inverse]
+    compare.floors=[] compare.seeds=[0,1,2])
+stec-audio compare "${variant[@]}" augment.fader.predict=true compare.out=notes_composed_gain \
+    "${quiet[@]}"
+stec-audio compare "${variant[@]}" augment.geometry.max_semitones=6 \
+    compare.out=notes_composed_st6 "${quiet[@]}"
+for name in gain st6; do
+    for base in notes_composed_warmup notes,notes_separate_seeds034; do
+        python "${paired[@]}" "$base" "notes_composed_$name" --arm simclr-inverse
+    done > "notes_composed_$name/paired_vs_shipped_and_separate.txt"
+done
 python "${paired[@]}" notes_composed_5seeds notes_composed_lambda01 --arm simclr-inverse \
     > notes_composed_lambda01/paired_vs_shipped.txt
 python "${paired[@]}" audio_composed audio_composed_lambda01 --arm simclr-inverse \
@@ -191,7 +204,8 @@ for name in audio audio_byol notes audio_pitch audio_pitch_readable audio_compos
     audio_composed_peaks notes_composed_peaks audio_composed_peaks_detach \
     notes_composed_peaks_detach notes_composed_4x notes_composed_4x_seed1 notes_composed_5seeds \
     notes_composed_lambda01 audio_composed_lambda01 notes_composed_warmup audio_composed_warmup \
-    audio_separate_seeds034 notes_separate_seeds034 audio_composed_warmup_4x vision vision_dense vision_dense30; do
+    audio_separate_seeds034 notes_separate_seeds034 audio_composed_warmup_4x \
+    notes_composed_gain notes_composed_st6 vision vision_dense vision_dense30; do
     mkdir -p "$repo/docs/results/$name"
     cp "$name"/comparison*.csv "$name"/comparison.json "$name"/report.md "$name"/*.png \
         "$repo/docs/results/$name/"
