@@ -138,7 +138,13 @@ stec-audio compare "${variant[@]}" augment.fader.predict=true compare.out=notes_
     "${quiet[@]}"
 stec-audio compare "${variant[@]}" augment.geometry.max_semitones=6 \
     compare.out=notes_composed_st6 "${quiet[@]}"
-for name in gain st6; do
+# and the separate pipeline's backgrounds (mixup on, its ratio not predicted), and views
+# drawn anywhere in the clip instead of overlapping
+stec-audio compare "${variant[@]}" augment.mixup.enabled=true compare.out=notes_composed_mixup \
+    "${quiet[@]}"
+stec-audio compare "${variant[@]}" augment.geometry.span=null \
+    compare.out=notes_composed_anywhere "${quiet[@]}"
+for name in gain st6 mixup anywhere; do
     for base in notes_composed_warmup notes,notes_separate_seeds034; do
         python "${paired[@]}" "$base" "notes_composed_$name" --arm simclr-inverse
     done > "notes_composed_$name/paired_vs_shipped_and_separate.txt"
@@ -205,7 +211,7 @@ for name in audio audio_byol notes audio_pitch audio_pitch_readable audio_compos
     notes_composed_peaks_detach notes_composed_4x notes_composed_4x_seed1 notes_composed_5seeds \
     notes_composed_lambda01 audio_composed_lambda01 notes_composed_warmup audio_composed_warmup \
     audio_separate_seeds034 notes_separate_seeds034 audio_composed_warmup_4x \
-    notes_composed_gain notes_composed_st6 vision vision_dense vision_dense30; do
+    notes_composed_gain notes_composed_st6 notes_composed_mixup notes_composed_anywhere vision vision_dense vision_dense30; do
     mkdir -p "$repo/docs/results/$name"
     cp "$name"/comparison*.csv "$name"/comparison.json "$name"/report.md "$name"/*.png \
         "$repo/docs/results/$name/"
