@@ -162,7 +162,7 @@ def run_plan(
 
 
 def _refuse_other_training(
-    runs: list, out_dir: Path, advise: Callable[[dict, dict], str] | None = None
+    runs: list, out_dir: Path, advise: Callable[[dict[str, Any], dict[str, Any]], str] | None = None
 ) -> None:
     """Stop before any run if a pretraining arm's checkpoint was trained with settings a
     resume would refuse: mixing them into this comparison would compare other trainings."""

@@ -1,4 +1,5 @@
-"""Builds the audio pieces (index, datasets, statistics, encoders) from a composed config."""
+"""Builds the audio pieces (index, datasets, statistics, encoders) from a composed config,
+and says which `augment` group a run was made with."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -345,3 +346,21 @@ def load_encoder(cfg: DictConfig) -> tuple[nn.Module, NormStats | None, dict[str
 
 def export_frontend(cfg: DictConfig, meta: dict[str, Any]) -> FrontEndConfig:
     return FrontEndConfig(**meta["frontend"]) if "frontend" in meta else frontend_config(cfg)
+
+
+def augment_group_advice(trained: Mapping[str, Any], config: Mapping[str, Any]) -> str:
+    """The ``augment`` group a run was trained with, when this config chose the other one.
+
+    The two groups differ in a dozen keys, and the refusal to resume lists every one; the
+    group's name is what continues the run. Runs made before the composed map existed have
+    no ``augment.geometry`` and count as separate, the default before 0.2."""
+
+    def group(settings: Mapping[str, Any]) -> str:
+        geometry = (settings.get("augment") or {}).get("geometry") or {}
+        return "composed" if geometry.get("enabled") else "separate"
+
+    made, chosen = group(trained), group(config)
+    if made == chosen:
+        return ""
+    before = " (the default before 0.2)" if made == "separate" else ""
+    return f"it was made with augment={made}{before}: add augment={made} to continue it"

@@ -13,7 +13,7 @@ stec-audio embed checkpoint=runs/x frames=true out=frames.parquet   # one row pe
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,24 +91,6 @@ def prepare(cfg: DictConfig) -> None:
     print(summary or "no missing or bad audio files")
 
 
-def augment_group_advice(trained: Mapping[str, Any], config: Mapping[str, Any]) -> str:
-    """The ``augment`` group a run was trained with, when this config chose the other one.
-
-    The two groups differ in a dozen keys, and the refusal to resume lists every one; the
-    group's name is what continues the run. Runs made before the composed map existed have
-    no ``augment.geometry`` and count as separate, the default before 0.2."""
-
-    def group(settings: Mapping[str, Any]) -> str:
-        geometry = (settings.get("augment") or {}).get("geometry") or {}
-        return "composed" if geometry.get("enabled") else "separate"
-
-    made, chosen = group(trained), group(config)
-    if made == chosen:
-        return ""
-    before = " (the default before 0.2)" if made == "separate" else ""
-    return f"it was made with augment={made}{before}: add augment={made} to continue it"
-
-
 def pretrain(cfg: DictConfig) -> None:
     check_components(cfg, action_names(cfg))  # the augmentations too, before any audio is read
     if cfg.encoder.get("init"):
@@ -140,7 +122,7 @@ def pretrain(cfg: DictConfig) -> None:
         items="clips",
         data_summary=lambda: data_summary(index, getattr(dataset, "bad_log", None)),
         run_files=lambda run_dir: stats.save(run_dir / app.STATS_FILE),  # the run keeps them
-        advise=augment_group_advice,
+        advise=app.augment_group_advice,
     )
 
 
@@ -417,7 +399,7 @@ COMMANDS = {
             "accuracy_mean",
             evaluate_overrides=["evaluate.action_probe=true"],
             components=action_names,
-            advise=augment_group_advice,
+            advise=app.augment_group_advice,
         ),
     ),
 }

@@ -119,7 +119,7 @@ def test_a_run_of_the_separate_pipeline_says_how_to_go_on_under_the_composed_def
 
 
 def test_a_run_made_before_the_composed_map_existed_counts_as_separate():
-    from stec_audio.cli import augment_group_advice
+    from stec_audio.app import augment_group_advice
 
     composed = {"augment": {"geometry": {"enabled": True}}}
     old = {"augment": {"time_crop": {"enabled": True}}}  # no geometry section at all
