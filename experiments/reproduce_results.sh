@@ -149,6 +149,35 @@ for name in gain st6 mixup anywhere; do
         python "${paired[@]}" "$base" "notes_composed_$name" --arm simclr-inverse
     done > "notes_composed_$name/paired_vs_shipped_and_separate.txt"
 done
+# mixup's backgrounds in the composed group, confirmed on the demo (both arms, 5 seeds),
+# its invariant arm on the second corpus (seeds 0-2), and half the background (ratio up to
+# 0.2) on both corpora (inverse arms, seeds 0-2)
+mix=(compare.methods=[simclr] augment=composed augment.mixup.enabled=true compare.floors=[])
+stec-audio compare "${mix[@]}" compare.efference=[off,inverse] compare.seeds=[0,1,2,3,4] \
+    compare.out=audio_composed_mixup "${quiet[@]}"
+stec-audio compare data=notes "${mix[@]}" compare.efference=[off] compare.seeds=[0,1,2] \
+    compare.out=notes_composed_mixup_off "${quiet[@]}"
+for corpus in audio notes; do
+    data=()
+    [ "$corpus" = notes ] && data=(data=notes)
+    stec-audio compare "${data[@]}" "${mix[@]}" augment.mixup.ratio=[0.0,0.2] \
+        compare.efference=[inverse] compare.seeds=[0,1,2] compare.out="${corpus}_composed_mixup02" \
+        "${quiet[@]}"
+done
+for arm in simclr-inverse simclr-off; do
+    python "${paired[@]}" audio_composed_warmup audio_composed_mixup --arm "$arm"
+done > audio_composed_mixup/paired_vs_shipped_and_separate.txt
+python "${paired[@]}" audio,audio_separate_seeds034 audio_composed_mixup --arm simclr-inverse \
+    >> audio_composed_mixup/paired_vs_shipped_and_separate.txt
+python "${paired[@]}" notes_composed_mixup_off notes_composed_mixup --arm simclr-off \
+    --arm-b simclr-inverse > notes_composed_mixup_off/paired_inverse_vs_off_and_vs_shipped.txt
+python "${paired[@]}" notes_composed_warmup notes_composed_mixup_off --arm simclr-off \
+    >> notes_composed_mixup_off/paired_inverse_vs_off_and_vs_shipped.txt
+for corpus in audio notes; do
+    for base in "${corpus}_composed_warmup" "${corpus}_composed_mixup"; do
+        python "${paired[@]}" "$base" "${corpus}_composed_mixup02" --arm simclr-inverse
+    done > "${corpus}_composed_mixup02/paired_vs_shipped_and_mixup.txt"
+done
 python "${paired[@]}" notes_composed_5seeds notes_composed_lambda01 --arm simclr-inverse \
     > notes_composed_lambda01/paired_vs_shipped.txt
 python "${paired[@]}" audio_composed audio_composed_lambda01 --arm simclr-inverse \
@@ -211,7 +240,8 @@ for name in audio audio_byol notes audio_pitch audio_pitch_readable audio_compos
     notes_composed_peaks_detach notes_composed_4x notes_composed_4x_seed1 notes_composed_5seeds \
     notes_composed_lambda01 audio_composed_lambda01 notes_composed_warmup audio_composed_warmup \
     audio_separate_seeds034 notes_separate_seeds034 audio_composed_warmup_4x \
-    notes_composed_gain notes_composed_st6 notes_composed_mixup notes_composed_anywhere vision vision_dense vision_dense30; do
+    notes_composed_gain notes_composed_st6 notes_composed_mixup notes_composed_anywhere \
+    audio_composed_mixup notes_composed_mixup_off audio_composed_mixup02 notes_composed_mixup02 vision vision_dense vision_dense30; do
     mkdir -p "$repo/docs/results/$name"
     cp "$name"/comparison*.csv "$name"/comparison.json "$name"/report.md "$name"/*.png \
         "$repo/docs/results/$name/"
