@@ -211,6 +211,34 @@ def training_action_accuracy(
     return accuracy, majority
 
 
+#: how far above its majority rate a target must be read to count as read at all
+READ_MARGIN = 0.02
+
+
+def readability_line(run_dir: Path) -> str:
+    """One line on what a run's inverse model read in training: each target (each
+    component that has no targets of its own) with its majority rate, over the last 20% of
+    the logged steps, and, when none is read ``READ_MARGIN`` above its majority rate, that
+    the efference copy gives the encoder no signal. "" without the inverse model's metrics
+    (``efference=off``, a forward model only, or no step logged)."""
+    accuracy, majority = (
+        values.get("run", {}) for values in training_action_accuracy({"run": run_dir})
+    )
+    targets = [name for name in accuracy if name in majority]
+    split = {name.split(".")[0] for name in targets if "." in name}
+    shown = [name for name in targets if name not in split]  # a component's targets, not it
+    if not shown:
+        return ""
+    read = ", ".join(f"{name} {accuracy[name]:.2f} ({majority[name]:.2f})" for name in shown)
+    line = f"the inverse model read (last 20% of training; majority rate in brackets): {read}"
+    if all(accuracy[name] < majority[name] + READ_MARGIN for name in shown):
+        line += (
+            "; no action is read above its majority rate, so the efference copy gives the "
+            "encoder no signal on this data (docs/actions.md: when the inverse model reads nothing)"
+        )
+    return line
+
+
 def inverse_model_table(summary: dict[str, Any], out_dir: Path) -> str:
     """Markdown table of :func:`training_action_accuracy` per arm, averaged over seeds."""
     accuracy: dict[str, dict[str, list[float]]] = {}

@@ -40,6 +40,16 @@ def test_composed_pretraining_reads_frames_shares_the_features_and_logs_each_tar
         assert row["loss"] == pytest.approx(total, rel=1e-4), row
     for key in ("target_acc/geometry.shift_x", "target_majority/geometry.shift_y"):
         assert key in rows[-1] and 0.0 <= rows[-1][key] <= 1.0
+    # the run ends saying what its inverse model read (4 logged steps: the last one)
+    lines = out.splitlines()
+    read = [i for i, line in enumerate(lines) if line.startswith("the inverse model read")]
+    assert len(read) == 1 and lines[read[0] + 1].startswith("done: step 4")
+    last = rows[-1]
+    for target in ("geometry.shift_x", "geometry.shift_y"):
+        shown = (
+            f"{target} {last[f'target_acc/{target}']:.2f} ({last[f'target_majority/{target}']:.2f})"
+        )
+        assert shown in lines[read[0]]
     assert main(["evaluate", *data, "checkpoint=run", "evaluate.action_probe=true", *TINY]) == 0
     probe = json.loads((tmp_path / "run" / "results.json").read_text())["action_probe"]
     assert {"action_acc/geometry", "target_acc/geometry.shift_x"} <= set(probe)
