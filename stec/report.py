@@ -233,8 +233,9 @@ def readability_line(run_dir: Path) -> str:
     line = f"the inverse model read (last 20% of training; majority rate in brackets): {read}"
     if all(accuracy[name] < majority[name] + READ_MARGIN for name in shown):
         line += (
-            "; no action is read above its majority rate, so the efference copy gives the "
-            "encoder no signal on this data (docs/actions.md: when the inverse model reads nothing)"
+            f"; nothing is read {READ_MARGIN * 100:.0f} points above its majority rate, so the "
+            "efference copy gives the encoder no signal on this data (docs/actions.md: when "
+            "the inverse model reads nothing)"
         )
     return line
 

@@ -47,8 +47,8 @@ def test_nothing_read_above_the_majority_rate_says_the_copy_gives_no_signal(tmp_
     line = readability_line(_log(tmp_path / "run", _rows(5, late, late)))
     assert line.startswith("the inverse model read (last 20% of training; majority rate")
     assert line.endswith(
-        "no action is read above its majority rate, so the efference copy gives the encoder "
-        "no signal on this data (docs/actions.md: when the inverse model reads nothing)"
+        "; nothing is read 2 points above its majority rate, so the efference copy gives the "
+        "encoder no signal on this data (docs/actions.md: when the inverse model reads nothing)"
     )
 
 
