@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Reproduces docs/RESULTS.md from scratch on a CPU machine (no download): 3-seed
 # comparisons with floors on the two built-in sound sets and the demo shapes, then copies
-# their tables and plots into docs/results/. About 10 hours on 2 cores (a SimCLR arm takes
-# 5-7 minutes, its sound event detection 3 more, a BYOL arm 10); each compare skips the
+# their tables and plots into docs/results/. About 17 hours on 2 cores, summed from the
+# arms' times (a SimCLR arm takes 4-7 minutes, its sound event detection 3 more, a BYOL
+# arm 10, an arm at 4x the budget about 17); each compare skips the
 # runs already done and resumes an arm from its last checkpoint, so an interrupted run
 # continues where it stopped.
 #
