@@ -152,7 +152,7 @@ for name in gain st6 mixup anywhere; do
 done
 # mixup's backgrounds in the composed group, confirmed on the demo (both arms, 5 seeds),
 # its invariant arm on the second corpus (seeds 0-2), and half the background (ratio up to
-# 0.2) on both corpora (inverse arms, seeds 0-2), and mixup at 4x the budget (seed 0)
+# 0.2) on both corpora (inverse arms, seeds 0-2), and mixup at 4x the budget (seed 0, and seed 1's inverse arm)
 mix=(compare.methods=[simclr] augment=composed augment.mixup.enabled=true compare.floors=[])
 stec-audio compare "${mix[@]}" compare.efference=[off,inverse] compare.seeds=[0,1,2,3,4] \
     compare.out=audio_composed_mixup "${quiet[@]}"
@@ -167,6 +167,8 @@ for corpus in audio notes; do
 done
 stec-audio compare "${mix[@]}" compare.efference=[off,inverse] compare.seeds=[0] \
     trainer.epochs=120 compare.out=audio_composed_mixup_4x "${quiet[@]}"
+stec-audio compare "${mix[@]}" compare.efference=[inverse] compare.seeds=[1] \
+    trainer.epochs=120 compare.out=audio_composed_mixup_4x_seed1 "${quiet[@]}"
 for arm in simclr-inverse simclr-off; do
     python "${paired[@]}" audio_composed_warmup audio_composed_mixup --arm "$arm"
 done > audio_composed_mixup/paired_vs_shipped_and_separate.txt
@@ -245,7 +247,7 @@ for name in audio audio_byol notes audio_pitch audio_pitch_readable audio_compos
     audio_separate_seeds034 notes_separate_seeds034 audio_composed_warmup_4x \
     notes_composed_gain notes_composed_st6 notes_composed_mixup notes_composed_anywhere \
     audio_composed_mixup notes_composed_mixup_off audio_composed_mixup02 notes_composed_mixup02 \
-    audio_composed_mixup_4x vision vision_dense vision_dense30; do
+    audio_composed_mixup_4x audio_composed_mixup_4x_seed1 vision vision_dense vision_dense30; do
     mkdir -p "$repo/docs/results/$name"
     cp "$name"/comparison*.csv "$name"/comparison.json "$name"/report.md "$name"/*.png \
         "$repo/docs/results/$name/"
