@@ -19,7 +19,7 @@ from omegaconf.errors import MissingMandatoryValue
 
 from stec.compose import ConfigSchema, check_composed, compose_config, print_help
 from stec.distributed import barrier, init_from_env, is_main
-from stec.engine.checkpoint import CheckpointError, ResumeRefused
+from stec.engine.checkpoint import Advise, CheckpointError, ResumeRefused
 from stec.engine.trainer import NonFiniteLossError, Trainer, TrainerConfig
 from stec.errors import ConfigError, RunStopped, UserError, user_input
 from stec.methods import INVERSE_INPUTS, SSLMethod, build_method, choose
@@ -220,7 +220,7 @@ def pretrain_run(
     items: str,
     data_summary: Callable[[], str] | None = None,
     run_files: Callable[[Path], None] | None = None,
-    advise: Callable[[dict[str, Any], dict[str, Any]], str] | None = None,
+    advise: Advise | None = None,
 ) -> Trainer:
     """Build the method from ``cfg`` around ``encoder`` and train it into ``cfg.run_dir``.
 
@@ -368,7 +368,7 @@ def compare_command(
     metric: str,
     evaluate_overrides: Sequence[str] = (),
     components: Callable[[DictConfig], Sequence[str]] | None = None,
-    advise: Callable[[dict[str, Any], dict[str, Any]], str] | None = None,
+    advise: Advise | None = None,
 ):
     """Build the ``compare`` command of a modality CLI from its pretrain/evaluate/embed;
     ``components(cfg)`` names the action components, to check the names the comparison

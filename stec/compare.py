@@ -23,7 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stec.engine.checkpoint import RUN_CHECKPOINT, setting_changes, settings_of, training_changes
+from stec.engine.checkpoint import (
+    RUN_CHECKPOINT,
+    Advise,
+    setting_changes,
+    settings_of,
+    training_changes,
+)
 from stec.engine.trainer import with_trainer_defaults
 from stec.errors import ConfigError
 
@@ -106,7 +112,7 @@ def run_plan(
     log: Callable[[str], None] = print,
     embed: Callable[[list[str]], None] | None = None,
     resolve: Callable[[list[str]], dict[str, Any]] | None = None,
-    advise: Callable[[dict[str, Any], dict[str, Any]], str] | None = None,
+    advise: Advise | None = None,
 ) -> dict[str, Any]:
     """Run every (arm, seed) whose results are missing or were made with other settings,
     then summarise. ``train``/``evaluate`` take the Hydra overrides of one run; ``metric``
@@ -161,9 +167,7 @@ def run_plan(
     return summary
 
 
-def _refuse_other_training(
-    runs: list, out_dir: Path, advise: Callable[[dict[str, Any], dict[str, Any]], str] | None = None
-) -> None:
+def _refuse_other_training(runs: list, out_dir: Path, advise: Advise | None = None) -> None:
     """Stop before any run if a pretraining arm's checkpoint was trained with settings a
     resume would refuse: mixing them into this comparison would compare other trainings."""
     refused, advice = [], ""

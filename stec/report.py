@@ -194,20 +194,28 @@ def training_action_accuracy(
     accuracy: dict[str, dict[str, float]] = {}
     majority: dict[str, dict[str, float]] = {}
     for name, run in runs.items():
-        rows = _metrics(run)
-        if not rows:
-            continue
-        tail = rows[-max(1, len(rows) // 5) :]
-        for key in rows[-1]:
-            for prefix, out in (
-                ("action_acc/", accuracy),
-                ("action_majority/", majority),
-                ("target_acc/", accuracy),
-                ("target_majority/", majority),
-            ):
-                if key.startswith(prefix):
-                    value = float(np.nanmean([r[key] for r in tail]))
-                    out.setdefault(name, {})[key[len(prefix) :]] = value
+        acc, maj = run_action_accuracy(run)
+        if acc or maj:
+            accuracy[name], majority[name] = acc, maj
+    return accuracy, majority
+
+
+def run_action_accuracy(run: Path) -> tuple[dict[str, float], dict[str, float]]:
+    """:func:`training_action_accuracy` of one run: per component and target, its inverse
+    model's accuracy and majority rate over the last 20% of the logged steps."""
+    accuracy: dict[str, float] = {}
+    majority: dict[str, float] = {}
+    rows = _metrics(run)
+    tail = rows[-max(1, len(rows) // 5) :]
+    for key in rows[-1] if rows else ():
+        for prefix, out in (
+            ("action_acc/", accuracy),
+            ("action_majority/", majority),
+            ("target_acc/", accuracy),
+            ("target_majority/", majority),
+        ):
+            if key.startswith(prefix):
+                out[key[len(prefix) :]] = float(np.nanmean([r[key] for r in tail]))
     return accuracy, majority
 
 
@@ -221,9 +229,7 @@ def readability_line(run_dir: Path) -> str:
     the logged steps, and, when none is read ``READ_MARGIN`` above its majority rate, that
     the efference copy gives the encoder no signal. "" without the inverse model's metrics
     (``efference=off``, a forward model only, or no step logged)."""
-    accuracy, majority = (
-        values.get("run", {}) for values in training_action_accuracy({"run": run_dir})
-    )
+    accuracy, majority = run_action_accuracy(run_dir)
     targets = [name for name in accuracy if name in majority]
     split = {name.split(".")[0] for name in targets if "." in name}
     shown = [name for name in targets if name not in split]  # a component's targets, not it

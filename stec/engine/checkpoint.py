@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,11 @@ RUN_CHECKPOINT = "checkpoints/last.pt"  # a run's training checkpoint, in its ru
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable, unsafe or does not fit the model."""
+
+
+#: ``advise(trained, config)``: what a modality says would continue a run whose resume was
+#: refused for its settings (``trained``: the checkpoint's run config), or ""
+Advise = Callable[[dict[str, Any], dict[str, Any]], str]
 
 
 class ResumeRefused(CheckpointError, ValueError):
