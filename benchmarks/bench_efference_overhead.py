@@ -23,29 +23,23 @@ import torch
 
 from stec.augment import TwoViews
 from stec.methods import BYOL
-from stec_audio.augment import COMPOSED_AUDIO_PIPELINE, build_audio_pipeline
+from stec_audio.augment import COMPOSED_AUDIO_PIPELINE, COMPOSED_EFFERENCE, build_audio_pipeline
 from stec_audio.encoders import AudioNTT2020
 
-# (efference, inverse_input, lambda_manip_warmup); the last is what augment=composed ships:
-# the frame reader, its loss weight ramped over the first half of the run
-MODES = {"off": ("off", "backbone", 0.0), "inverse": ("inverse", "backbone", 0.0),
-         "inverse_frames": ("inverse", "frames", 0.0),
-         "inverse_frames_warmup": ("inverse", "frames", 0.5)}  # fmt: skip
+# the BYOL keywords of each mode; the last is what augment=composed ships: the frame
+# reader, its loss weight ramped over the first half of the run
+MODES: dict[str, dict] = {
+    "off": {"efference": "off"},
+    "inverse": {"efference": "inverse", "inverse_input": "backbone", "lambda_manip": 0.3},
+    "inverse_frames": {"efference": "inverse", "inverse_input": "frames", "lambda_manip": 0.3},
+    "inverse_frames_warmup": {"efference": "inverse", **COMPOSED_EFFERENCE},
+}
 
 
 def build(mode: str, space) -> tuple[BYOL, torch.optim.Optimizer]:
     torch.manual_seed(0)
-    efference, inverse_input, warmup = MODES[mode]
     method = BYOL(
-        AudioNTT2020(d=512),
-        512,
-        action_space=space,
-        efference=efference,
-        inverse_input=inverse_input,
-        lambda_manip=0.3,
-        lambda_manip_warmup=warmup,
-        proj_hidden=4096,
-        proj_dim=256,
+        AudioNTT2020(d=512), 512, action_space=space, proj_hidden=4096, proj_dim=256, **MODES[mode]
     )
     optimiser = torch.optim.Adam([p for p in method.parameters() if p.requires_grad], lr=3e-4)
     return method, optimiser

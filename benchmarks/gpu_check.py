@@ -248,16 +248,18 @@ class Check:
 
         from stec import TwoViews, build_method
         from stec.engine.trainer import Trainer, TrainerConfig
-        from stec_audio.augment import DEFAULT_AUDIO_PIPELINE, build_audio_pipeline
+        from stec_audio.augment import (
+            COMPOSED_EFFERENCE,
+            DEFAULT_AUDIO_PIPELINE,
+            build_audio_pipeline,
+        )
         from stec_audio.encoders import AudioNTT2020
 
         batch_size = batch_size or self.b["batch"]
         torch.manual_seed(0)
         augmenter = TwoViews(build_audio_pipeline(DEFAULT_AUDIO_PIPELINE))
         encoder = AudioNTT2020(d=d)
-        shipped = {} if efference == "off" else {
-            "inverse_input": "frames", "lambda_manip": 0.3, "lambda_manip_warmup": 0.5,
-        }  # fmt: skip
+        shipped = {} if efference == "off" else COMPOSED_EFFERENCE
         model = build_method(
             method, encoder, d, action_space=augmenter.action_space(), efference=efference,
             **shipped,

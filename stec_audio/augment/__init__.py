@@ -119,6 +119,13 @@ COMPOSED_AUDIO_PIPELINE: dict[str, dict[str, Any]] = {
 }
 COMPOSED_AUDIO_PIPELINE["fader"]["predict"] = False
 DEFAULT_AUDIO_PIPELINE = COMPOSED_AUDIO_PIPELINE
+#: the inverse model ``augment=composed`` sets with its map (``build_method`` keywords): the
+#: frame sequences it reads the time shift from, its loss 0.3 reached over half the run
+COMPOSED_EFFERENCE: dict[str, Any] = {
+    "inverse_input": "frames",
+    "lambda_manip": 0.3,
+    "lambda_manip_warmup": 0.5,
+}
 
 
 def allowed_keys(name: str) -> list[str]:
@@ -217,6 +224,7 @@ __all__ = [
     "AUGMENTERS",
     "COMPOSED_BY_GEOMETRY",
     "COMPOSED_AUDIO_PIPELINE",
+    "COMPOSED_EFFERENCE",
     "DEFAULT_AUDIO_PIPELINE",
     "SEPARATE_AUDIO_PIPELINE",
     "NATS_PER_DB",

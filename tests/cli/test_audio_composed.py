@@ -138,3 +138,19 @@ def test_a_run_made_before_the_composed_map_existed_counts_as_separate():
         "it was made with augment=composed: add augment=composed to continue it"
     )
     assert augment_group_advice(old, old) == augment_group_advice(composed, composed) == ""
+
+
+def test_the_python_constants_of_the_composed_group_are_its_config():
+    from omegaconf import OmegaConf
+
+    from stec.compose import compose_config
+    from stec_audio.augment import COMPOSED_AUDIO_PIPELINE, COMPOSED_EFFERENCE
+
+    cfg = OmegaConf.to_container(compose_config("audio", []), resolve=True)  # the default
+    for key, value in COMPOSED_EFFERENCE.items():
+        assert cfg["efference"][key] == value, key
+    for name, section in cfg["augment"].items():  # what is on, and what is predicted
+        python = COMPOSED_AUDIO_PIPELINE[name]
+        assert section["enabled"] == python["enabled"], name
+        if section["enabled"]:
+            assert section.get("predict", True) == python.get("predict", True), name
