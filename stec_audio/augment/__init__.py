@@ -6,7 +6,9 @@ the training segment. Every augmenter samples its parameters per example on the 
 device with the global torch RNG, applies them as batched tensor ops, and records them
 under the names of the action components it declares (see :mod:`stec.augment`).
 
-The pipeline order is fixed (:data:`PIPELINE_ORDER`). With ``geometry``
+The pipeline order is fixed (:data:`PIPELINE_ORDER`), but for mixup at
+``stage="clip"``, which comes first: its background is mixed into the whole clip, shared by
+the two views, and cut and mapped with it. With ``geometry``
 (:class:`~stec_audio.augment.geometry.TimeFrequencyCrop`), one composed map per view does
 the crop, the time scale and the pitch shift in one resampling, and the augmenters whose
 actions it composes (``time_crop``, ``pitch``, ``rrc``, ``freq_shift``, ``time_stretch``)
@@ -87,7 +89,14 @@ SEPARATE_AUDIO_PIPELINE: dict[str, dict[str, Any]] = {
         "uniform_mix": 0.1,
     },
     "pitch": {"enabled": False, "p": 1.0, "max_semitones": 4.0},
-    "mixup": {"enabled": True, "p": 1.0, "ratio": (0.0, 0.4), "source": "bank", "n_memory": 2048},
+    "mixup": {
+        "enabled": True,
+        "p": 1.0,
+        "ratio": (0.0, 0.4),
+        "source": "bank",
+        "n_memory": 2048,
+        "stage": "view",
+    },
     "rrc": {
         "enabled": True,
         "p": 1.0,
@@ -173,6 +182,14 @@ def build_augmenter(name: str, section: Mapping[str, Any]) -> Augmenter:
     return augmenter
 
 
+def pipeline_order(cfg: Mapping[str, Any]) -> tuple[str, ...]:
+    """:data:`PIPELINE_ORDER`, with mixup first when its section sets ``stage: clip``."""
+    section = cfg.get("mixup")
+    if isinstance(section, Mapping) and section.get("stage") == "clip":
+        return ("mixup", *(name for name in PIPELINE_ORDER if name != "mixup"))
+    return PIPELINE_ORDER
+
+
 def build_audio_pipeline(cfg: Mapping[str, Any] | None = None) -> Compose:
     """Build the enabled augmenters, in :data:`PIPELINE_ORDER`, from a config mapping.
 
@@ -197,7 +214,7 @@ def build_audio_pipeline(cfg: Mapping[str, Any] | None = None) -> Compose:
             f"augment: unknown augmenter(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(PIPELINE_ORDER)}"
         )
     augmenters, names = [], []
-    for name in PIPELINE_ORDER:
+    for name in pipeline_order(cfg):
         section = cfg.get(name)
         if section is None:
             continue
@@ -243,4 +260,5 @@ __all__ = [
     "allowed_keys",
     "build_audio_pipeline",
     "build_augmenter",
+    "pipeline_order",
 ]

@@ -15,6 +15,7 @@ from stec_audio.augment.ops import check_range, check_spectrogram, keep_where, u
 
 MIX_SOURCES = ("bank", "batch")
 MIX_DOMAINS = ("normalised", "power")
+MIX_STAGES = ("view", "clip")
 
 # A level change of g dB multiplies the power by 10^(g/10), so it adds g * ln(10) / 10 to a
 # natural-log power mel spectrogram (the front end's log(mel + eps) with power=2).
@@ -41,11 +42,21 @@ class Mixup(Augmenter):
     other clips of the batch are used. ``source="batch"``: ``z`` is another clip of the
     batch (a random cyclic permutation).
 
+    ``stage="view"`` (BYOL-A): each view gets a background of its own, mixed in after the
+    geometric maps, so the two views of a clip differ in what lies behind it.
+    ``stage="clip"``: the pipeline builder puts mixup first, and the two views of a clip
+    share one background clip, mixed into the whole clip before the views are cut (each
+    view with its own ratio ``α``): the background then goes through each view's map with
+    the clip, so the relative map stays exact for everything in the view, and the views'
+    alignment, which a different background in each view blurs, is kept. The bank then
+    holds whole clips.
+
     Two views of a batch are two calls. Inside :meth:`one_step` (the Trainer enters it
     around the augmenter) the calls form one step: every view draws from the bank as it
     was before the step, and only the first view's inputs are pushed, once, when the step
     ends; so each clip enters the bank once per step and no view can draw the other view
-    of its own clip. Outside it every call is a step of its own.
+    of its own clip; with ``stage="clip"`` the second view takes the first view's
+    backgrounds. Outside it every call is a step of its own.
 
     The bank's fill level and write position are kept on the host as well as in the
     buffers (which the checkpoint holds), so a call never reads a value back from the
@@ -63,6 +74,7 @@ class Mixup(Augmenter):
         n_memory: int = 2048,
         norm_std: float | None = None,
         domain: str = "normalised",
+        stage: str = "view",
         n_bins: int = 6,
         name: str = "mixup",
     ) -> None:
@@ -81,8 +93,10 @@ class Mixup(Augmenter):
             raise ValueError(f"{who}: domain must be one of {MIX_DOMAINS}, got {domain!r}")
         if domain == "power" and norm_std is None:
             raise ValueError(f"{who}: domain='power' needs norm_std (the dataset log-mel std)")
+        if stage not in MIX_STAGES:
+            raise ValueError(f"{who}: stage must be one of {MIX_STAGES}, got {stage!r}")
         self.ratio, self.source, self.n_memory = (lo, hi), source, int(n_memory)
-        self.domain = domain
+        self.domain, self.stage = domain, stage
         # the scale of the mixing domain, in natural-log power units per input unit
         self.scale = float(norm_std) if domain == "power" else 1.0
         self.component = Continuous(name, -hi, hi, n_bins=n_bins, relation="difference")
@@ -90,7 +104,7 @@ class Mixup(Augmenter):
         self.register_buffer("bank_count", torch.zeros((), dtype=torch.long))
         self.register_buffer("bank_pos", torch.zeros((), dtype=torch.long))
         self._count, self._pos = 0, 0  # host copies of bank_count and bank_pos
-        self._in_step, self._pending = False, None
+        self._in_step, self._pending, self._step_partners = False, None, None
 
     def components(self) -> list[ActionComponent]:
         return [self.component]
@@ -113,16 +127,27 @@ class Mixup(Augmenter):
         if self._in_step:  # already inside a step (the trainer's and the TwoViews' scopes)
             yield
             return
-        self._in_step, self._pending = True, None
+        self._in_step, self._pending, self._step_partners = True, None, None
         try:
             yield
             if self._pending is not None:
                 self._push(self._pending)
         finally:
-            self._in_step, self._pending = False, None
+            self._in_step, self._pending, self._step_partners = False, None, None
 
     def _partners(self, x: Tensor) -> Tensor:
-        """``[B, C, F, T]`` background clips for ``x``."""
+        """``[B, C, F, T]`` background clips for ``x`` (with ``stage="clip"``, inside a step,
+        the first call's for every call)."""
+        shared = self.stage == "clip" and self._in_step
+        kept = self._step_partners
+        if shared and kept is not None and kept.shape == x.shape:
+            return kept
+        z = self._draw_partners(x)
+        if shared:
+            self._step_partners = z
+        return z
+
+    def _draw_partners(self, x: Tensor) -> Tensor:
         b = x.shape[0]
         if (
             self.source == "bank"

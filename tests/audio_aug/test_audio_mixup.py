@@ -129,3 +129,56 @@ def test_two_views_called_directly_push_each_clip_once():
         views(torch.full((8, 1, 4, 12), float(step)))
     assert mixup._count == 24 and int(mixup.bank_count) == 24
     assert sorted(mixup.bank[:24, 0, 0, 0].tolist()) == [0.0] * 8 + [1.0] * 8 + [2.0] * 8
+
+
+def test_a_clip_stage_background_is_shared_by_the_two_views_of_a_clip():
+    torch.manual_seed(1)
+    mixup = Mixup(ratio=(0.1, 0.4), stage="clip", n_memory=64)
+    views = TwoViews(Compose([mixup, TimeCrop(frames=4)]))
+    views(torch.arange(8, dtype=torch.float32).reshape(8, 1, 1, 1).expand(8, 1, 4, 12) / 10)
+    clips = (10 + torch.arange(8, dtype=torch.float32)).reshape(8, 1, 1, 1) / 10
+    clips = clips.expand(8, 1, 4, 12)
+    view_a, view_b, params_a, params_b = views(clips)
+    alpha_a, alpha_b = params_a["mixup"], params_b["mixup"]
+    partners_a = partner_ids(clips, view_a, alpha_a)
+    partners_b = partner_ids(clips, view_b, alpha_b)
+    assert partners_a == partners_b  # one background per clip
+    assert set(partners_a) <= set(range(8)) and len(set(partners_a)) > 1  # from the bank
+    assert not torch.allclose(alpha_a, alpha_b)  # each view its own share of it
+
+
+def test_a_clip_stage_background_moves_with_each_views_map():
+    from stec_audio.augment import TimeFrequencyCrop
+
+    torch.manual_seed(2)
+    background = torch.randn(1, 1, 16, 60)
+    mixup = Mixup(ratio=(0.2, 0.4), stage="clip", n_memory=1)
+    mixup(background)  # the bank's one clip: every view's background
+    geometry = TimeFrequencyCrop(frames=20, n_mels=16, max_semitones=3.0)
+    clips = torch.randn(5, 1, 16, 60)
+    view_a, view_b, params_a, params_b = TwoViews(Compose([mixup, geometry]))(clips)
+    for view, params in ((view_a, params_a), (view_b, params_b)):
+        a = params["mixup"].reshape(5, 1, 1, 1)
+        mixed = torch.logaddexp(clips + torch.log1p(-a), background + torch.log(a))
+        grid = geometry.grid(torch.linalg.inv(params["geometry"]), 16, 60)
+        expected = torch.nn.functional.grid_sample(mixed, grid, align_corners=False)
+        assert torch.allclose(view, expected, atol=1e-5)
+    # the background of a view-stage mixup does not go through the map
+    mixup_view = Mixup(ratio=(0.2, 0.4), stage="view", n_memory=1)
+    background_view = geometry(background)[0]
+    mixup_view(background_view)
+    views = TwoViews(Compose([geometry, mixup_view]))(clips)
+    a = views[2]["mixup"].reshape(5, 1, 1, 1)
+    grid = geometry.grid(torch.linalg.inv(views[2]["geometry"]), 16, 60)
+    mapped = torch.nn.functional.grid_sample(clips, grid, align_corners=False)
+    assert not torch.allclose(views[0], mapped)  # (the background is there)
+    assert torch.allclose(
+        views[0],
+        torch.logaddexp(mapped + torch.log1p(-a), background_view + torch.log(a)),
+        atol=1e-5,
+    )
+
+
+def test_the_stage_is_checked():
+    with pytest.raises(ValueError, match=r"stage must be one of \('view', 'clip'\), got 'pair'"):
+        Mixup(stage="pair")

@@ -93,6 +93,26 @@ def test_unknown_augmenter_and_unknown_key_are_named():
     assert "frames" in allowed_keys("time_crop") and allowed_keys("time_crop")[0] == "enabled"
 
 
+@pytest.mark.parametrize("base", ["composed", "separate"])
+def test_a_clip_stage_mixup_comes_first_and_a_view_stage_one_after_the_geometry(base):
+    pipeline = copy.deepcopy(
+        COMPOSED_AUDIO_PIPELINE if base == "composed" else SEPARATE_AUDIO_PIPELINE
+    )
+    first = TimeFrequencyCrop if base == "composed" else TimeCrop
+    pipeline["mixup"].update(enabled=True, stage="view")
+    assert [type(a) for a in build_audio_pipeline(pipeline).augmenters][:2] == [first, Mixup]
+    pipeline["mixup"]["stage"] = "clip"
+    pipe = build_audio_pipeline(pipeline)
+    assert [type(a) for a in pipe.augmenters][:2] == [Mixup, first]
+    a, b, _, _ = TwoViews(pipe)(torch.randn(4, 1, 64, 501))  # whole clips in the bank
+    assert a.shape == b.shape == (4, 1, 64, 96) and pipe.augmenters[0].bank.shape[-1] == 501
+    pipeline["mixup"]["stage"] = "views"
+    with pytest.raises(
+        ValueError, match=r"augment\.mixup: .*stage must be one of \('view', 'clip'\)"
+    ):
+        build_audio_pipeline(pipeline)
+
+
 def test_defaults_only_use_allowed_keys_and_cover_every_augmenter():
     for pipeline in (SEPARATE_AUDIO_PIPELINE, COMPOSED_AUDIO_PIPELINE):
         assert tuple(pipeline) == PIPELINE_ORDER
