@@ -9,7 +9,9 @@ record every parameter they draw:
 - the *composed* pipeline (``augment.geometry``): one resampling per view for the crop, a
   time scale of 0.6-1.5 and a pitch shift of up to 12 semitones (bilinear), then mixup and
   the fader: the work of the separate pipeline (``augment=composed`` as shipped has no time
-  scale and no mixup, so it is cheaper still).
+  scale and no mixup, so it is cheaper still);
+- the same composed pipeline with mixup at ``stage="clip"``: one background per clip, mixed
+  into the whole clip (501 frames) before the two views are cut.
 
 The batched pipelines also turn the parameters into the binned relative-action targets;
 they are timed with and without that step.
@@ -132,6 +134,19 @@ def main() -> None:
                     "time_scale": (0.6, 1.5),
                 },
                 "mixup": {"predict": False},
+                "fader": {},
+            }
+        ),
+        # the same, with the background mixed into the whole clip before the views
+        # (mixup's stage=clip): each view mixes 501 frames instead of 96
+        "composed-clip-mix": build_audio_pipeline(
+            {
+                "geometry": {
+                    "frames": args.frames,
+                    "energy_weighted": False,
+                    "time_scale": (0.6, 1.5),
+                },
+                "mixup": {"predict": False, "stage": "clip"},
                 "fader": {},
             }
         ),

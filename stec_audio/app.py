@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from stec.distributed import barrier, is_main
-from stec.engine.checkpoint import RUN_CHECKPOINT
+from stec.engine.checkpoint import RUN_CHECKPOINT, declare_keys_added
 from stec.errors import ConfigError, DataError, generated_root, user_input
 from stec.methods import choose
 from stec.run_dirs import check_checkpoint
@@ -50,6 +50,8 @@ DATASETS = ("demo", "notes", "esc50", "audioset", "manifest", "folder")
 GENERATED = {"demo": ensure_demo_dataset, "notes": ensure_notes_dataset}
 #: the encoders ``checkpoint=`` names besides runs and exports
 CHECKPOINT_NAMES = ("random", "init", "logmel_stats")
+# runs made before augment.mixup.stage existed gave each view a background of its own
+declare_keys_added({"augment.mixup.stage": "view"})
 STATS_FILE = "stats.json"  # the statistics a run trained with, kept in its run directory
 
 

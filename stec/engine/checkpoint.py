@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -110,12 +110,23 @@ TRAINING_ONLY = ("method", "efference.mode", *INVERSE_MODEL_KEYS)
 
 # Keys added since runs were first made, with the value that gives the behaviour of a run
 # made before them: a stored config that lacks one is read as having it, so an upgrade
-# neither refuses a resume nor reruns a comparison's finished arms.
+# neither refuses a resume nor reruns a comparison's finished arms. A modality declares
+# its own with :func:`declare_keys_added`.
 KEYS_ADDED: dict[str, Any] = {
     "efference.detach_frames": False,
     "efference.standardise_peaks": False,
     "efference.lambda_manip_warmup": 0.0,
 }
+
+
+def declare_keys_added(keys: Mapping[str, Any]) -> None:
+    """Add a modality's config keys to :data:`KEYS_ADDED` (``{"a.b.c": default}``); a key
+    declared twice must keep its default."""
+    for key, default in keys.items():
+        if KEYS_ADDED.setdefault(key, default) != default:
+            raise ValueError(
+                f"config key {key!r} is already declared with the default {KEYS_ADDED[key]!r}"
+            )
 
 
 def with_keys_added(config: dict[str, Any]) -> dict[str, Any]:

@@ -154,3 +154,22 @@ def test_the_python_constants_of_the_composed_group_are_its_config():
         assert section["enabled"] == python["enabled"], name
         if section["enabled"]:
             assert section.get("predict", True) == python.get("predict", True), name
+
+
+@pytest.mark.parametrize("group", ["composed", "separate"])
+def test_a_run_made_before_the_mixup_stage_existed_resumes_as_a_view_stage_one(group):
+    # runs of 0.2 and before have no augment.mixup.stage: their backgrounds were the views'
+    import copy
+
+    from omegaconf import OmegaConf
+
+    from stec.compose import compose_config
+    from stec.engine.checkpoint import settings_of, training_changes
+
+    now = OmegaConf.to_container(compose_config("audio", [f"augment={group}"]), resolve=True)
+    old = copy.deepcopy(now)
+    del old["augment"]["mixup"]["stage"]
+    assert training_changes(old, now) == [] and settings_of(old) == settings_of(now)
+    clip = copy.deepcopy(now)
+    clip["augment"]["mixup"]["stage"] = "clip"
+    assert training_changes(old, clip) == ["augment.mixup.stage: 'view' -> 'clip'"]
