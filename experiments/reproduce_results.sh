@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces docs/RESULTS.md from scratch on a CPU machine (no download): 3-seed
 # comparisons with floors on the two built-in sound sets and the demo shapes, then copies
-# their tables and plots into docs/results/. About 17 hours on 2 cores, summed from the
+# their tables and plots into docs/results/. About 18 hours on 2 cores, summed from the
 # arms' times (a SimCLR arm takes 4-7 minutes, its sound event detection 3 more, a BYOL
 # arm 10, an arm at 4x the budget about 17); each compare skips the
 # runs already done and resumes an arm from its last checkpoint, so an interrupted run
@@ -183,6 +183,32 @@ for corpus in audio notes; do
         python "${paired[@]}" "$base" "${corpus}_composed_mixup02" --arm simclr-inverse
     done > "${corpus}_composed_mixup02/paired_vs_shipped_and_mixup.txt"
 done
+# one background per clip (mixup's stage=clip: mixed into the whole clip, shared by its two
+# views), both arms, 5 seeds on both corpora, against the shipped group and a background
+# per view; and how well two views' envelopes align under each
+for corpus in audio notes; do
+    data=()
+    [ "$corpus" = notes ] && data=(data=notes)
+    stec-audio compare "${data[@]}" "${mix[@]}" augment.mixup.stage=clip \
+        compare.efference=[off,inverse] compare.seeds=[0,1,2,3,4] \
+        compare.out="${corpus}_composed_mixclip" "${quiet[@]}"
+    for arm in simclr-inverse simclr-off; do
+        python "${paired[@]}" "${corpus}_composed_warmup" "${corpus}_composed_mixclip" --arm "$arm"
+    done > "${corpus}_composed_mixclip/paired_vs_shipped_and_view_stage.txt"
+done
+for arm in simclr-inverse simclr-off; do
+    python "${paired[@]}" audio_composed_mixup audio_composed_mixclip --arm "$arm"
+done >> audio_composed_mixclip/paired_vs_shipped_and_view_stage.txt
+python "${paired[@]}" notes_composed_mixup notes_composed_mixclip --arm simclr-inverse \
+    >> notes_composed_mixclip/paired_vs_shipped_and_view_stage.txt
+python "${paired[@]}" notes_composed_mixup_off notes_composed_mixclip --arm simclr-off \
+    >> notes_composed_mixclip/paired_vs_shipped_and_view_stage.txt
+for stage in view clip; do
+    for block in 1 2; do
+        python "$repo/experiments/time_alignment.py" --block "$block" \
+            augment.mixup.enabled=true augment.mixup.stage="$stage"
+    done
+done > audio_composed_mixclip/time_alignment.txt
 python "${paired[@]}" notes_composed_5seeds notes_composed_lambda01 --arm simclr-inverse \
     > notes_composed_lambda01/paired_vs_shipped.txt
 python "${paired[@]}" audio_composed audio_composed_lambda01 --arm simclr-inverse \
@@ -247,7 +273,8 @@ for name in audio audio_byol notes audio_pitch audio_pitch_readable audio_compos
     audio_separate_seeds034 notes_separate_seeds034 audio_composed_warmup_4x \
     notes_composed_gain notes_composed_st6 notes_composed_mixup notes_composed_anywhere \
     audio_composed_mixup notes_composed_mixup_off audio_composed_mixup02 notes_composed_mixup02 \
-    audio_composed_mixup_4x audio_composed_mixup_4x_seed1 vision vision_dense vision_dense30; do
+    audio_composed_mixup_4x audio_composed_mixup_4x_seed1 audio_composed_mixclip \
+    notes_composed_mixclip vision vision_dense vision_dense30; do
     mkdir -p "$repo/docs/results/$name"
     cp "$name"/comparison*.csv "$name"/comparison.json "$name"/report.md "$name"/*.png \
         "$repo/docs/results/$name/"
