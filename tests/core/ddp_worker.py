@@ -16,6 +16,14 @@ from tests.core.toy import ToyBackbone, ToySignals, toy_augmenter
 GLOBAL_BATCH = 16
 
 
+def leave() -> None:
+    """End a rank's part once every rank is done: a rank that tears its process group down
+    while the other still has traffic in flight can abort in gloo's threads (seen once:
+    "terminate called without an active exception")."""
+    dist.barrier()
+    dist.destroy_process_group()
+
+
 def make_method(name: str, **kwargs):
     torch.manual_seed(0)
     aug = toy_augmenter()
@@ -90,7 +98,7 @@ def worker(rank: int, world: int, init_file: str, method_name: str, out: str, ru
             },
             out,
         )
-    dist.destroy_process_group()
+    leave()
 
 
 # --------------------------------------------------------------------------- per-rank streams
@@ -138,7 +146,7 @@ def worker_streams(rank: int, world: int, init_file: str, out: str, run_dir: str
     dist.all_gather_object(everyone, mine)
     if rank == 0:
         torch.save(everyone, out)
-    dist.destroy_process_group()
+    leave()
 
 
 # --------------------------------------------------------------------------- kill and resume
@@ -190,7 +198,7 @@ def worker_resume(
     trainer = Killable(method, LogMels(n=48), cfg, run_dir, augmenter=aug, num_classes=3)
     with contextlib.suppress(Interrupted):
         trainer.fit()
-    dist.destroy_process_group()
+    leave()
 
 
 # --------------------------------------------------------------------------- host values only
@@ -228,7 +236,7 @@ def worker_host_values(rank: int, world: int, init_file: str, out: str) -> None:
     dist.all_gather_object(everyone, result)
     if rank == 0:
         torch.save(everyone, out)
-    dist.destroy_process_group()
+    leave()
 
 
 # --------------------------------------------------------------------------- a stop signal
@@ -253,4 +261,4 @@ def worker_stop(rank: int, world: int, init_file: str, run_dir: str, out: str) -
     dist.all_gather_object(everyone, (trainer.step, trainer.stopped_early))
     if rank == 0:
         torch.save(everyone, out)
-    dist.destroy_process_group()
+    leave()
