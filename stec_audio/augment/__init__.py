@@ -6,9 +6,9 @@ the training segment. Every augmenter samples its parameters per example on the 
 device with the global torch RNG, applies them as batched tensor ops, and records them
 under the names of the action components it declares (see :mod:`stec.augment`).
 
-The pipeline order is fixed (:data:`PIPELINE_ORDER`), but for mixup at
-``stage="clip"``, which comes first: its background is mixed into the whole clip, shared by
-the two views, and cut and mapped with it. With ``geometry``
+The pipeline order is fixed (:data:`PIPELINE_ORDER`), except that mixup at
+``stage="clip"`` comes first (:func:`pipeline_order`): its background is mixed into the
+whole clip, shared by the two views, and cut and mapped with it. With ``geometry``
 (:class:`~stec_audio.augment.geometry.TimeFrequencyCrop`), one composed map per view does
 the crop, the time scale and the pitch shift in one resampling, and the augmenters whose
 actions it composes (``time_crop``, ``pitch``, ``rrc``, ``freq_shift``, ``time_stretch``)
@@ -191,7 +191,7 @@ def pipeline_order(cfg: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 def build_audio_pipeline(cfg: Mapping[str, Any] | None = None) -> Compose:
-    """Build the enabled augmenters, in :data:`PIPELINE_ORDER`, from a config mapping.
+    """Build the enabled augmenters, in :func:`pipeline_order`, from a config mapping.
 
     ``cfg`` maps augmenter names to sections of constructor arguments plus ``enabled``
     (default True when the section is present), e.g.
