@@ -185,7 +185,7 @@ for corpus in audio notes; do
 done
 # one background per clip (mixup's stage=clip: mixed into the whole clip, shared by its two
 # views), both arms, 5 seeds on both corpora, against the shipped group and a background
-# per view; and how well two views' envelopes align under each
+# per view; how well two views' envelopes align under each, and what whole-view readers read
 for corpus in audio notes; do
     data=()
     [ "$corpus" = notes ] && data=(data=notes)
@@ -209,6 +209,10 @@ for stage in view clip; do
             augment.mixup.enabled=true augment.mixup.stage="$stage"
     done
 done > audio_composed_mixclip/time_alignment.txt
+for stage in clip view; do
+    python "$repo/experiments/action_readability.py" --readers cnn,xcorr augment=composed \
+        augment.mixup.enabled=true augment.mixup.predict=true augment.mixup.stage="$stage"
+done > audio_composed_mixclip/readability.txt
 python "${paired[@]}" notes_composed_5seeds notes_composed_lambda01 --arm simclr-inverse \
     > notes_composed_lambda01/paired_vs_shipped.txt
 python "${paired[@]}" audio_composed audio_composed_lambda01 --arm simclr-inverse \
