@@ -185,7 +185,8 @@ for corpus in audio notes; do
 done
 # one background per clip (mixup's stage=clip: mixed into the whole clip, shared by its two
 # views), both arms, 5 seeds on both corpora, against the shipped group and a background
-# per view; how well two views' envelopes align under each, and what whole-view readers read
+# per view, at 4x the budget on the demo (seed 0); how well two views' envelopes align
+# under each, and what whole-view readers read
 for corpus in audio notes; do
     data=()
     [ "$corpus" = notes ] && data=(data=notes)
@@ -196,6 +197,8 @@ for corpus in audio notes; do
         python "${paired[@]}" "${corpus}_composed_warmup" "${corpus}_composed_mixclip" --arm "$arm"
     done > "${corpus}_composed_mixclip/paired_vs_shipped_and_view_stage.txt"
 done
+stec-audio compare "${mix[@]}" augment.mixup.stage=clip compare.efference=[off,inverse] \
+    compare.seeds=[0] trainer.epochs=120 compare.out=audio_composed_mixclip_4x "${quiet[@]}"
 for arm in simclr-inverse simclr-off; do
     python "${paired[@]}" audio_composed_mixup audio_composed_mixclip --arm "$arm"
 done >> audio_composed_mixclip/paired_vs_shipped_and_view_stage.txt
@@ -278,7 +281,7 @@ for name in audio audio_byol notes audio_pitch audio_pitch_readable audio_compos
     notes_composed_gain notes_composed_st6 notes_composed_mixup notes_composed_anywhere \
     audio_composed_mixup notes_composed_mixup_off audio_composed_mixup02 notes_composed_mixup02 \
     audio_composed_mixup_4x audio_composed_mixup_4x_seed1 audio_composed_mixclip \
-    notes_composed_mixclip vision vision_dense vision_dense30; do
+    notes_composed_mixclip audio_composed_mixclip_4x vision vision_dense vision_dense30; do
     mkdir -p "$repo/docs/results/$name"
     cp "$name"/comparison*.csv "$name"/comparison.json "$name"/report.md "$name"/*.png \
         "$repo/docs/results/$name/"
