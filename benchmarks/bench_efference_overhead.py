@@ -28,10 +28,11 @@ from stec_audio.encoders import AudioNTT2020
 
 # the BYOL keywords of each mode; the last is what augment=composed ships: the frame
 # reader, its loss weight ramped over the first half of the run
+CONSTANT = {"efference": "inverse", **COMPOSED_EFFERENCE, "lambda_manip_warmup": 0.0}
 MODES: dict[str, dict] = {
     "off": {"efference": "off"},
-    "inverse": {"efference": "inverse", "inverse_input": "backbone", "lambda_manip": 0.3},
-    "inverse_frames": {"efference": "inverse", "inverse_input": "frames", "lambda_manip": 0.3},
+    "inverse": {**CONSTANT, "inverse_input": "backbone"},
+    "inverse_frames": CONSTANT,
     "inverse_frames_warmup": {"efference": "inverse", **COMPOSED_EFFERENCE},
 }
 

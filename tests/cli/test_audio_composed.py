@@ -163,6 +163,7 @@ def test_a_run_made_before_the_mixup_stage_existed_resumes_as_a_view_stage_one(g
 
     from omegaconf import OmegaConf
 
+    import stec_audio.app  # noqa: F401  (declares augment.mixup.stage to the core)
     from stec.compose import compose_config
     from stec.engine.checkpoint import settings_of, training_changes
 

@@ -184,3 +184,17 @@ def test_persistent_workers_give_the_same_run_as_fresh_workers_each_epoch(tmp_pa
         runs.append(trainer.method.state_dict())
     for key, value in runs[0].items():
         assert torch.equal(value, runs[1][key]), key
+
+
+def test_a_modality_declares_its_added_keys_once_with_one_default(monkeypatch):
+    from stec.engine import checkpoint
+
+    monkeypatch.setattr(checkpoint, "KEYS_ADDED", dict(checkpoint.KEYS_ADDED))
+    checkpoint.declare_keys_added({"augment.echo.taps": 1})
+    checkpoint.declare_keys_added({"augment.echo.taps": 1})  # again, the same: fine
+    old = {"augment": {"echo": {"p": 0.5}}}
+    assert checkpoint.settings_of(old) == {"augment": {"echo": {"p": 0.5, "taps": 1}}}
+    with pytest.raises(
+        ValueError, match=r"'augment.echo.taps' is already declared with the default 1"
+    ):
+        checkpoint.declare_keys_added({"augment.echo.taps": 2})

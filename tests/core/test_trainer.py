@@ -488,17 +488,3 @@ def test_a_key_added_since_a_run_was_made_counts_as_its_default():
     assert training_changes(old, warmed) == ["efference.lambda_manip_warmup: 0.0 -> 0.2"]
     # a config without the section at all (another modality's, a floor's) gains nothing
     assert settings_of({"seed": 0}) == {"seed": 0}
-
-
-def test_a_modality_declares_its_added_keys_once_with_one_default(monkeypatch):
-    from stec.engine import checkpoint
-
-    monkeypatch.setattr(checkpoint, "KEYS_ADDED", dict(checkpoint.KEYS_ADDED))
-    checkpoint.declare_keys_added({"augment.echo.taps": 1})
-    checkpoint.declare_keys_added({"augment.echo.taps": 1})  # again, the same: fine
-    old = {"augment": {"echo": {"p": 0.5}}}
-    assert checkpoint.settings_of(old) == {"augment": {"echo": {"p": 0.5, "taps": 1}}}
-    with pytest.raises(
-        ValueError, match=r"'augment.echo.taps' is already declared with the default 1"
-    ):
-        checkpoint.declare_keys_added({"augment.echo.taps": 2})
