@@ -101,7 +101,7 @@ INVERSE_MODEL_KEYS = tuple(
     f"efference.{key}"
     for key in ("lambda_manip", "inverse_hidden", "inverse_output", "action_embed_dim",
                 "components", "component_weights", "equivariant_dims", "detach_frames",
-                "standardise_peaks", "lambda_manip_warmup")
+                "standardise_peaks", "lambda_manip_warmup", "forward_head")
 )  # fmt: skip
 # What only training reads: an encoder that is not trained (a comparison's floor) is the
 # same whatever they say.
@@ -116,6 +116,7 @@ KEYS_ADDED: dict[str, Any] = {
     "efference.detach_frames": False,
     "efference.standardise_peaks": False,
     "efference.lambda_manip_warmup": 0.0,
+    "efference.forward_head": "shared",
 }
 
 

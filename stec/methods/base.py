@@ -16,6 +16,14 @@ probe). Being a plain ``forward`` keeps the methods usable under DDP and ``torch
   ``z_a`` to the other view and a contrastive forward-model loss (weight ``λ_manip``) is
   added;
 - ``both``: inverse and forward together.
+
+``forward_head`` says what the forward model predicts. ``shared`` (the above): the SSL
+projection, which the invariance loss pulls towards the other view's whatever the action
+was. ``own`` (EquiMod, Devillers & Lefort 2023): a projector of its own on the backbone
+features (their equivariant part when they are split), which no invariance loss sees; a
+predictor maps view a's embedding and the action a→b to view b's, trained contrastively
+against the other views' embeddings, so the embedding must change with the action the way
+the predictor can follow. The method's own predictor is then plain.
 """
 
 from __future__ import annotations
@@ -29,9 +37,11 @@ from torch import Tensor, nn
 from stec.actions import ActionSpace, ActionTargets, ViewParams
 from stec.distributed import gather_with_grad
 from stec.efference import ActionEncoder, InverseModel, mlp
+from stec.losses import info_nce_cross
 
 EFFERENCE_MODES = ("off", "inverse", "forward", "both")
 INVERSE_INPUTS = ("backbone", "projector_hidden", "frames")
+FORWARD_HEADS = ("shared", "own")
 
 StepResult = tuple[Tensor, dict[str, Tensor], Tensor]
 
@@ -66,9 +76,11 @@ class SSLMethod(nn.Module, ABC):
         detach_frames: bool = False,
         standardise_peaks: bool = False,
         lambda_manip_warmup: float = 0.0,
+        forward_head: str = "shared",
     ) -> None:
         super().__init__()
         self.efference = choose("efference", efference, EFFERENCE_MODES)
+        self.forward_head = choose("forward_head", forward_head, FORWARD_HEADS)
         self.inverse_input = choose("inverse_input", inverse_input, INVERSE_INPUTS)
         if inverse_input == "frames" and not callable(
             getattr(backbone, "features_with_frames", None)
@@ -140,8 +152,17 @@ class SSLMethod(nn.Module, ABC):
                 frame_dim=int(backbone.frame_dim) if inverse_input == "frames" else 0,
                 standardise_peaks=bool(standardise_peaks),
             )
+        # the temperature of the own head's contrastive loss (SimCLR and ReLIC set theirs)
+        self.forward_temperature = 0.1
+        self.own_projector: nn.Module | None = None
+        self.own_predictor: ForwardPredictor | None = None
         if self.uses_forward:
             self.action_encoder = ActionEncoder(action_space, action_embed_dim)
+            if self.forward_head == "own":
+                self.own_projector = mlp(self.inverse_dims, proj_hidden, proj_dim, norm=norm)
+                self.own_predictor = ForwardPredictor(
+                    proj_dim, self.action_encoder.dim, proj_hidden, norm
+                )
 
     @property
     def uses_inverse(self) -> bool:
@@ -150,6 +171,11 @@ class SSLMethod(nn.Module, ABC):
     @property
     def uses_forward(self) -> bool:
         return self.efference in ("forward", "both")
+
+    @property
+    def forward_on_projection(self) -> bool:
+        """Whether the method's own predictor is told the action (``forward_head=shared``)."""
+        return self.uses_forward and self.forward_head == "shared"
 
     @property
     def inverse_dims(self) -> int:
@@ -201,6 +227,8 @@ class SSLMethod(nn.Module, ABC):
         manip = (
             self.lambda_manip * self.manip_ramp if self.lambda_manip_warmup else self.lambda_manip
         )
+        if self.own_projector is not None:
+            forward_loss = self.own_forward_loss(self.equivariant(h), actions, b)
         if forward_loss is not None:
             loss = loss + manip * forward_loss
             metrics["forward_loss"] = forward_loss.detach()
@@ -232,11 +260,27 @@ class SSLMethod(nn.Module, ABC):
     def action_embeddings(
         self, actions: tuple[ActionTargets, ActionTargets] | None
     ) -> tuple[Tensor | None, Tensor | None]:
-        """Embeddings of the actions a→b and b→a for the forward predictor (None when the
-        efference copy is not used in forward mode)."""
-        if self.action_encoder is None:
+        """Embeddings of the actions a→b and b→a for the method's predictor (None unless
+        the forward model predicts the SSL projection, ``forward_head=shared``)."""
+        if not self.forward_on_projection:
             return None, None
         return self.action_encoder(actions[0]), self.action_encoder(actions[1])
+
+    def own_forward_loss(
+        self, h: Tensor, actions: tuple[ActionTargets, ActionTargets], b: int
+    ) -> Tensor:
+        """The own head's forward-model loss: ``h`` ``[2B, D]`` (views a, then b) is
+        embedded by the own projector, each view's embedding and the action to the other
+        view predict the other's embedding, and InfoNCE picks it among every view's of the
+        other side (gathered over ranks). Returns a scalar."""
+        u = self.own_projector(h)
+        (cand_a, cand_b), offset = self.gathered(u[:b], u[b:])
+        q_a = self.own_predictor(u[:b], self.action_encoder(actions[0]))
+        q_b = self.own_predictor(u[b:], self.action_encoder(actions[1]))
+        return 0.5 * (
+            info_nce_cross(q_a, cand_b, self.forward_temperature, offset)
+            + info_nce_cross(q_b, cand_a, self.forward_temperature, offset)
+        )
 
     def on_step_end(self, progress: float) -> None:
         """Called by the trainer after each optimiser step; ``progress`` in ``[0, 1]``."""

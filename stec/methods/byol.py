@@ -17,8 +17,9 @@ from stec.methods.base import ForwardPredictor, SSLMethod
 class BYOL(SSLMethod):
     """BYOL (Grill et al. 2020): the non-contrastive, positive-only "switching" term.
 
-    In ``forward``/``both`` mode the predictor sees ``[z_a, embed(action a→b)]``: it is
-    told how view b was made from view a, which the plain BYOL predictor must guess.
+    In ``forward``/``both`` mode (``forward_head=shared``) the predictor sees
+    ``[z_a, embed(action a→b)]``: it is told how view b was made from view a, which the
+    plain BYOL predictor must guess.
     """
 
     def __init__(
@@ -41,7 +42,7 @@ class BYOL(SSLMethod):
         # its host copy, so that a step never waits to read the value back from the device
         self.register_buffer("momentum", torch.tensor(self.base_momentum, dtype=torch.float64))
         self._momentum = self.base_momentum
-        action_dim = self.action_encoder.dim if self.action_encoder is not None else 0
+        action_dim = self.action_encoder.dim if self.forward_on_projection else 0
         self.predictor = ForwardPredictor(
             self.proj_dim, action_dim, pred_hidden or self.proj_hidden, self.norm
         )

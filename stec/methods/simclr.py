@@ -10,16 +10,17 @@ from stec.methods.base import ForwardPredictor, SSLMethod
 
 
 class SimCLR(SSLMethod):
-    """SimCLR. In ``forward``/``both`` mode an action-conditioned predictor maps each view's
-    projection to the other view, trained contrastively against the gathered candidates."""
+    """SimCLR. In ``forward``/``both`` mode (``forward_head=shared``) an action-conditioned
+    predictor maps each view's projection to the other view, trained contrastively against
+    the gathered candidates."""
 
     def __init__(
         self, backbone, feature_dim: int, *args, temperature: float = 0.1, **kwargs
     ) -> None:
         super().__init__(backbone, feature_dim, *args, **kwargs)
-        self.temperature = float(temperature)
+        self.temperature = self.forward_temperature = float(temperature)
         self.forward_predictor: ForwardPredictor | None = None
-        if self.uses_forward:
+        if self.forward_on_projection:
             self.forward_predictor = ForwardPredictor(
                 self.proj_dim, self.action_encoder.dim, self.proj_hidden, self.norm
             )

@@ -174,3 +174,18 @@ def test_a_run_made_before_the_mixup_stage_existed_resumes_as_a_view_stage_one(g
     clip = copy.deepcopy(now)
     clip["augment"]["mixup"]["stage"] = "clip"
     assert training_changes(old, clip) == ["augment.mixup.stage: 'view' -> 'clip'"]
+
+
+def test_the_forward_models_own_head_trains_beside_the_frame_reader(tmp_path, capsys):
+    # efference=both with forward_head=own: the inverse model reads the frames, and the
+    # forward model's own projector embeds the pooled features; both losses weigh 0.3
+    data = ["data.n_per_class=5", "augment=composed", *TINY]
+    run = ["run_dir=run", "trainer.max_steps=2", "trainer.log_every=1"]
+    own = ["efference=both", "efference.forward_head=own", "efference.lambda_manip_warmup=0"]
+    assert main(["pretrain", *data, *run, *own]) == 0
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert state["own_projector.0.weight"].shape[1] == 32
+    assert "forward_predictor.net.0.weight" not in state and "inverse.net.0.weight" in state
+    for row in read_metrics(tmp_path / "run"):
+        total = row["ssl_loss"] + 0.3 * (row["action_loss"] + row["forward_loss"])
+        assert row["loss"] == pytest.approx(total, rel=1e-4), row
