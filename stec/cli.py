@@ -280,12 +280,12 @@ def pretrain_run(
             "(a pretrain with trainer.resume=auto; a compare resumes its arms by itself)"
         )
     if is_main():
-        from stec.report import readability_line
+        from stec.report import forward_model_line, readability_line
 
         # whether the efference copy carried signal is the first thing to know of a run
-        readable = readability_line(Path(cfg.run_dir))
-        if readable:
-            print(readable)
+        for line in (readability_line(Path(cfg.run_dir)), forward_model_line(Path(cfg.run_dir))):
+            if line:
+                print(line)
         # a resume of a finished run trains no step: there is no loss to report
         done = f"loss {last['loss']:.4f}" if "loss" in last else "already trained"
         print(

@@ -246,6 +246,36 @@ def readability_line(run_dir: Path) -> str:
     return line
 
 
+#: how many nats the forward model's loss must gain from being told the action to count
+FORWARD_MARGIN = 0.05
+
+
+def forward_model_line(run_dir: Path) -> str:
+    """One line on whether a run's forward model uses the action (``forward_told_gain`` of
+    its metrics, over the last 20% of the logged steps): how much better it predicts the
+    other view told each pair's own action than told another pair's, and, under
+    ``FORWARD_MARGIN`` nats, that the efference copy gives the encoder no signal. "" without
+    a forward model."""
+    rows = _metrics(run_dir)
+    tail = [
+        r["forward_told_gain"] for r in rows[-max(1, len(rows) // 5) :] if "forward_told_gain" in r
+    ]
+    if not tail:
+        return ""
+    gain = float(np.nanmean(tail))
+    line = (
+        f"the forward model, told each pair's own action, predicts the other view {gain:.2f} "
+        "nats better than told another pair's (last 20% of training)"
+    )
+    if not gain >= FORWARD_MARGIN:
+        line += (
+            f"; under {FORWARD_MARGIN}: it ignores the action, so its efference copy gives the "
+            "encoder no signal on this data (docs/actions.md: when the inverse model reads "
+            "nothing)"
+        )
+    return line
+
+
 def inverse_model_table(summary: dict[str, Any], out_dir: Path) -> str:
     """Markdown table of :func:`training_action_accuracy` per arm, averaged over seeds."""
     accuracy: dict[str, dict[str, list[float]]] = {}

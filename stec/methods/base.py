@@ -29,7 +29,7 @@ the predictor can follow. The method's own predictor is then plain.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -228,7 +228,9 @@ class SSLMethod(nn.Module, ABC):
             self.lambda_manip * self.manip_ramp if self.lambda_manip_warmup else self.lambda_manip
         )
         if self.own_projector is not None:
-            forward_loss = self.own_forward_loss(self.equivariant(h), actions, b)
+            forward_loss, metrics["forward_told_gain"] = self.own_forward_loss(
+                self.equivariant(h), actions, b
+            )
         if forward_loss is not None:
             loss = loss + manip * forward_loss
             metrics["forward_loss"] = forward_loss.detach()
@@ -268,19 +270,36 @@ class SSLMethod(nn.Module, ABC):
 
     def own_forward_loss(
         self, h: Tensor, actions: tuple[ActionTargets, ActionTargets], b: int
-    ) -> Tensor:
-        """The own head's forward-model loss: ``h`` ``[2B, D]`` (views a, then b) is
-        embedded by the own projector, each view's embedding and the action to the other
-        view predict the other's embedding, and InfoNCE picks it among every view's of the
-        other side (gathered over ranks). Returns a scalar."""
+    ) -> tuple[Tensor, Tensor]:
+        """The own head's forward-model loss and its :meth:`told_gain`: ``h`` ``[2B, D]``
+        (views a, then b) is embedded by the own projector, each view's embedding and the
+        action to the other view predict the other's embedding, and InfoNCE picks it among
+        every view's of the other side (gathered over ranks). Returns two scalars."""
         u = self.own_projector(h)
         (cand_a, cand_b), offset = self.gathered(u[:b], u[b:])
-        q_a = self.own_predictor(u[:b], self.action_encoder(actions[0]))
-        q_b = self.own_predictor(u[b:], self.action_encoder(actions[1]))
-        return 0.5 * (
-            info_nce_cross(q_a, cand_b, self.forward_temperature, offset)
-            + info_nce_cross(q_b, cand_a, self.forward_temperature, offset)
-        )
+
+        def predicted(emb_ab: Tensor, emb_ba: Tensor) -> Tensor:
+            q_a, q_b = self.own_predictor(u[:b], emb_ab), self.own_predictor(u[b:], emb_ba)
+            return 0.5 * (
+                info_nce_cross(q_a, cand_b, self.forward_temperature, offset)
+                + info_nce_cross(q_b, cand_a, self.forward_temperature, offset)
+            )
+
+        emb_ab, emb_ba = self.action_encoder(actions[0]), self.action_encoder(actions[1])
+        loss = predicted(emb_ab, emb_ba)
+        return loss, self.told_gain(predicted, emb_ab, emb_ba, loss)
+
+    @staticmethod
+    def told_gain(
+        predicted: Callable[[Tensor, Tensor], Tensor], emb_ab: Tensor, emb_ba: Tensor, loss: Tensor
+    ) -> Tensor:
+        """How much lower the forward model's loss ``loss`` (``predicted(emb_ab, emb_ba)``,
+        action embeddings ``[B, E]``) is than when each pair is told the next pair's action:
+        about 0 while the predictor ignores the action, the forward model's counterpart of
+        the inverse model's accuracy above its majority rate. A detached scalar, in nats;
+        computed on the device, so logging it never waits for the host."""
+        with torch.no_grad():
+            return predicted(emb_ab.roll(1, 0), emb_ba.roll(1, 0)) - loss.detach()
 
     def on_step_end(self, progress: float) -> None:
         """Called by the trainer after each optimiser step; ``progress`` in ``[0, 1]``."""

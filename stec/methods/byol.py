@@ -69,7 +69,15 @@ class BYOL(SSLMethod):
                 (sim.argmax(dim=1) == torch.arange(len(sim), device=sim.device)).float().mean()
             )
         loss = 0.5 * (byol_loss(p_a, t_b) + byol_loss(p_b, t_a))
-        return loss, None, {"pos_acc": pos_acc, "momentum": self.momentum.detach().float()}
+        metrics = {"pos_acc": pos_acc, "momentum": self.momentum.detach().float()}
+        if emb_ab is not None:  # the predictor is told the action: how much that helps it
+
+            def predicted(emb_ab: Tensor, emb_ba: Tensor) -> Tensor:
+                p_a, p_b = self.predictor(z_a, emb_ab), self.predictor(z_b, emb_ba)
+                return 0.5 * (byol_loss(p_a, t_b) + byol_loss(p_b, t_a))
+
+            metrics["forward_told_gain"] = self.told_gain(predicted, emb_ab, emb_ba, loss)
+        return loss, None, metrics
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -44,9 +44,15 @@ class SimCLR(SSLMethod):
         forward_loss = None
         if self.forward_predictor is not None:
             emb_ab, emb_ba = self.action_embeddings(actions)
-            q_a, q_b = self.forward_predictor(z_a, emb_ab), self.forward_predictor(z_b, emb_ba)
-            forward_loss = 0.5 * (
-                info_nce_cross(q_a, candidates[1], self.temperature, offset)
-                + info_nce_cross(q_b, candidates[0], self.temperature, offset)
-            )
+
+            def predicted(emb_ab: Tensor, emb_ba: Tensor) -> Tensor:
+                q_a = self.forward_predictor(z_a, emb_ab)
+                q_b = self.forward_predictor(z_b, emb_ba)
+                return 0.5 * (
+                    info_nce_cross(q_a, candidates[1], self.temperature, offset)
+                    + info_nce_cross(q_b, candidates[0], self.temperature, offset)
+                )
+
+            forward_loss = predicted(emb_ab, emb_ba)
+            metrics["forward_told_gain"] = self.told_gain(predicted, emb_ab, emb_ba, forward_loss)
         return loss, forward_loss, metrics

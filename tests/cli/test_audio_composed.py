@@ -183,9 +183,14 @@ def test_the_forward_models_own_head_trains_beside_the_frame_reader(tmp_path, ca
     run = ["run_dir=run", "trainer.max_steps=2", "trainer.log_every=1"]
     own = ["efference=both", "efference.forward_head=own", "efference.lambda_manip_warmup=0"]
     assert main(["pretrain", *data, *run, *own]) == 0
+    # the run says whether its forward model uses the action, as it does for the inverse model
+    out = capsys.readouterr().out
+    assert "the inverse model read (last 20% of training" in out
+    assert "the forward model, told each pair's own action, predicts the other view" in out
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)["model"]
     assert state["own_projector.0.weight"].shape[1] == 32
     assert "forward_predictor.net.0.weight" not in state and "inverse.net.0.weight" in state
     for row in read_metrics(tmp_path / "run"):
+        assert abs(row["forward_told_gain"]) < 1.0  # two steps: the action barely used yet
         total = row["ssl_loss"] + 0.3 * (row["action_loss"] + row["forward_loss"])
         assert row["loss"] == pytest.approx(total, rel=1e-4), row

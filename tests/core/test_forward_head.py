@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from stec import build_method
-from stec.actions import ActionTargets
 from stec.losses import info_nce_cross
 from tests.core.toy import ToyBackbone, ToySignals, toy_augmenter
 
@@ -36,6 +35,13 @@ def test_the_own_head_predicts_its_own_embedding_of_the_other_view(method_name):
     temperature = 0.2 if method_name != "byol" else 0.1
     expected = 0.5 * (info_nce_cross(q_a, u_b, temperature) + info_nce_cross(q_b, u_a, temperature))
     assert torch.allclose(metrics["forward_loss"], expected, atol=1e-6)
+    told_next = 0.5 * (
+        info_nce_cross(method.own_predictor(u_a, method.action_encoder(
+            space.targets(params_a, params_b)).roll(1, 0)), u_b, temperature)
+        + info_nce_cross(method.own_predictor(u_b, method.action_encoder(
+            space.targets(params_b, params_a)).roll(1, 0)), u_a, temperature)
+    )  # fmt: skip
+    assert torch.allclose(metrics["forward_told_gain"], told_next - expected, atol=1e-5)
     assert torch.allclose(loss, metrics["ssl_loss"] + 1.0 * expected, atol=1e-5)
     # the method's own predictor is plain: the action goes to the own head only
     if method_name == "byol":
@@ -70,37 +76,64 @@ def test_with_split_features_the_own_head_reads_the_equivariant_part_only():
         method.action_space.targets(views[2], views[3]),
         method.action_space.targets(views[3], views[2]),
     )
-    method.own_forward_loss(method.equivariant(h), actions, 16).backward()
+    method.own_forward_loss(method.equivariant(h), actions, 16)[0].backward()
     assert not h.grad[:, :24].any() and h.grad[:, 24:].abs().sum() > 0
 
 
 def test_the_own_head_learns_to_use_the_action():
-    # trained on the toy problem, the own head predicts the other view better when told the
-    # action that made it than when told another pair's: its embedding follows the action
+    # on the toy problem the own head's loss comes to be lower told each pair's own action
+    # than told the next pair's: its embedding follows the action; untrained it does not
     torch.manual_seed(0)
     aug, data = toy_augmenter(), ToySignals(n=64)
     method = own_head(lambda_manip=1.0)
     opt = torch.optim.Adam(method.parameters(), lr=2e-3)
+    gains = []
     for _ in range(400):
         x = data.x[torch.randperm(64)[:32]].unsqueeze(1)
-        loss, _, _ = method(*aug(x))
+        loss, metrics, _ = method(*aug(x))
         opt.zero_grad()
         loss.backward()
         opt.step()
-    method.eval()
+        gains.append(float(metrics["forward_told_gain"]))
+    first, last = sum(gains[:20]) / 20, sum(gains[-50:]) / 50
+    assert abs(first) < 0.1 and last > 0.5, (first, last)
+
+
+@pytest.mark.parametrize("method_name", ["simclr", "byol"])
+def test_the_told_gain_is_the_loss_told_the_next_pairs_action_minus_the_loss(method_name):
+    # the shared head's forward model (SimCLR's action-conditioned predictor, BYOL's
+    # conditioned predictor) reports it too, the same way
+    torch.manual_seed(0)
+    method = build_method(
+        method_name, ToyBackbone(), 32, action_space=toy_augmenter().action_space(),
+        efference="forward", **SMALL,
+    )  # fmt: skip
+    view_a, view_b, params_a, params_b = toy_augmenter()(ToySignals(n=16).x.unsqueeze(1))
+    _, metrics, _ = method(view_a, view_b, params_a, params_b)
+    space, encode = method.action_space, method.action_encoder
+    emb_ab = encode(space.targets(params_a, params_b))
+    emb_ba = encode(space.targets(params_b, params_a))
+    z_a, z_b = method.embed(torch.cat([view_a, view_b]))[2].chunk(2)
+    if method_name == "simclr":
+
+        def loss(e_ab, e_ba):
+            q_a = method.forward_predictor(z_a, e_ab)
+            q_b = method.forward_predictor(z_b, e_ba)
+            return 0.5 * (info_nce_cross(q_a, z_b, 0.1) + info_nce_cross(q_b, z_a, 0.1))
+    else:
+        from stec.losses import byol_loss
+
+        t = method.target_projector(method.target_backbone(torch.cat([view_a, view_b])))
+        t_a, t_b = t.chunk(2)
+
+        def loss(e_ab, e_ba):
+            p_a, p_b = method.predictor(z_a, e_ab), method.predictor(z_b, e_ba)
+            return 0.5 * (byol_loss(p_a, t_b) + byol_loss(p_b, t_a))
+
     with torch.no_grad():
-        view_a, view_b, params_a, params_b = aug(data.x.unsqueeze(1))
-        h = method.backbone(torch.cat([view_a, view_b]))
-        told = method.action_space.targets(params_a, params_b)
-        backward = method.action_space.targets(params_b, params_a)
-        true = method.own_forward_loss(h, (told, backward), 64)
-        shuffle = torch.randperm(64)
-        other = tuple(
-            ActionTargets(t.classes[shuffle], t.values[shuffle], t.mask[shuffle])
-            for t in (told, backward)
-        )
-        wrong = method.own_forward_loss(h, other, 64)
-    assert true < wrong - 0.5, (true, wrong)
+        told = loss(emb_ab.roll(1, 0), emb_ba.roll(1, 0)) - loss(emb_ab, emb_ba)
+    assert torch.allclose(metrics["forward_told_gain"], told, atol=1e-5)
+    assert abs(told.item()) > 1e-4  # the action changes the prediction
 
 
 def test_a_forward_head_that_does_not_exist_is_refused():

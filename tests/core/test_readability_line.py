@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from stec.engine.logging import MetricLogger
-from stec.report import readability_line
+from stec.report import forward_model_line, readability_line
 
 
 def _log(run: Path, rows: list[dict[str, float]]) -> Path:
@@ -58,3 +58,21 @@ def test_one_target_read_is_enough_and_a_run_without_the_inverse_model_prints_no
     assert "no signal" not in readability_line(_log(tmp_path / "a", _rows(5, late, late)))
     assert readability_line(_log(tmp_path / "b", _rows(5, {"loss": 1.0}, {"loss": 0.5}))) == ""
     assert readability_line(tmp_path / "never_logged") == ""
+
+
+def test_the_forward_models_line_says_how_much_the_action_helps_it(tmp_path):
+    early, late = {"forward_told_gain": 0.0}, {"forward_told_gain": 0.31}
+    assert forward_model_line(_log(tmp_path / "read", _rows(10, early, late))) == (
+        "the forward model, told each pair's own action, predicts the other view 0.31 nats "
+        "better than told another pair's (last 20% of training)"
+    )
+    ignored = forward_model_line(
+        _log(tmp_path / "ignored", _rows(5, late, {"forward_told_gain": 0.04}))
+    )
+    assert ignored.endswith(
+        "0.04 nats better than told another pair's (last 20% of training); under 0.05: it "
+        "ignores the action, so its efference copy gives the encoder no signal on this data "
+        "(docs/actions.md: when the inverse model reads nothing)"
+    )
+    # a run without a forward model prints nothing
+    assert forward_model_line(_log(tmp_path / "off", _rows(5, {"loss": 1.0}, {"loss": 0.5}))) == ""
