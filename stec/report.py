@@ -250,19 +250,23 @@ def readability_line(run_dir: Path) -> str:
 FORWARD_MARGIN = 0.05
 
 
-def forward_model_line(run_dir: Path) -> str:
-    """One line on whether a run's forward model uses the action (``forward_told_gain`` of
-    its metrics, over the last 20% of the logged steps): how much better it predicts the
-    other view told each pair's own action than told another pair's, and, under
-    ``FORWARD_MARGIN`` nats, that the efference copy gives the encoder no signal. "" without
-    a forward model."""
+def told_gain(run_dir: Path) -> float | None:
+    """A run's ``forward_told_gain`` over the last 20% of its logged steps (None without a
+    forward model): how many nats lower its forward model's loss is told each pair's own
+    action than told another pair's."""
     rows = _metrics(run_dir)
-    tail = [
-        r["forward_told_gain"] for r in rows[-max(1, len(rows) // 5) :] if "forward_told_gain" in r
-    ]
-    if not tail:
+    tail = rows[-max(1, len(rows) // 5) :]
+    values = [r["forward_told_gain"] for r in tail if "forward_told_gain" in r]
+    return float(np.nanmean(values)) if values else None
+
+
+def forward_model_line(run_dir: Path) -> str:
+    """One line on whether a run's forward model uses the action (:func:`told_gain`) and,
+    under ``FORWARD_MARGIN`` nats, that the efference copy gives the encoder no signal.
+    "" without a forward model."""
+    gain = told_gain(run_dir)
+    if gain is None:
         return ""
-    gain = float(np.nanmean(tail))
     line = (
         f"the forward model, told each pair's own action, predicts the other view {gain:.2f} "
         "nats better than told another pair's (last 20% of training)"
@@ -274,6 +278,25 @@ def forward_model_line(run_dir: Path) -> str:
             "nothing)"
         )
     return line
+
+
+def forward_model_table(summary: dict[str, Any], out_dir: Path) -> str:
+    """Markdown table of each forward-model arm's :func:`told_gain`, over seeds."""
+    rows = []
+    for arm in summary["arms"]:
+        gains = {}
+        for seed in summary["seeds"]:
+            gain = told_gain(out_dir / arm / f"seed{seed}")
+            if gain is not None:
+                gains[seed] = gain
+        if gains:
+            each = ", ".join(f"{gain:+.2f}" for gain in gains.values())
+            rows.append(f"| {arm} | {np.mean(list(gains.values())):+.2f} | {each} |")
+    if not rows:
+        return ""
+    return "\n".join(
+        ["| arm | told the action: nats gained, mean | by seed |", "|---|---|---|", *rows]
+    )
 
 
 def inverse_model_table(summary: dict[str, Any], out_dir: Path) -> str:
@@ -341,6 +364,18 @@ def write_report(summary: dict[str, Any], out_dir: str | Path, title: str, comma
             "Batch accuracy of each arm's own inverse model over the last 20% of training "
             "(mean over seeds); in brackets, the accuracy of guessing the class seen most "
             "often in training before each batch.",
+            "",
+            table,
+            "",
+        ]
+    table = forward_model_table(summary, out_dir)
+    if table:
+        lines += [
+            "## The forward model in training",
+            "",
+            "How many nats lower each arm's forward-model loss is told each pair's own "
+            "action than told another pair's, over the last 20% of training: about 0 when "
+            "the forward model ignores the action.",
             "",
             table,
             "",

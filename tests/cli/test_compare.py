@@ -159,6 +159,31 @@ def test_the_action_probe_summary_keeps_each_target_of_a_map(tmp_path):
     assert summary["crop"]["majority"] == pytest.approx(0.5)
 
 
+def test_the_report_says_whether_each_forward_model_uses_the_action(tmp_path):
+    from stec.engine.logging import MetricLogger
+
+    plan = build_plan(["simclr"], ["inverse", "both"], [0, 1], floors=[])
+    _write_runs(
+        tmp_path, {arm: [_run(0.7), _run(0.8)] for arm in ("simclr-inverse", "simclr-both")}
+    )
+    # the last fifth of each run's 10 logged steps counts: 0.3 and 0.1 nats
+    for seed, late in enumerate((0.3, 0.1)):
+        logger = MetricLogger(tmp_path / "simclr-both" / f"seed{seed}", tensorboard=False)
+        for step in range(1, 11):
+            logger.log({"step": step, "loss": 1.0, "forward_told_gain": 0.0 if step < 9 else late})
+        logger.close()
+    summary = summarise(plan, tmp_path, "accuracy_mean")
+    report = write_report(summary, tmp_path, "title", "cmd").read_text()
+    section = report.split("## The forward model in training")[1].split("##")[0]
+    assert "| simclr-both | +0.20 | +0.30, +0.10 |" in section
+    assert "simclr-inverse" not in section  # no forward model, no row
+    # a comparison without a forward model has no such section
+    assert "forward model" not in write_report(
+        summarise(build_plan(["simclr"], ["inverse"], [0, 1], floors=[]), tmp_path, "accuracy_mean"),
+        tmp_path, "title", "cmd",
+    ).read_text()  # fmt: skip
+
+
 def test_old_results_still_summarise_without_tasks(tmp_path):
     plan = build_plan(["simclr"], ["off"], [0, 1], floors=[])
     _write_runs(tmp_path, {"simclr-off": [_run(0.7), _run(0.8)]})
