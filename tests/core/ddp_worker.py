@@ -25,8 +25,10 @@ def leave() -> None:
 
 
 def make_method(name: str, **kwargs):
+    """``name``: a method, or ``<method>+own`` for its forward model's own head."""
     torch.manual_seed(0)
     aug = toy_augmenter()
+    name, _, head = name.partition("+")
     method = build_method(
         name,
         ToyBackbone(norm=False),
@@ -38,6 +40,7 @@ def make_method(name: str, **kwargs):
         proj_dim=16,
         inverse_hidden=32,
         action_embed_dim=8,
+        forward_head=head or "shared",
         **kwargs,
     )
     return method, aug

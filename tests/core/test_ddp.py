@@ -12,7 +12,8 @@ from stec.engine.checkpoint import load_checkpoint
 from tests.core import ddp_worker
 
 
-@pytest.mark.parametrize("method_name", ["simclr", "byol"])
+# simclr+own: the forward model's own head gathers its candidates over the ranks too
+@pytest.mark.parametrize("method_name", ["simclr", "byol", "simclr+own"])
 def test_two_process_ddp_matches_single_process(tmp_path, method_name):
     out = tmp_path / "ddp.pt"
     mp.spawn(
