@@ -23,7 +23,13 @@ from stec.engine.checkpoint import Advise, CheckpointError, ResumeRefused
 from stec.engine.trainer import NonFiniteLossError, Trainer, TrainerConfig
 from stec.errors import ConfigError, RunStopped, UserError, user_input
 from stec.methods import INVERSE_INPUTS, SSLMethod, build_method, choose
-from stec.run_dirs import check_out, clear_run, results_path, run_held  # noqa: F401 - results_path: re-exported
+from stec.run_dirs import (  # noqa: F401 - results_path: re-exported
+    check_out,
+    clear_run,
+    results_path,
+    run_held,
+    written_whole,
+)
 
 log = logging.getLogger("stec")
 
@@ -334,23 +340,26 @@ def save_embeddings(out: str | Path, ids: Sequence[str | bytes], labels, feature
     if len(ids) != len(features):
         raise ValueError(f"{len(ids)} ids for {len(features)} embeddings")
     out = check_embed_out(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".parquet":
-        import pandas as pd
+    with written_whole(out) as tmp:
+        if out.suffix == ".parquet":
+            import pandas as pd
 
-        frame = pd.DataFrame({"id": list(ids), "label": [json.dumps(v) for v in labels.tolist()]})
-        frame["embedding"] = list(features.numpy())
-        frame.to_parquet(out)
-    else:
-        np.save(
-            out,
-            {
-                "ids": np.array(ids, dtype=str),
-                "labels": labels.numpy(),
-                "embeddings": features.numpy(),
-            },
-            allow_pickle=True,
-        )
+            frame = pd.DataFrame(
+                {"id": list(ids), "label": [json.dumps(v) for v in labels.tolist()]}
+            )
+            frame["embedding"] = list(features.numpy())
+            frame.to_parquet(tmp)
+        else:
+            with open(tmp, "wb") as handle:  # a file object: np.save adds no suffix to it
+                np.save(
+                    handle,
+                    {
+                        "ids": np.array(ids, dtype=str),
+                        "labels": labels.numpy(),
+                        "embeddings": features.numpy(),
+                    },
+                    allow_pickle=True,
+                )
     return out
 
 

@@ -158,8 +158,13 @@ def run_plan(
         log(f"[{'train' if arm.kind == 'pretrain' else 'floor'}] {arm.name} seed {seed}")
         if arm.kind == "pretrain":
             train(run)
+        # the comparison's own outputs of this run, made with other settings or left by an
+        # interrupted evaluation: written again (an out= never replaces a file)
+        embeddings = run_dir / "embeddings.npy"
+        embeddings.unlink(missing_ok=True)
+        results.unlink(missing_ok=True)
         if embed is not None and seed == plan.seeds[0]:  # for the 2-D maps of the report
-            embed([*run, f"checkpoint={checkpoint}", f"out={run_dir / 'embeddings.npy'}"])
+            embed([*run, f"checkpoint={checkpoint}", f"out={embeddings}"])
         evaluate([*run, f"checkpoint={checkpoint}", f"out={results}"])
         _write_json(run_dir / SETTINGS, wanted)
     summary = summarise(plan, out_dir, metric)

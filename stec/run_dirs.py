@@ -6,8 +6,10 @@ to what was evaluated)."""
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -109,8 +111,9 @@ def check_out(
 ) -> Path | None:
     """``out=``, checked before any work: None when not given (``required`` says how to
     give it where it must be), else a file name ending in one of ``suffixes`` that is not
-    a folder and does not replace an exported encoder's files (nor does its ``sidecar``,
-    the same name with that suffix)."""
+    a folder and replaces no file (nor does its ``sidecar``, the same name with that
+    suffix): not an exported encoder's, a run's, a user's, nor an earlier output, which a
+    user may have made with a checkpoint since gone."""
     if not str(out or ""):
         if required:
             raise ConfigError(required)
@@ -128,7 +131,26 @@ def check_out(
                 f"out={out} would replace the exported encoder's {target.name} in "
                 f"{target.parent}; choose another file name"
             )
+        if target is not None and target.exists():
+            raise ConfigError(
+                f"out={out}: {target} already exists; nothing was written: choose another "
+                "file name, or move it away to write it again"
+            )
     return path
+
+
+@contextmanager
+def written_whole(path: Path) -> Iterator[Path]:
+    """A temporary sibling of ``path`` to write to, moved onto ``path`` once the block
+    ends without an error (removed if it raises): a reader never sees a half-written
+    output, and an interrupted write leaves none behind to block the next."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _export_file(path: Path) -> bool:

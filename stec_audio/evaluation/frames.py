@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stec.evaluation import placed_on
+from stec.run_dirs import written_whole
 from stec_audio.data.clip_index import ClipIndex
 from stec_audio.data.frontend import FrontEndConfig, NormStats
 from stec_audio.data.io import AudioError, BadFileLog, clip_problem, load_audio
@@ -181,32 +182,33 @@ def save_frame_embeddings(
     embeddings = torch.cat(frames.embeddings).numpy()
     row_ids = np.repeat(np.array(list(ids), dtype=str), counts)
     row_labels = np.repeat(np.asarray(labels), counts, axis=0)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".parquet":
-        import pandas as pd
+    with written_whole(out) as tmp:
+        if out.suffix == ".parquet":
+            import pandas as pd
 
-        table = pd.DataFrame(
-            {
-                "id": row_ids,
-                "label": [json.dumps(v) for v in row_labels.tolist()],
-                "frame": frame,
-                "timestamp_ms": timestamps,
-                "hop_ms": np.full(len(frame), frames.hop_ms, dtype=np.float32),
-            }
-        )
-        table["embedding"] = list(embeddings)
-        table.to_parquet(out)
-    else:
-        np.save(
-            out,
-            {
-                "ids": row_ids,
-                "labels": row_labels,
-                "frame": frame,
-                "timestamps_ms": timestamps,
-                "hop_ms": float(frames.hop_ms),
-                "embeddings": embeddings,
-            },
-            allow_pickle=True,
-        )
+            table = pd.DataFrame(
+                {
+                    "id": row_ids,
+                    "label": [json.dumps(v) for v in row_labels.tolist()],
+                    "frame": frame,
+                    "timestamp_ms": timestamps,
+                    "hop_ms": np.full(len(frame), frames.hop_ms, dtype=np.float32),
+                }
+            )
+            table["embedding"] = list(embeddings)
+            table.to_parquet(tmp)
+        else:
+            with open(tmp, "wb") as handle:  # a file object: np.save adds no suffix to it
+                np.save(
+                    handle,
+                    {
+                        "ids": row_ids,
+                        "labels": row_labels,
+                        "frame": frame,
+                        "timestamps_ms": timestamps,
+                        "hop_ms": float(frames.hop_ms),
+                        "embeddings": embeddings,
+                    },
+                    allow_pickle=True,
+                )
     return out

@@ -55,7 +55,7 @@ def planted_corpus(root, n_clips=20, seconds=2.0):
 
 
 def sed_results(tmp_path, *args):
-    out = tmp_path / "sed.json"
+    out = tmp_path / f"sed{len(list(tmp_path.glob('sed*.json')))}.json"  # out= replaces no file
     assert main(["evaluate", "task=sed", f"out={out}", *FAST, *args]) == 0
     return json.loads(out.read_text())
 

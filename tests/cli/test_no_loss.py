@@ -282,3 +282,39 @@ def test_an_output_never_replaces_an_exported_encoder_or_a_folder(modality, tmp_
         assert message in line
     assert {path: path.read_bytes() for path in folder.iterdir()} == kept
     assert not (tmp_path / "cache").exists()  # refused before any work
+
+
+@pytest.mark.parametrize("modality", sorted(CLIS))
+def test_an_output_never_replaces_a_file_that_exists(modality, tmp_path, capsys):
+    # a run's config, a user's own file, an earlier output: each stays as it was, and the
+    # line says how to go on
+    main, tiny = CLIS[modality]
+    (tmp_path / "run").mkdir()
+    files = {
+        tmp_path / "run" / "config.json": b'{"seed": 0}',
+        tmp_path / "mine.npy": b"a user's array",
+        tmp_path / "earlier.parquet": b"earlier embeddings",
+        tmp_path / "mine.pth": b"a user's weights",
+        tmp_path / "other.json": b"the sidecar of other.safetensors",
+    }
+    for path, content in files.items():
+        path.write_bytes(content)
+    cases = [
+        ["evaluate", "checkpoint=random", f"out={tmp_path / 'run' / 'config.json'}"],
+        ["embed", "checkpoint=random", f"out={tmp_path / 'mine.npy'}"],
+        ["embed", "checkpoint=random", f"out={tmp_path / 'earlier.parquet'}"],
+    ]
+    if modality == "vision":
+        folder = _resnet_export(tmp_path / "export")
+        cases += [
+            ["export", f"checkpoint={folder}", f"out={tmp_path / 'mine.pth'}"],
+            ["export", f"checkpoint={folder}", f"out={tmp_path / 'other.safetensors'}"],
+        ]
+    for args in cases:
+        assert main([*args, *tiny]) == 2
+        line = _one_line(capsys.readouterr().err)
+        assert (
+            "already exists; nothing was written: choose another file name, or move it away" in line
+        )
+    assert {path: path.read_bytes() for path in files} == files
+    assert not (tmp_path / "other.safetensors").exists()
