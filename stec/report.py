@@ -267,9 +267,10 @@ def forward_model_line(run_dir: Path) -> str:
     gain = told_gain(run_dir)
     if gain is None:
         return ""
+    better = "better" if gain >= 0 else "worse"
     line = (
-        f"the forward model, told each pair's own action, predicts the other view {gain:.2f} "
-        "nats better than told another pair's (last 20% of training)"
+        f"the forward model, told each pair's own action, predicts the other view "
+        f"{abs(gain):.2f} nats {better} than told another pair's (last 20% of training)"
     )
     if not gain >= FORWARD_MARGIN:
         line += (

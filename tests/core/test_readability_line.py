@@ -74,5 +74,9 @@ def test_the_forward_models_line_says_how_much_the_action_helps_it(tmp_path):
         "ignores the action, so its efference copy gives the encoder no signal on this data "
         "(docs/actions.md: when the inverse model reads nothing)"
     )
+    worse = forward_model_line(
+        _log(tmp_path / "worse", _rows(5, late, {"forward_told_gain": -0.09}))
+    )
+    assert "0.09 nats worse than told another pair's" in worse and "ignores the action" in worse
     # a run without a forward model prints nothing
     assert forward_model_line(_log(tmp_path / "off", _rows(5, {"loss": 1.0}, {"loss": 0.5}))) == ""
