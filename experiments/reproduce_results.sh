@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces docs/RESULTS.md from scratch on a CPU machine (no download): 3-seed
 # comparisons with floors on the two built-in sound sets and the demo shapes, then copies
-# their tables and plots into docs/results/. About 18 hours on 2 cores, summed from the
+# their tables and plots into docs/results/. About 19 hours on 2 cores, summed from the
 # arms' times (a SimCLR arm takes 4-7 minutes, its sound event detection 3 more, a BYOL
 # arm 10, an arm at 4x the budget about 17); each compare skips the
 # runs already done and resumes an arm from its last checkpoint, so an interrupted run
@@ -216,6 +216,27 @@ for stage in clip view; do
     python "$repo/experiments/action_readability.py" --readers cnn,xcorr augment=composed \
         augment.mixup.enabled=true augment.mixup.predict=true augment.mixup.stage="$stage"
 done > audio_composed_mixclip/readability.txt
+# the forward model's own head beside the inverse model (efference=both,
+# forward_head=own; EquiMod), with the features split for it and the inverse model
+# (equivariant_dims=128; SIE) and without, seeds 0-2 on both corpora, paired against the
+# shipped group's arms
+for corpus in audio notes; do
+    data=()
+    [ "$corpus" = notes ] && data=(data=notes)
+    for name in equimod sie; do
+        extra=()
+        [ "$name" = sie ] && extra=("${split[@]}")
+        stec-audio compare "${data[@]}" compare.methods=[simclr] augment=composed \
+            compare.floors=[] compare.efference=[both] efference.forward_head=own "${extra[@]}" \
+            compare.seeds=[0,1,2] compare.out="${corpus}_composed_$name" "${quiet[@]}"
+        for arm in simclr-off simclr-inverse; do
+            python "${paired[@]}" "${corpus}_composed_warmup" "${corpus}_composed_$name" \
+                --arm "$arm" --arm-b simclr-both
+        done > "${corpus}_composed_$name/paired_vs_shipped.txt"
+    done
+    python "${paired[@]}" "${corpus}_composed_equimod" "${corpus}_composed_sie" \
+        --arm simclr-both >> "${corpus}_composed_sie/paired_vs_shipped.txt"
+done
 python "${paired[@]}" notes_composed_5seeds notes_composed_lambda01 --arm simclr-inverse \
     > notes_composed_lambda01/paired_vs_shipped.txt
 python "${paired[@]}" audio_composed audio_composed_lambda01 --arm simclr-inverse \
@@ -281,7 +302,8 @@ for name in audio audio_byol notes audio_pitch audio_pitch_readable audio_compos
     notes_composed_gain notes_composed_st6 notes_composed_mixup notes_composed_anywhere \
     audio_composed_mixup notes_composed_mixup_off audio_composed_mixup02 notes_composed_mixup02 \
     audio_composed_mixup_4x audio_composed_mixup_4x_seed1 audio_composed_mixclip \
-    notes_composed_mixclip audio_composed_mixclip_4x vision vision_dense vision_dense30; do
+    notes_composed_mixclip audio_composed_mixclip_4x audio_composed_equimod \
+    notes_composed_equimod audio_composed_sie notes_composed_sie vision vision_dense vision_dense30; do
     mkdir -p "$repo/docs/results/$name"
     cp "$name"/comparison*.csv "$name"/comparison.json "$name"/report.md "$name"/*.png \
         "$repo/docs/results/$name/"
