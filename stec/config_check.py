@@ -98,6 +98,19 @@ def device_problem(key: str, value: Any) -> str | None:
     return None
 
 
+def folder_problem(key: str, value: Any) -> str | None:
+    """A folder the command writes into: not a file, nor under one."""
+    from pathlib import Path
+
+    path = Path(str(value)).expanduser()
+    for part in (path, *path.parents):
+        if part.exists():
+            if not part.is_dir():
+                return f"{part} is a file, not a folder: give a folder's path"
+            return None
+    return None
+
+
 #: The keys both command-line tools share.
 COMMON_RULES: dict[str, Rule] = {
     "seed": at_least(0),
@@ -119,6 +132,8 @@ COMMON_RULES: dict[str, Rule] = {
     "trainer.num_workers": at_least(0),
     "trainer.prefetch_factor": at_least(1),
     "trainer.device": Rule(check=device_problem),
+    "run_dir": Rule(check=folder_problem),
+    "compare.out": Rule(check=folder_problem),
     "trainer.probe_lr": positive(),
     "method.name": one_of("simclr", "byol", "relic"),
     "method.lambda_switch": at_least(0),

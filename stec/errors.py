@@ -60,8 +60,9 @@ def generated_root(root: object) -> Path | None:
         return None
     path = Path(str(root)).expanduser()
     if not path.is_dir():
+        what = "is a file, not a folder" if path.exists() else "does not exist"
         raise FileNotFoundError(
-            f"data.root={str(root)!r} does not exist; the generated data goes into an existing "
+            f"data.root={str(root)!r} {what}; the generated data goes into an existing "
             "folder you name, or into the cache folder ($STEC_CACHE, else ~/.cache/stec) with "
             "data.root='' (the default)"
         )

@@ -34,7 +34,7 @@ from stec.cli import (
     save_embeddings,
 )
 from stec.compose import ConfigSchema
-from stec.config_check import Rule, at_least, fraction, one_of, positive
+from stec.config_check import Rule, at_least, folder_problem, fraction, one_of, positive
 from stec.engine.rng import EVERY_RANK, GLOBAL_STREAM, SAMPLER_STREAM, stream_seed
 from stec.engine.trainer import resolve_device
 from stec.errors import user_input
@@ -451,6 +451,7 @@ SCHEMA = ConfigSchema(
         "data.n_per_class": at_least(1),
         "data.clip_seconds": positive(),
         "data.max_bad_fraction": fraction(),
+        "data.prepared": Rule(check=folder_problem),
         "data.in_memory": one_of("auto", True, False, kinds=("str", "bool")),
         "data.folds": Rule(kinds=("null", "list[int]")),
         "data.labels": Rule(kinds=("list[str]",)),

@@ -318,3 +318,28 @@ def test_an_output_never_replaces_a_file_that_exists(modality, tmp_path, capsys)
         )
     assert {path: path.read_bytes() for path in files} == files
     assert not (tmp_path / "other.safetensors").exists()
+
+
+@pytest.mark.parametrize("modality", sorted(CLIS))
+def test_a_folder_key_that_names_a_file_is_one_line(modality, tmp_path, capsys):
+    # a run folder or a comparison's folder given as a file's path, or a path under one:
+    # one line naming the key, and the file as it was
+    main, tiny = CLIS[modality]
+    mine = tmp_path / "notes.txt"
+    mine.write_text("a user's notes")
+    cases = [
+        (["pretrain", f"run_dir={mine}"], "run_dir"),
+        (["pretrain", f"run_dir={mine / 'run'}"], "run_dir"),
+        (["evaluate", "checkpoint=random", f"run_dir={mine}"], "run_dir"),
+        (["compare", f"compare.out={mine}"], "compare.out"),
+    ]
+    if modality == "audio":  # where the prepared statistics and caches go
+        cases += [(["prepare", f"data.prepared={mine}"], "data.prepared")]
+    for args, key in cases:
+        assert main([*args, *tiny]) == 2
+        line = _one_line(capsys.readouterr().err)
+        assert f"{key}=" in line and f"{mine} is a file, not a folder: give a folder's path" in line
+    assert mine.read_text() == "a user's notes"
+    # a generated set's root that is a file is said to be one, not to be missing
+    assert main(["pretrain", f"data.root={mine}", *tiny]) == 2
+    assert "is a file, not a folder; the generated data goes" in _one_line(capsys.readouterr().err)
