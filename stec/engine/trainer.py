@@ -269,7 +269,13 @@ class Trainer:
         if str(self.cfg.resume) == "auto" and not path.exists():
             log.info("trainer.resume=auto: no checkpoint at %s, starting fresh", path)
             return
-        state = load_checkpoint(path)
+        try:
+            state = load_checkpoint(path)
+        except CheckpointError as err:  # damaged, foreign or gone: say how to go on
+            raise CheckpointError(
+                f"{err}; it cannot be resumed: start afresh in a new run_dir=..., or replace "
+                "this run with trainer.overwrite=true instead of trainer.resume"
+            ) from err
         changes = training_changes(
             with_trainer_defaults(state.get("config") or {}), self.run_config
         )

@@ -343,3 +343,21 @@ def test_a_folder_key_that_names_a_file_is_one_line(modality, tmp_path, capsys):
     # a generated set's root that is a file is said to be one, not to be missing
     assert main(["pretrain", f"data.root={mine}", *tiny]) == 2
     assert "is a file, not a folder; the generated data goes" in _one_line(capsys.readouterr().err)
+
+
+def test_a_damaged_checkpoint_is_one_line_that_says_how_to_go_on(tmp_path, capsys):
+    main, tiny = CLIS["audio"]
+    assert main(["pretrain", "run_dir=run", *tiny]) == 0
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])  # a copy cut short
+    damaged = checkpoint.read_bytes()
+    capsys.readouterr()
+    # a broken checkpoint is a failed run (status 1), not a mistake in the input
+    assert main(["pretrain", "run_dir=run", "trainer.resume=auto", *tiny]) == 1
+    line = _one_line(capsys.readouterr().err)
+    assert "last.pt could not be read" in line
+    assert line.endswith(
+        "it cannot be resumed: start afresh in a new run_dir=..., or replace this run with "
+        "trainer.overwrite=true instead of trainer.resume"
+    )
+    assert checkpoint.read_bytes() == damaged
