@@ -76,6 +76,14 @@ def run_cli(
             return 2
         return 0 if args else 2
     command, overrides = args[0], args[1:]
+    options = [a for a in args if a.startswith("-")]
+    if options:  # Hydra would read it as an override and fail in its grammar's words
+        print(
+            f"{prog}: unknown option {options[0]!r}; the options are --debug and --help, "
+            "and everything else is a command and key=value overrides",
+            file=sys.stderr,
+        )
+        return 2
     if command not in commands:
         print(
             f"{prog}: unknown command {command!r}; allowed: {', '.join(commands)}", file=sys.stderr

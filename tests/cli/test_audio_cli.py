@@ -227,6 +227,7 @@ def test_demo_random_floor_and_embed_npy(tmp_path):
         (["pretrain", "augment.rrc.freq_scale=[2,1]"], "augment.rrc: RandomResizeCrop: freq"),
         (["pretrain", "trainer.batch_size=64"], "trainer.batch_size=64 is larger than the"),
         (["frobnicate"], "unknown command 'frobnicate'"),
+        (["pretrain", "--debugg"], "unknown option '--debugg'; the options are --debug and --help"),
         (["evaluate"], "checkpoint is required"),
     ],
 )
