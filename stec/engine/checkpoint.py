@@ -103,6 +103,14 @@ INVERSE_MODEL_KEYS = tuple(
                 "components", "component_weights", "equivariant_dims", "detach_frames",
                 "standardise_peaks", "lambda_manip_warmup", "forward_head")
 )  # fmt: skip
+# Of those, the keys that only shape the forward model (inert with efference.mode=inverse)
+# and those that only shape the inverse model (inert with efference.mode=forward).
+FORWARD_ONLY_KEYS = ("efference.action_embed_dim", "efference.forward_head")
+INVERSE_ONLY_KEYS = tuple(
+    f"efference.{key}"
+    for key in ("inverse_hidden", "inverse_output", "component_weights", "detach_frames",
+                "standardise_peaks")
+)  # fmt: skip
 # What only training reads: an encoder that is not trained (a comparison's floor) is the
 # same whatever they say.
 TRAINING_ONLY = ("method", "efference.mode", *INVERSE_MODEL_KEYS)
@@ -148,12 +156,13 @@ def with_keys_added(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def inactive_keys(config: dict[str, Any]) -> tuple[str, ...]:
-    """The keys of ``config`` that its own values make inert: the inverse model's settings
-    when ``efference.mode`` is off."""
+    """The keys of ``config`` that its own values make inert: the efference copy's model
+    settings when ``efference.mode`` is off, the forward model's with the inverse model
+    alone, the inverse model's with the forward model alone."""
     efference = config.get("efference")
-    if isinstance(efference, dict) and efference.get("mode") == "off":
-        return INVERSE_MODEL_KEYS
-    return ()
+    mode = efference.get("mode") if isinstance(efference, dict) else None
+    inert = {"off": INVERSE_MODEL_KEYS, "inverse": FORWARD_ONLY_KEYS, "forward": INVERSE_ONLY_KEYS}
+    return inert.get(mode, ())
 
 
 def settings_of(

@@ -198,3 +198,28 @@ def test_a_modality_declares_its_added_keys_once_with_one_default(monkeypatch):
         ValueError, match=r"'augment.echo.taps' is already declared with the default 1"
     ):
         checkpoint.declare_keys_added({"augment.echo.taps": 2})
+
+
+def test_keys_of_a_model_the_mode_does_not_build_change_no_result():
+    # an inverse arm has no forward model: its forward head and action embedding are
+    # inert, so a comparison that adds a forward arm to a folder reuses the inverse arm;
+    # a forward arm has no inverse model, so the inverse model's own keys are inert
+    from stec.engine.checkpoint import settings_of, training_changes
+    from tests.core.test_trainer import _run
+
+    inverse, inverse_own = _run(mode="inverse"), _run(mode="inverse", forward_head="own")
+    inverse_wide = _run(mode="inverse", forward_head="own", action_embed_dim=64)
+    assert settings_of(inverse) == settings_of(inverse_own) == settings_of(inverse_wide)
+    assert training_changes(inverse, inverse_wide) == []
+    both, both_own = _run(mode="both"), _run(mode="both", forward_head="own")
+    assert training_changes(both, both_own) == ["efference.forward_head: 'shared' -> 'own'"]
+    forward = _run(mode="forward")
+    tuned = _run(mode="forward", inverse_hidden=64, inverse_output="regression")
+    assert settings_of(forward) == settings_of(tuned) and training_changes(forward, tuned) == []
+    # what both models share still counts in each
+    assert training_changes(forward, _run(mode="forward", lambda_manip=0.3)) == [
+        "efference.lambda_manip: 1.0 -> 0.3"
+    ]
+    assert training_changes(inverse, _run(mode="inverse", equivariant_dims=8)) == [
+        "efference.equivariant_dims: 0 -> 8"
+    ]

@@ -488,7 +488,8 @@ def test_a_key_added_since_a_run_was_made_counts_as_its_default():
     assert training_changes(old, standardised) == ["efference.standardise_peaks: False -> True"]
     warmed = _run(mode="inverse", inverse_input="frames", lambda_manip_warmup=0.2)
     assert training_changes(old, warmed) == ["efference.lambda_manip_warmup: 0.0 -> 0.2"]
-    own = _run(mode="inverse", inverse_input="frames", forward_head="own")
-    assert training_changes(old, own) == ["efference.forward_head: 'shared' -> 'own'"]
+    both = {**old, "efference": {**old["efference"], "mode": "both"}}
+    own = _run(mode="both", inverse_input="frames", forward_head="own")
+    assert training_changes(both, own) == ["efference.forward_head: 'shared' -> 'own'"]
     # a config without the section at all (another modality's, a floor's) gains nothing
     assert settings_of({"seed": 0}) == {"seed": 0}
