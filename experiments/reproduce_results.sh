@@ -237,6 +237,13 @@ for corpus in audio notes; do
     python "${paired[@]}" "${corpus}_composed_equimod" "${corpus}_composed_sie" \
         --arm simclr-both >> "${corpus}_composed_sie/paired_vs_shipped.txt"
 done
+stec-audio compare compare.methods=[simclr] augment=composed compare.floors=[] \
+    compare.efference=[both] efference.forward_head=own compare.seeds=[0] trainer.epochs=120 \
+    compare.out=audio_composed_equimod_4x "${quiet[@]}"
+for arm in simclr-off simclr-inverse; do
+    python "${paired[@]}" audio_composed_warmup_4x audio_composed_equimod_4x --arm "$arm" \
+        --arm-b simclr-both
+done > audio_composed_equimod_4x/paired_vs_shipped.txt
 python "${paired[@]}" notes_composed_5seeds notes_composed_lambda01 --arm simclr-inverse \
     > notes_composed_lambda01/paired_vs_shipped.txt
 python "${paired[@]}" audio_composed audio_composed_lambda01 --arm simclr-inverse \
@@ -302,7 +309,7 @@ for name in audio audio_byol notes audio_pitch audio_pitch_readable audio_compos
     notes_composed_gain notes_composed_st6 notes_composed_mixup notes_composed_anywhere \
     audio_composed_mixup notes_composed_mixup_off audio_composed_mixup02 notes_composed_mixup02 \
     audio_composed_mixup_4x audio_composed_mixup_4x_seed1 audio_composed_mixclip \
-    notes_composed_mixclip audio_composed_mixclip_4x audio_composed_equimod \
+    notes_composed_mixclip audio_composed_mixclip_4x audio_composed_equimod audio_composed_equimod_4x \
     notes_composed_equimod audio_composed_sie notes_composed_sie vision vision_dense vision_dense30; do
     mkdir -p "$repo/docs/results/$name"
     cp "$name"/comparison*.csv "$name"/comparison.json "$name"/report.md "$name"/*.png \
