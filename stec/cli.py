@@ -22,13 +22,13 @@ from stec.distributed import barrier, init_from_env, is_main
 from stec.engine.checkpoint import Advise, CheckpointError, ResumeRefused
 from stec.engine.trainer import NonFiniteLossError, Trainer, TrainerConfig
 from stec.errors import ConfigError, RunStopped, UserError, user_input
+from stec.files import written_whole
 from stec.methods import INVERSE_INPUTS, SSLMethod, build_method, choose
 from stec.run_dirs import (  # noqa: F401 - results_path: re-exported
     check_out,
     clear_run,
     results_path,
     run_held,
-    written_whole,
 )
 
 log = logging.getLogger("stec")

@@ -6,10 +6,8 @@ to what was evaluated)."""
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -137,20 +135,6 @@ def check_out(
                 "file name, or move it away to write it again"
             )
     return path
-
-
-@contextmanager
-def written_whole(path: Path) -> Iterator[Path]:
-    """A temporary sibling of ``path`` to write to, moved onto ``path`` once the block
-    ends without an error (removed if it raises): a reader never sees a half-written
-    output, and an interrupted write leaves none behind to block the next."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _export_file(path: Path) -> bool:

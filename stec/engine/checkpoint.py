@@ -8,13 +8,14 @@ leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
-import os
 import pickle
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from stec.files import written_whole
 
 CHECKPOINT_FORMAT = "stec-checkpoint"
 CHECKPOINT_VERSION = 2  # 2: per-rank RNG and augmenter entries under "ranks"
@@ -224,13 +225,8 @@ def training_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """Write ``state`` atomically (temporary file, fsync, rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
+    with written_whole(path) as tmp, open(tmp, "wb") as handle:
         torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
     return path
 
 

@@ -8,7 +8,6 @@ This pair is what users load downstream (linear probes, HEAR, fine-tuning). The 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from torch import nn
 
 from stec.engine.checkpoint import RUN_CHECKPOINT
 from stec.errors import ExportError
+from stec.files import written_whole
 
 EXPORT_FORMAT = "stec-encoder"
 EXPORT_VERSION = 1
@@ -34,9 +34,8 @@ def export_backbone(backbone: nn.Module, out_dir: str | Path, meta: dict[str, An
     state = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
     write_safetensors(state, out / WEIGHTS_NAME)
     full_meta = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, **meta}
-    tmp = out / (META_NAME + ".tmp")
-    tmp.write_text(json.dumps(full_meta, indent=2, sort_keys=True))
-    os.replace(tmp, out / META_NAME)
+    with written_whole(out / META_NAME) as tmp:
+        tmp.write_text(json.dumps(full_meta, indent=2, sort_keys=True))
     return out
 
 
@@ -44,9 +43,8 @@ def write_safetensors(state: dict[str, torch.Tensor], path: str | Path) -> Path:
     """Write ``state`` as safetensors atomically, with the permissions the umask gives
     every other output (``safetensors.save_file`` would make the file private, 0600)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(save(state))
-    os.replace(tmp, path)
+    with written_whole(path) as tmp:
+        tmp.write_bytes(save(state))
     return path
 
 

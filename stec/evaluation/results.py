@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from stec.files import written_whole
 
 
 def _plain(value: Any) -> Any:
@@ -72,23 +73,10 @@ def write_results(path: str | os.PathLike, results: Mapping[str, Any]) -> Path:
         The path written.
     """
     check_results(results)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(_plain(results), indent=2, sort_keys=False, allow_nan=False) + "\n"
-    # A unique sibling name (same filesystem, so os.replace is atomic); plain open() keeps
-    # the usual umask-based permissions, unlike mkstemp's 0600.
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        with open(tmp, "x", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    with written_whole(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
 
 
 def _fmt(value: Any) -> str:

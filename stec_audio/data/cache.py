@@ -33,15 +33,15 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from stec.errors import DataError
+from stec.files import written_whole
 from stec_audio.data.frontend import FrontEndConfig
 
 CACHE_VERSION = 2
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    with written_whole(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 class LogMelStore:

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stec.evaluation import placed_on
-from stec.run_dirs import written_whole
+from stec.files import written_whole
 from stec_audio.data.clip_index import ClipIndex
 from stec_audio.data.frontend import FrontEndConfig, NormStats
 from stec_audio.data.io import AudioError, BadFileLog, clip_problem, load_audio

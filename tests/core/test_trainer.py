@@ -210,6 +210,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         save_checkpoint(path, {"step": 2})
     assert load_checkpoint(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no half-written file left
 
 
 def test_run_directory_holds_config_metrics_checkpoint_and_export(tmp_path):
