@@ -19,6 +19,7 @@ import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -100,8 +101,6 @@ def device_problem(key: str, value: Any) -> str | None:
 
 def folder_problem(key: str, value: Any) -> str | None:
     """A folder the command writes into: not a file, nor under one."""
-    from pathlib import Path
-
     path = Path(str(value)).expanduser()
     for part in (path, *path.parents):
         if part.exists():
