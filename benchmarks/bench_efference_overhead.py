@@ -2,12 +2,13 @@
 
 Backbone AudioNTT2020 (d=512), BYOL-A's projector (4096 -> 256), Adam; the same batch of
 two 64 x 96 views (made once by the composed audio pipeline from 5 s clips, with their
-action records) is used for every step. Five modes: no efference copy, the inverse
+action records) is used for every step. Six modes: no efference copy, the inverse
 model on the pooled backbone features (``inverse_input=backbone``), on the frame
 sequences as well (``inverse_input=frames``), and the same with the action loss's weight
 ramped over the first half of the run (``lambda_manip_warmup=0.5``: what
 ``augment=composed`` ships; each step sets the ramp as the Trainer does), and that with
-the forward model's own head as well (``efference=both``, ``forward_head=own``). Prints the
+the forward model's own head as well (``efference=both``, ``forward_head=own``), or with
+the read gate (``read_gate=0.05``: the inverse model runs twice). Prints the
 median step time of each mode over ``--steps`` steps after ``--warmup`` steps (the modes
 take turns step by step, in a rotating order), and each inverse mode's ratio to plain BYOL.
 
@@ -37,6 +38,8 @@ MODES: dict[str, dict] = {
     "inverse_frames_warmup": {"efference": "inverse", **COMPOSED_EFFERENCE},
     # the same with the forward model's own head beside the inverse model (EquiMod)
     "both_own_head": {"efference": "both", **COMPOSED_EFFERENCE, "forward_head": "own"},
+    # the shipped inverse model with the read gate (a second pass of the inverse model)
+    "inverse_read_gate": {"efference": "inverse", **COMPOSED_EFFERENCE, "read_gate": 0.05},
 }
 
 

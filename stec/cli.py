@@ -216,6 +216,7 @@ def build_method_from_config(
         standardise_peaks=e.get("standardise_peaks", False),
         lambda_manip_warmup=e.get("lambda_manip_warmup", 0.0),
         forward_head=e.get("forward_head", "shared"),
+        read_gate=e.get("read_gate", 0.0),
         **m,
     )
     with user_input("efference"):  # what depends on the encoder: the split, frame input

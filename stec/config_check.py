@@ -152,6 +152,7 @@ COMMON_RULES: dict[str, Rule] = {
     "efference.equivariant_dims": at_least(0),
     "efference.action_embed_dim": at_least(1),
     "efference.forward_head": one_of("shared", "own"),
+    "efference.read_gate": fraction(),
     "efference.components": Rule(kinds=("null", "list[str]")),
     "efference.component_weights": Rule(kinds=("null", "dict[float]"), low=0),
     "evaluate.protocol": one_of("logreg", "evar"),

@@ -15,6 +15,10 @@ from stec.losses import action_loss, action_regression_loss, guess_accuracy
 
 INVERSE_OUTPUTS = ("categorical", "regression")
 
+#: how far above its majority rate a target must be read to count as read at all (the
+#: running mean of a batch of 32 pairs wanders about a point around a target's true margin)
+READ_MARGIN = 0.02
+
 
 def mlp(
     in_dim: int, hidden: int, out_dim: int, norm: str = "batch", layers: int = 2
@@ -131,7 +135,18 @@ class InverseModel(nn.Module):
     features that keep time) through a :class:`FrameCorrelation`, whose lag profile joins
     the MLP's input: a time shift or time scale between the views is then readable;
     ``standardise_peaks`` standardises that profile's peaks (:class:`FrameCorrelation`).
+
+    With ``read_gate > 0`` (categorical only) each target's gradient into the encoder is
+    scaled by how well it is read: ``clamp((margin - READ_MARGIN) / read_gate, 0, 1)``,
+    ``margin`` a running mean of its accuracy above its majority rate (:meth:`gate`). A
+    target nobody reads then trains only this model, not the encoder (whose features it
+    would only push around), and one read ``READ_MARGIN + read_gate`` above its majority
+    rate trains the encoder fully. The model itself always learns from every target, so a
+    target can become read later.
     """
+
+    #: how slowly the gate's running margin forgets (about 50 steps)
+    GATE_MOMENTUM = 0.98
 
     def __init__(
         self,
@@ -143,11 +158,19 @@ class InverseModel(nn.Module):
         component_weights: Mapping[str, float] | None = None,
         frame_dim: int = 0,
         standardise_peaks: bool = False,
+        read_gate: float = 0.0,
     ) -> None:
         super().__init__()
         if output not in INVERSE_OUTPUTS:
             raise ValueError(
                 f"inverse model output must be one of {INVERSE_OUTPUTS}, got {output!r}"
+            )
+        if not (read_gate >= 0 and math.isfinite(read_gate)):
+            raise ValueError(f"read_gate={read_gate} must be a number >= 0 (0: no gate)")
+        if read_gate and output != "categorical":
+            raise ValueError(
+                "read_gate gates each target by its accuracy above its majority rate, which "
+                f"only inverse_output=categorical has, not {output!r}"
             )
         if action_space.n_targets == 0:
             raise ValueError("the inverse model needs an action space with at least one component")
@@ -169,6 +192,33 @@ class InverseModel(nn.Module):
         # how often each class of each target was seen in training: the majority-class
         # floor reported next to the accuracy (saved, so a resumed run keeps counting)
         self.register_buffer("seen_classes", torch.zeros(n_t, n_c))
+        self.read_gate = float(read_gate)
+        if self.read_gate:
+            # per target: a running mean of accuracy - majority rate that starts at 0, so the
+            # gate opens only after some 50 batches read a target (a few lucky batches of an
+            # untrained model do not open it); saved, so a resumed run gates as it would have
+            self.register_buffer("read_margin", torch.zeros(n_t))
+
+    def gate(self) -> Tensor:
+        """``[T]`` in ``[0, 1]``: the share of each target's gradient that reaches the
+        encoder, ``clamp((margin - READ_MARGIN) / read_gate, 0, 1)`` (all ones without a
+        gate); the margin's noise alone (about a point) does not open it. Rank 0's under
+        DDP, which broadcasts buffers before each step."""
+        if not self.read_gate:
+            return torch.ones(self.space.n_targets, device=self.seen_classes.device)
+        return ((self.read_margin - READ_MARGIN) / self.read_gate).clamp(0.0, 1.0)
+
+    def gated(self, *inputs: Tensor) -> Tensor:
+        """:meth:`forward` whose output carries to the encoder only :meth:`gate`'s share of
+        each target's gradient, while this model's own parameters get all of it: the output
+        mixes a pass on the inputs with a pass on their detached copies, target by target
+        (same values, so the loss is unchanged). Without a gate, :meth:`forward`."""
+        live = self(*inputs)
+        if not self.read_gate:
+            return live
+        detached = self(*(x.detach() for x in inputs))
+        g = self.gate().view(1, -1, 1)
+        return g * live + (1.0 - g) * detached
 
     def forward(
         self,
@@ -204,6 +254,8 @@ class InverseModel(nn.Module):
                 targets.classes, targets.mask, self.seen_classes.argmax(dim=1)
             )
             if self.training:
+                if self.read_gate:
+                    self._follow_margin(per_target - majority)
                 with torch.no_grad():
                     self.seen_classes.scatter_add_(
                         1, targets.classes.T, targets.mask.T.to(self.seen_classes.dtype)
@@ -212,11 +264,25 @@ class InverseModel(nn.Module):
             metrics.update(per_component("action_majority", majority, self.space))
             metrics.update(per_target_metrics("target_acc", per_target, self.space))
             metrics.update(per_target_metrics("target_majority", majority, self.space))
+            if self.read_gate:
+                gate = self.gate()
+                metrics.update(per_component("action_gate", gate, self.space))
+                metrics.update(per_target_metrics("target_gate", gate, self.space))
             return loss, metrics
         loss, r2 = action_regression_loss(
             prediction, targets.values, targets.mask, self.target_weight
         )
         return loss, per_component("action_r2", r2, self.space)
+
+    @torch.no_grad()
+    def _follow_margin(self, margin: Tensor) -> None:
+        """Fold one batch's ``[T]`` accuracy above the majority rate into the gate's running
+        means, on the device; skipped for a target not defined in the batch (NaN) or whose
+        majority class has not been counted yet (the floor is then a blind guess)."""
+        counted = (self.seen_classes.sum(dim=1) > 0) & ~torch.isnan(margin)
+        m = self.GATE_MOMENTUM
+        followed = m * self.read_margin + (1.0 - m) * torch.nan_to_num(margin)
+        self.read_margin.copy_(torch.where(counted, followed, self.read_margin))
 
 
 def per_component(prefix: str, per_target: Tensor, space: ActionSpace) -> dict[str, Tensor]:

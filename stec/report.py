@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from stec.compare import action_probe_table, markdown_table
+from stec.efference import READ_MARGIN
 from stec.engine.logging import read_metrics
 
 
@@ -53,7 +54,8 @@ def plot_all(summary: dict[str, Any], out_dir: Path, seed: int) -> list[tuple[st
     for ax, title in zip(axes, ("SSL loss", "action loss", "mean action accuracy"), strict=True):
         ax.set_title(title)
         ax.set_xlabel("step")
-        ax.legend(fontsize=7)
+        if ax.get_lines():  # an invariant arm draws nothing in the action panels
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out_dir / "curves.png", dpi=90)
     plt.close(fig)
@@ -219,8 +221,16 @@ def run_action_accuracy(run: Path) -> tuple[dict[str, float], dict[str, float]]:
     return accuracy, majority
 
 
-#: how far above its majority rate a target must be read to count as read at all
-READ_MARGIN = 0.02
+def run_gate(run: Path) -> dict[str, float]:
+    """Per component and target, the share of its gradient the read gate let into the
+    encoder (``efference.read_gate``) over the last 20% of the logged steps; {} without."""
+    rows = _metrics(run)
+    tail = rows[-max(1, len(rows) // 5) :]
+    return {
+        key.split("/", 1)[1]: float(np.nanmean([r[key] for r in tail]))
+        for key in (rows[-1] if rows else ())
+        if key.startswith(("action_gate/", "target_gate/"))
+    }
 
 
 def readability_line(run_dir: Path) -> str:
@@ -243,6 +253,10 @@ def readability_line(run_dir: Path) -> str:
             "efference copy gives the encoder no signal on this data (docs/actions.md: when "
             "the inverse model reads nothing)"
         )
+    gate = run_gate(run_dir)
+    if gate:
+        shares = ", ".join(f"{name} {gate[name]:.2f}" for name in shown if name in gate)
+        line += f"; the read gate let into the encoder this share of each one's gradient: {shares}"
     return line
 
 

@@ -102,7 +102,7 @@ INVERSE_MODEL_KEYS = tuple(
     f"efference.{key}"
     for key in ("lambda_manip", "inverse_hidden", "inverse_output", "action_embed_dim",
                 "components", "component_weights", "equivariant_dims", "detach_frames",
-                "standardise_peaks", "lambda_manip_warmup", "forward_head")
+                "standardise_peaks", "lambda_manip_warmup", "forward_head", "read_gate")
 )  # fmt: skip
 # Of those, the keys that only shape the forward model (inert with efference.mode=inverse)
 # and those that only shape the inverse model (inert with efference.mode=forward).
@@ -110,7 +110,7 @@ FORWARD_ONLY_KEYS = ("efference.action_embed_dim", "efference.forward_head")
 INVERSE_ONLY_KEYS = tuple(
     f"efference.{key}"
     for key in ("inverse_hidden", "inverse_output", "component_weights", "detach_frames",
-                "standardise_peaks")
+                "standardise_peaks", "read_gate")
 )  # fmt: skip
 # What only training reads: an encoder that is not trained (a comparison's floor) is the
 # same whatever they say.
@@ -126,6 +126,7 @@ KEYS_ADDED: dict[str, Any] = {
     "efference.standardise_peaks": False,
     "efference.lambda_manip_warmup": 0.0,
     "efference.forward_head": "shared",
+    "efference.read_gate": 0.0,
 }
 
 

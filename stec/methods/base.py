@@ -77,6 +77,7 @@ class SSLMethod(nn.Module, ABC):
         standardise_peaks: bool = False,
         lambda_manip_warmup: float = 0.0,
         forward_head: str = "shared",
+        read_gate: float = 0.0,
     ) -> None:
         super().__init__()
         self.efference = choose("efference", efference, EFFERENCE_MODES)
@@ -151,6 +152,7 @@ class SSLMethod(nn.Module, ABC):
                 component_weights,
                 frame_dim=int(backbone.frame_dim) if inverse_input == "frames" else 0,
                 standardise_peaks=bool(standardise_peaks),
+                read_gate=float(read_gate),
             )
         # the temperature of the own head's contrastive loss (SimCLR and ReLIC set theirs)
         self.forward_temperature = 0.1
@@ -241,7 +243,7 @@ class SSLMethod(nn.Module, ABC):
                 read = (self.equivariant(h_a), self.equivariant(h_b))
             if frames is not None:
                 read = (*read, frames[:b], frames[b:])
-            act_loss, act_metrics = self.inverse.loss(self.inverse(*read), actions[0])
+            act_loss, act_metrics = self.inverse.loss(self.inverse.gated(*read), actions[0])
             loss = loss + manip * act_loss
             metrics["action_loss"] = act_loss.detach()
             metrics.update({k: v.detach() for k, v in act_metrics.items()})

@@ -97,6 +97,27 @@ def test_the_frame_reader_options_reach_the_model_and_need_frame_input(tmp_path,
         assert f"{option}=true" in error[0] and "needs inverse_input=frames" in error[0]
 
 
+def test_the_read_gate_reaches_the_model_logs_each_targets_share_and_needs_categories(
+    tmp_path, capsys
+):
+    data = ["data.n_per_class=5", *TINY]
+    run = ["run_dir=run", "trainer.max_steps=3", "trainer.log_every=1"]
+    assert main(["pretrain", *data, *run, "efference.read_gate=0.05"]) == 0
+    assert "the read gate let into the encoder this share of each one's gradient" in (
+        capsys.readouterr().out
+    )
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert state["inverse.read_margin"].shape == (2,)  # the time shift and the pitch shift
+    rows = read_metrics(tmp_path / "run")
+    assert [row["target_gate/geometry.shift_x"] for row in rows][0] == 0.0  # shut at first
+    assert all(0.0 <= row["target_gate/geometry.shift_y"] <= 1.0 for row in rows)
+    # a gate needs accuracies to compare with majority rates: one line, the key named
+    other = ["run_dir=other", "efference.read_gate=0.05", "efference.inverse_output=regression"]
+    assert main(["pretrain", *data, *other]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "only inverse_output=categorical has" in error[0], error
+
+
 def test_a_run_of_the_separate_pipeline_says_how_to_go_on_under_the_composed_default(
     tmp_path, capsys
 ):

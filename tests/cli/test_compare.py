@@ -184,6 +184,24 @@ def test_the_report_says_whether_each_forward_model_uses_the_action(tmp_path):
     ).read_text()  # fmt: skip
 
 
+def test_a_report_of_arms_without_an_action_loss_plots_without_warnings(tmp_path):
+    """An arm with no inverse model has nothing in the action panels: no empty legend."""
+    import warnings
+
+    from stec.engine.logging import MetricLogger
+
+    plan = build_plan(["simclr"], ["off"], [0], floors=[])
+    _write_runs(tmp_path, {"simclr-off": [_run(0.7)]})
+    logger = MetricLogger(tmp_path / "simclr-off" / "seed0", tensorboard=False)
+    for step in range(1, 4):
+        logger.log({"step": step, "loss": 1.0, "ssl_loss": 1.0})
+    logger.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        write_report(summarise(plan, tmp_path, "accuracy_mean"), tmp_path, "title", "cmd")
+    assert (tmp_path / "curves.png").stat().st_size > 0
+
+
 def test_old_results_still_summarise_without_tasks(tmp_path):
     plan = build_plan(["simclr"], ["off"], [0, 1], floors=[])
     _write_runs(tmp_path, {"simclr-off": [_run(0.7), _run(0.8)]})

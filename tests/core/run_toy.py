@@ -49,6 +49,7 @@ def main() -> None:
         action_space=aug.action_space(),
         efference="both",
         lambda_manip_warmup=0.5,  # mid-ramp at the kill: the resumed weight must follow the step
+        read_gate=0.05,  # the gate's running means must resume too
         proj_hidden=32,
         proj_dim=16,
         inverse_hidden=32,

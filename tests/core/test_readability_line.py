@@ -80,3 +80,17 @@ def test_the_forward_models_line_says_how_much_the_action_helps_it(tmp_path):
     assert "0.09 nats worse than told another pair's" in worse and "ignores the action" in worse
     # a run without a forward model prints nothing
     assert forward_model_line(_log(tmp_path / "off", _rows(5, {"loss": 1.0}, {"loss": 0.5}))) == ""
+
+
+def test_a_gated_run_says_how_much_of_each_targets_gradient_reached_the_encoder(tmp_path):
+    early = {"target_acc/geometry.shift_x": 0.3, "target_majority/geometry.shift_x": 0.3,
+             "action_acc/gain": 0.3, "action_majority/gain": 0.3,
+             "target_gate/geometry.shift_x": 0.0, "action_gate/gain": 0.0}  # fmt: skip
+    late = {"target_acc/geometry.shift_x": 0.45, "target_majority/geometry.shift_x": 0.3,
+            "action_acc/gain": 0.31, "action_majority/gain": 0.3,
+            "target_gate/geometry.shift_x": 1.0, "action_gate/gain": 0.2}  # fmt: skip
+    line = readability_line(_log(tmp_path / "run", _rows(10, early, late)))
+    assert line.endswith(
+        "; the read gate let into the encoder this share of each one's gradient: "
+        "gain 0.20, geometry.shift_x 1.00"
+    )

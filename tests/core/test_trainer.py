@@ -425,7 +425,7 @@ EFFERENCE = {"mode": "off", "lambda_manip": 1.0, "inverse_hidden": 512,
              "inverse_output": "categorical", "inverse_input": "backbone", "action_embed_dim": 128,
              "components": None, "component_weights": None, "equivariant_dims": 0,
              "detach_frames": False, "standardise_peaks": False,
-             "lambda_manip_warmup": 0.0, "forward_head": "shared"}  # fmt: skip
+             "lambda_manip_warmup": 0.0, "forward_head": "shared", "read_gate": 0.0}  # fmt: skip
 
 
 def _run(**efference) -> dict:
@@ -470,13 +470,13 @@ def test_every_efference_key_is_classed_as_the_inverse_models_or_not():
 
 def test_a_key_added_since_a_run_was_made_counts_as_its_default():
     # a run made before efference.detach_frames, efference.standardise_peaks,
-    # efference.lambda_manip_warmup and efference.forward_head existed behaved as their
-    # defaults (false, 0, shared): a resume or a comparison of it under the new version is
-    # no change, a real change is one
+    # efference.lambda_manip_warmup, efference.forward_head and efference.read_gate existed
+    # behaved as their defaults (false, 0, shared, 0): a resume or a comparison of it under
+    # the new version is no change, a real change is one
     from stec.engine.checkpoint import KEYS_ADDED, settings_of, training_changes
 
     added = {"detach_frames": False, "standardise_peaks": False, "lambda_manip_warmup": 0.0,
-             "forward_head": "shared"}  # fmt: skip
+             "forward_head": "shared", "read_gate": 0.0}  # fmt: skip
     assert {f"efference.{key}": value for key, value in added.items()}.items() <= KEYS_ADDED.items()
     now = _run(mode="inverse", inverse_input="frames")
     old = {**now, "efference": {k: v for k, v in now["efference"].items() if k not in added}}
