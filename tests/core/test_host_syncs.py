@@ -33,10 +33,10 @@ def make(kind: str, method_name: str, efference: str, device: str, **overrides) 
         aug, data = toy_augmenter(), ToySignals(n=32)
         backbone: nn.Module = ToyBackbone()
         dim = 32
-    elif kind == "audio-composed":  # the map, the frame-reading inverse model, the split
-        aug, data = composed_augmenter(), LogMels()
+    elif kind == "audio-composed":  # the map, the frame-reading inverse model, the split,
+        aug, data = composed_augmenter(), LogMels()  # the read gate
         backbone, dim = AudioNTT2020(n_mels=16, d=32), 32
-        reads = {"inverse_input": "frames", "equivariant_dims": 8}
+        reads = {"inverse_input": "frames", "equivariant_dims": 8, "read_gate": 0.05}
     else:
         aug, data = audio_augmenter(kind == "audio-energy"), LogMels()
         backbone, dim = AudioNTT2020(n_mels=16, d=32), 32
