@@ -39,9 +39,9 @@ from stec.engine.rng import EVERY_RANK, GLOBAL_STREAM, SAMPLER_STREAM, stream_se
 from stec.engine.trainer import resolve_device
 from stec.errors import user_input
 from stec.evaluation import (
-    class_distance_ratio,
     cross_validate,
     cross_validate_tasks,
+    distance_ratio_where_defined,
     embed,
     format_table,
     knn_accuracy,
@@ -330,7 +330,7 @@ def evaluate(cfg: DictConfig) -> None:
             test = folds == fold
             knn.append(knn_accuracy(x[~test], y[~test], x[test], y[test], k=cfg.evaluate.knn_k))
         results["knn_accuracy_mean"] = float(np.mean(knn))
-        results["class_distance_ratio"] = class_distance_ratio(x, y)["ratio"]
+        results["class_distance_ratio"] = distance_ratio_where_defined(x, y)
     if cfg.evaluate.action_probe:
         results["action_probe"] = _action_probe(cfg, frozen, dataset)
     if cfg.evaluate.with_sed:

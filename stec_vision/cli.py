@@ -36,7 +36,7 @@ from stec.config_check import Rule, at_least, fraction, one_of, positive
 from stec.engine.trainer import resolve_device
 from stec.errors import ConfigError, DataError, user_input
 from stec.evaluation import (
-    class_distance_ratio,
+    distance_ratio_where_defined,
     embed,
     format_table,
     knn_accuracy,
@@ -235,7 +235,7 @@ def _classification(cfg: DictConfig, encoder, normalize) -> dict:
         "accuracy": probe["accuracy"],
         "protocol": probe["protocol"],
         "knn_accuracy": knn_accuracy(train_x, train_y, test_x, test_y, k=cfg.evaluate.knn_k),
-        "class_distance_ratio": class_distance_ratio(test_x, test_y)["ratio"],
+        "class_distance_ratio": distance_ratio_where_defined(test_x, test_y),
         "checkpoint": str(cfg.checkpoint),
         "data": cfg.data.name,
         "n_train": len(train_x),

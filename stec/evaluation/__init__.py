@@ -20,6 +20,7 @@ from stec.evaluation.logreg import DEFAULT_CS
 from stec.evaluation.metrics import (
     average_precision_per_class,
     class_distance_ratio,
+    distance_ratio_where_defined,
     knn_accuracy,
     mean_average_precision,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "average_precision_per_class",
     "check_results",
     "class_distance_ratio",
+    "distance_ratio_where_defined",
     "cross_validate",
     "cross_validate_tasks",
     "embed",

@@ -174,6 +174,17 @@ def class_distance_ratio(features: Tensor, labels: Tensor) -> dict[str, float]:
     return {"ratio": ratio, "within": within, "between": between, "n_classes": int(n_classes)}
 
 
+def distance_ratio_where_defined(features: Tensor, labels: Tensor) -> float | None:
+    """:func:`class_distance_ratio`'s ratio of ``[N, D]`` features with ``[N]`` labels, or
+    None where it is not defined: an evaluated split of one class (a small validation
+    folder) has no "between", one of single samples no "within". The CLIs' evaluations
+    report it so, and score the rest."""
+    counts = labels.cpu().unique(return_counts=True)[1]
+    if counts.numel() < 2 or not (counts >= 2).any():
+        return None
+    return class_distance_ratio(features, labels)["ratio"]
+
+
 def stratified_order(
     labels: Tensor, generator: torch.Generator, multilabel: bool = False
 ) -> Tensor:

@@ -82,6 +82,27 @@ def test_imagefolder_with_broken_images(tmp_path):
     assert results["n_train"] == 24 and results["n_test"] == 8
 
 
+def test_a_test_split_of_one_class_is_scored_without_its_distance_ratio(tmp_path, capsys):
+    # a small validation folder holding one class: the probe's accuracy is well defined,
+    # the within/between-class distance ratio is not (no "between")
+    root = tmp_path / "tree"
+    rng = np.random.default_rng(2)
+    for split, classes in (("train", ("cat", "dog")), ("val", ("cat",))):
+        for cls in classes:
+            folder = root / split / cls
+            folder.mkdir(parents=True)
+            for i in range(6):
+                shade = 40 if cls == "cat" else 200  # the classes differ in brightness
+                pixels = np.clip(rng.normal(shade, 20, (20, 24, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    data = ["data=imagefolder", f"data.root={root}", "data.size=16"]
+    assert main(["evaluate", *data, "checkpoint=pixels", "out=one.json", *TINY]) == 0
+    results = json.loads((tmp_path / "one.json").read_text())
+    assert results["n_test"] == 6 and results["accuracy"] == 1.0
+    assert results["class_distance_ratio"] is None
+    assert "class_distance_ratio" in capsys.readouterr().out
+
+
 def test_demo_random_floor(tmp_path):
     assert main(["evaluate", "checkpoint=random", *TINY]) == 0
     results = json.loads((tmp_path / "runs/vision/random-demo/results.json").read_text())

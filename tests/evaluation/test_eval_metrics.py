@@ -95,3 +95,13 @@ def test_distance_ratio_matches_brute_force():
 def test_distance_ratio_rejects_single_class():
     with pytest.raises(ValueError, match="two classes"):
         class_distance_ratio(torch.randn(5, 3), torch.zeros(5, dtype=torch.long))
+
+
+def test_the_distance_ratio_is_none_where_it_is_not_defined():
+    from stec.evaluation import distance_ratio_where_defined
+
+    x = torch.randn(6, 4, generator=torch.Generator().manual_seed(0))
+    assert distance_ratio_where_defined(x, torch.zeros(6, dtype=torch.long)) is None
+    assert distance_ratio_where_defined(x, torch.arange(6)) is None  # no class of two
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    assert distance_ratio_where_defined(x, labels) == class_distance_ratio(x, labels)["ratio"]
