@@ -39,6 +39,7 @@ from stec.engine.rng import EVERY_RANK, GLOBAL_STREAM, SAMPLER_STREAM, stream_se
 from stec.engine.trainer import resolve_device
 from stec.errors import user_input
 from stec.evaluation import (
+    check_two_classes,
     cross_validate,
     cross_validate_tasks,
     distance_ratio_where_defined,
@@ -314,6 +315,8 @@ def evaluate(cfg: DictConfig) -> None:
         results = {"metric": "map", "map": scores["map"], "n_train": len(x), "n_eval": len(test_x)}
         results["protocol"] = scores["protocol"]
     else:
+        advice = "data=folder: one folder of clips per class"
+        check_two_classes(y, index.class_names, "the evaluated clips", advice)
         folds = torch.as_tensor(index.folds[pos.numpy()].astype(np.int64))
         if (folds < 0).any():
             # no predefined folds: 5 folds by position, so the protocol stays the same

@@ -36,6 +36,7 @@ from stec.config_check import Rule, at_least, fraction, one_of, positive
 from stec.engine.trainer import resolve_device
 from stec.errors import ConfigError, DataError, user_input
 from stec.evaluation import (
+    check_two_classes,
     distance_ratio_where_defined,
     embed,
     format_table,
@@ -177,7 +178,7 @@ def _features(cfg: DictConfig, encoder, normalize, split: str):
     )
     norm = build_normalize(normalize)
     x, y, idx = embed(encoder, loader, device=resolve_device(cfg.evaluate.device), transform=norm)
-    return x, y, item_ids(ds, idx.tolist())
+    return x, y, item_ids(ds, idx.tolist()), getattr(ds, "classes", None)
 
 
 TASKS = ("classification", "segmentation")
@@ -226,8 +227,10 @@ def _split_task(metric: str, value: float) -> dict:
 
 
 def _classification(cfg: DictConfig, encoder, normalize) -> dict:
-    train_x, train_y, _ = _features(cfg, encoder, normalize, cfg.data.train_split)
-    test_x, test_y, _ = _features(cfg, encoder, normalize, cfg.data.test_split)
+    train_x, train_y, _, classes = _features(cfg, encoder, normalize, cfg.data.train_split)
+    advice = "data=imagefolder: one folder of images per class"
+    check_two_classes(train_y, classes, "the training images", advice)
+    test_x, test_y, _, _ = _features(cfg, encoder, normalize, cfg.data.test_split)
     probe = linear_probe(
         train_x, train_y, test_x, test_y, **probe_options(cfg.evaluate, seed=cfg.seed)
     )
@@ -247,7 +250,7 @@ def _classification(cfg: DictConfig, encoder, normalize) -> dict:
 def embed_command(cfg: DictConfig) -> None:
     check_embed_out(cfg.out)
     encoder, normalize = _encoder(cfg)
-    x, y, ids = _features(cfg, encoder, normalize, cfg.data.test_split)
+    x, y, ids, _ = _features(cfg, encoder, normalize, cfg.data.test_split)
     out = save_embeddings(cfg.out, ids, y, x)
     print(f"{len(x)} embeddings of size {x.shape[1]} written to {out}")
 

@@ -5,9 +5,11 @@
   L2-regularised logistic regression (L-BFGS, ``C`` by inner cross-validation), or the
   EVAR protocol (Adam, early stopping on 10% of the training data);
 - :func:`cross_validate`: leave-one-fold-out linear evaluation (ESC-50);
+- :func:`check_two_classes`: the CLIs' refusal to probe labels of one class;
 - :func:`cross_validate_tasks`: the same on several label sets of the same clips;
 - :func:`probe_options`: the probe keyword arguments of an ``evaluate:`` config section;
-- :func:`mean_average_precision`, :func:`knn_accuracy`, :func:`class_distance_ratio`;
+- :func:`mean_average_precision`, :func:`knn_accuracy`, :func:`class_distance_ratio`
+  (:func:`distance_ratio_where_defined`: None where it is not);
 - :func:`action_prediction_accuracy`, :func:`probe_actions`: how readable the action is;
 - :func:`write_results`, :func:`format_table`: atomic JSON and a text table.
 """
@@ -27,6 +29,7 @@ from stec.evaluation.metrics import (
 from stec.evaluation.probe import (
     PROTOCOLS,
     LinearProbe,
+    check_two_classes,
     cross_validate,
     fit_linear_probe,
     linear_probe,
@@ -43,6 +46,7 @@ __all__ = [
     "action_prediction_accuracy",
     "average_precision_per_class",
     "check_results",
+    "check_two_classes",
     "class_distance_ratio",
     "distance_ratio_where_defined",
     "cross_validate",

@@ -13,13 +13,14 @@ layer; single-label data (``[N]`` int labels) is scored by accuracy, multi-label
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from stec.errors import DataError
 from stec.evaluation.logreg import fit_logreg
 from stec.evaluation.probe_evar import fit_evar, metric
 
@@ -207,6 +208,24 @@ def fit_linear_probe(
         history=fit.history, best_epoch=fit.best_epoch,
         train_index=fit.train_index, val_index=fit.val_index,
     )  # fmt: skip
+
+
+def check_two_classes(
+    labels: Tensor, class_names: Sequence[str] | None, what: str, advice: str
+) -> None:
+    """Refuse, in one line, to probe ``[N]`` single-label ``labels`` of one class: any probe
+    scores 1.0 on them whatever the features. ``what`` names the items ("the training
+    images"), ``advice`` how to give two classes; ``class_names`` name the label indices."""
+    present = labels.unique() if labels.dim() == 1 else labels.new_zeros(2)
+    if present.numel() != 1:
+        return
+    k = int(present[0])
+    name = class_names[k] if class_names is not None and 0 <= k < len(class_names) else k
+    raise DataError(
+        f"{what} hold one class ({name!r}, {labels.numel()} of them): a linear probe needs "
+        f"two or more, or it scores 1.0 whatever the features; give data of at least two "
+        f"classes ({advice})"
+    )
 
 
 def linear_probe(

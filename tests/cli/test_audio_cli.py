@@ -163,6 +163,23 @@ def test_manifest_clips_listed_but_absent_are_named_in_the_summary(tmp_path, cap
     )
 
 
+def test_evaluating_data_of_one_class_is_one_line_not_a_perfect_score(tmp_path, capsys):
+    # every clip in one class folder: any probe scores 1.0, whatever the features
+    folder = tmp_path / "clips" / "birds"
+    folder.mkdir(parents=True)
+    for i in range(6):
+        sf.write(folder / f"c{i}.wav", tone(300.0 + 100 * i, 16000), 16000)
+    data = ["data=folder", f"data.root={tmp_path / 'clips'}", "data.prepared=prep"]
+    assert main(["evaluate", "checkpoint=random", *data, "out=r.json", *TINY]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error == [
+        "stec-audio evaluate: error: the evaluated clips hold one class ('birds', 6 of them): "
+        "a linear probe needs two or more, or it scores 1.0 whatever the features; give data "
+        "of at least two classes (data=folder: one folder of clips per class)"
+    ]
+    assert not (tmp_path / "r.json").exists()
+
+
 def test_encoder_init_is_evaluated_by_checkpoint_init_and_starts_pretraining(tmp_path, capsys):
     torch.manual_seed(5)
     init = AudioNTT2020(d=32).state_dict()

@@ -103,6 +103,26 @@ def test_a_test_split_of_one_class_is_scored_without_its_distance_ratio(tmp_path
     assert "class_distance_ratio" in capsys.readouterr().out
 
 
+def test_a_training_split_of_one_class_is_one_line_not_a_perfect_score(tmp_path, capsys):
+    root = tmp_path / "tree"
+    rng = np.random.default_rng(3)
+    for split in ("train", "val"):
+        folder = root / split / "cat"
+        folder.mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(
+                folder / f"{i}.png"
+            )
+    data = ["data=imagefolder", f"data.root={root}", "data.size=16"]
+    assert main(["evaluate", *data, "checkpoint=random", "out=one.json", *TINY]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error == [
+        "stec-vision evaluate: error: the training images hold one class ('cat', 4 of them): "
+        "a linear probe needs two or more, or it scores 1.0 whatever the features; give data "
+        "of at least two classes (data=imagefolder: one folder of images per class)"
+    ]
+
+
 def test_demo_random_floor(tmp_path):
     assert main(["evaluate", "checkpoint=random", *TINY]) == 0
     results = json.loads((tmp_path / "runs/vision/random-demo/results.json").read_text())
