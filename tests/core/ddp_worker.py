@@ -25,10 +25,14 @@ def leave() -> None:
 
 
 def make_method(name: str, **kwargs):
-    """``name``: a method, or ``<method>+own`` for its forward model's own head."""
+    """``name``: a method, or ``<method>+own`` for its forward model's own head, or
+    ``<method>+gate`` for the inverse model's read gate, half open on every target."""
     torch.manual_seed(0)
     aug = toy_augmenter()
-    name, _, head = name.partition("+")
+    name, _, option = name.partition("+")
+    head = "own" if option == "own" else "shared"
+    if option == "gate":
+        kwargs = {**kwargs, "read_gate": 0.05}
     method = build_method(
         name,
         ToyBackbone(norm=False),
@@ -40,9 +44,11 @@ def make_method(name: str, **kwargs):
         proj_dim=16,
         inverse_hidden=32,
         action_embed_dim=8,
-        forward_head=head or "shared",
+        forward_head=head,
         **kwargs,
     )
+    if option == "gate":
+        method.inverse.read_margin.fill_(0.045)  # READ_MARGIN + half of 0.05
     return method, aug
 
 

@@ -12,8 +12,9 @@ from stec.engine.checkpoint import load_checkpoint
 from tests.core import ddp_worker
 
 
-# simclr+own: the forward model's own head gathers its candidates over the ranks too
-@pytest.mark.parametrize("method_name", ["simclr", "byol", "simclr+own"])
+# simclr+own: the forward model's own head gathers its candidates over the ranks too;
+# simclr+gate: the read gate's two passes of the inverse model under DDP
+@pytest.mark.parametrize("method_name", ["simclr", "byol", "simclr+own", "simclr+gate"])
 def test_two_process_ddp_matches_single_process(tmp_path, method_name):
     out = tmp_path / "ddp.pt"
     mp.spawn(
