@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces docs/RESULTS.md from scratch on a CPU machine (no download): 3-seed
 # comparisons with floors on the two built-in sound sets and the demo shapes, then copies
-# their tables and plots into docs/results/. About 19 hours on 2 cores, summed from the
+# their tables and plots into docs/results/. About 20 hours on 2 cores, summed from the
 # arms' times (a SimCLR arm takes 4-7 minutes, its sound event detection 3 more, a BYOL
 # arm 10, an arm at 4x the budget about 17); each compare skips the
 # runs already done and resumes an arm from its last checkpoint, so an interrupted run
@@ -244,6 +244,28 @@ for arm in simclr-off simclr-inverse; do
     python "${paired[@]}" audio_composed_warmup_4x audio_composed_equimod_4x --arm "$arm" \
         --arm-b simclr-both
 done > audio_composed_equimod_4x/paired_vs_shipped.txt
+# the default at 4x, seed 1 (its invariant arm is audio_composed_4x_seed1's)
+stec-audio compare compare.methods=[simclr] compare.floors=[] compare.efference=[inverse] \
+    compare.seeds=[1] trainer.epochs=120 compare.out=audio_composed_warmup_4x_seed1 "${quiet[@]}"
+python "${paired[@]}" audio_composed_warmup_4x,audio_composed_4x_seed1 \
+    audio_composed_warmup_4x,audio_composed_warmup_4x_seed1 --arm simclr-off \
+    --arm-b simclr-inverse > audio_composed_warmup_4x_seed1/paired_vs_off.txt
+# the read gate: the separate pipeline (where little is read) and the composed default
+stec-audio compare compare.methods=[simclr] compare.floors=[] augment=separate \
+    compare.efference=[off,inverse] compare.seeds=[0,1,2] compare.out=audio_separate_today "${quiet[@]}"
+for out in audio_separate_gate:separate audio_composed_gate:composed; do
+    stec-audio compare compare.methods=[simclr] compare.floors=[] augment="${out#*:}" \
+        compare.efference=[inverse] efference.read_gate=0.05 compare.seeds=[0,1,2] \
+        compare.out="${out%%:*}" "${quiet[@]}"
+done
+{
+    python "${paired[@]}" audio_separate_today audio_separate_today --arm simclr-off --arm-b simclr-inverse
+    python "${paired[@]}" audio_separate_today audio_separate_gate --arm simclr-off --arm-b simclr-inverse
+    python "${paired[@]}" audio_separate_today audio_separate_gate --arm simclr-inverse --arm-b simclr-inverse
+} > audio_separate_gate/paired.txt
+for arm in simclr-inverse simclr-off; do
+    python "${paired[@]}" audio_composed_warmup audio_composed_gate --arm "$arm" --arm-b simclr-inverse
+done > audio_composed_gate/paired_vs_shipped.txt
 python "${paired[@]}" notes_composed_5seeds notes_composed_lambda01 --arm simclr-inverse \
     > notes_composed_lambda01/paired_vs_shipped.txt
 python "${paired[@]}" audio_composed audio_composed_lambda01 --arm simclr-inverse \
@@ -310,7 +332,8 @@ for name in audio audio_byol notes audio_pitch audio_pitch_readable audio_compos
     audio_composed_mixup notes_composed_mixup_off audio_composed_mixup02 notes_composed_mixup02 \
     audio_composed_mixup_4x audio_composed_mixup_4x_seed1 audio_composed_mixclip \
     notes_composed_mixclip audio_composed_mixclip_4x audio_composed_equimod audio_composed_equimod_4x \
-    notes_composed_equimod audio_composed_sie notes_composed_sie vision vision_dense vision_dense30; do
+    notes_composed_equimod audio_composed_sie notes_composed_sie audio_composed_warmup_4x_seed1 \
+    audio_separate_today audio_separate_gate audio_composed_gate vision vision_dense vision_dense30; do
     mkdir -p "$repo/docs/results/$name"
     cp "$name"/comparison*.csv "$name"/comparison.json "$name"/report.md "$name"/*.png \
         "$repo/docs/results/$name/"
