@@ -202,35 +202,32 @@ def training_action_accuracy(
     return accuracy, majority
 
 
+def late_means(run: Path, *prefixes: str) -> dict[str, float]:
+    """The run's ``metrics.csv`` columns that start with one of ``prefixes``, each averaged
+    over the last 20% of the logged steps, keyed by the name after the prefix."""
+    rows = _metrics(run)
+    tail = rows[-max(1, len(rows) // 5) :]
+    return {
+        key[len(prefix) :]: float(np.nanmean([r[key] for r in tail]))
+        for key in (rows[-1] if rows else ())
+        for prefix in prefixes
+        if key.startswith(prefix)
+    }
+
+
 def run_action_accuracy(run: Path) -> tuple[dict[str, float], dict[str, float]]:
     """:func:`training_action_accuracy` of one run: per component and target, its inverse
     model's accuracy and majority rate over the last 20% of the logged steps."""
-    accuracy: dict[str, float] = {}
-    majority: dict[str, float] = {}
-    rows = _metrics(run)
-    tail = rows[-max(1, len(rows) // 5) :]
-    for key in rows[-1] if rows else ():
-        for prefix, out in (
-            ("action_acc/", accuracy),
-            ("action_majority/", majority),
-            ("target_acc/", accuracy),
-            ("target_majority/", majority),
-        ):
-            if key.startswith(prefix):
-                out[key[len(prefix) :]] = float(np.nanmean([r[key] for r in tail]))
-    return accuracy, majority
+    return (
+        late_means(run, "action_acc/", "target_acc/"),
+        late_means(run, "action_majority/", "target_majority/"),
+    )
 
 
 def run_gate(run: Path) -> dict[str, float]:
     """Per component and target, the share of its gradient the read gate let into the
     encoder (``efference.read_gate``) over the last 20% of the logged steps; {} without."""
-    rows = _metrics(run)
-    tail = rows[-max(1, len(rows) // 5) :]
-    return {
-        key.split("/", 1)[1]: float(np.nanmean([r[key] for r in tail]))
-        for key in (rows[-1] if rows else ())
-        if key.startswith(("action_gate/", "target_gate/"))
-    }
+    return late_means(run, "action_gate/", "target_gate/")
 
 
 def readability_line(run_dir: Path) -> str:
@@ -268,10 +265,7 @@ def told_gain(run_dir: Path) -> float | None:
     """A run's ``forward_told_gain`` over the last 20% of its logged steps (None without a
     forward model): how many nats lower its forward model's loss is told each pair's own
     action than told another pair's."""
-    rows = _metrics(run_dir)
-    tail = rows[-max(1, len(rows) // 5) :]
-    values = [r["forward_told_gain"] for r in tail if "forward_told_gain" in r]
-    return float(np.nanmean(values)) if values else None
+    return late_means(run_dir, "forward_told_gain").get("")  # the whole name: key ""
 
 
 def forward_model_line(run_dir: Path) -> str:

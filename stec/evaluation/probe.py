@@ -216,7 +216,9 @@ def check_two_classes(
     """Refuse, in one line, to probe ``[N]`` single-label ``labels`` of one class: any probe
     scores 1.0 on them whatever the features. ``what`` names the items ("the training
     images"), ``advice`` how to give two classes; ``class_names`` name the label indices."""
-    present = labels.unique() if labels.dim() == 1 else labels.new_zeros(2)
+    if labels.dim() != 1:  # multi-hot labels: mAP, scored per class
+        return
+    present = labels.unique()
     if present.numel() != 1:
         return
     k = int(present[0])
