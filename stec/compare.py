@@ -32,6 +32,7 @@ from stec.engine.checkpoint import (
 )
 from stec.engine.trainer import with_trainer_defaults
 from stec.errors import ConfigError
+from stec.run_dirs import RESULT_PARTS, part_path
 
 # two-sided 95% Student-t quantiles by degrees of freedom (scipy is not a dependency)
 T95 = {
@@ -161,8 +162,8 @@ def run_plan(
         # the comparison's own outputs of this run, made with other settings or left by an
         # interrupted evaluation: written again (an out= never replaces a file)
         embeddings = run_dir / "embeddings.npy"
-        embeddings.unlink(missing_ok=True)
-        results.unlink(missing_ok=True)
+        for made in (embeddings, results, *(part_path(results, p) for p in RESULT_PARTS)):
+            made.unlink(missing_ok=True)
         if embed is not None and seed == plan.seeds[0]:  # for the 2-D maps of the report
             embed([*run, f"checkpoint={checkpoint}", f"out={embeddings}"])
         evaluate([*run, f"checkpoint={checkpoint}", f"out={results}"])

@@ -26,11 +26,15 @@ RUN_MARKS = (
     "export/encoder.safetensors",
     "export/encoder.json",
 )
+#: The parts of an evaluation written beside its results (a dense evaluation of the same
+#: encoder): each in a folder of its own next to the results file, under that file's name
+#: (``sed/results.json``; with ``out=one.json``, ``sed/one.json``), so none replaces another.
+RESULT_PARTS = ("sed", "segmentation")
 #: What ``trainer.overwrite=true`` removes first, so that nothing in the folder (an
 #: evaluation's results.json, TensorBoard curves) describes the replaced run. Other files stay.
 RUN_OUTPUTS = (
     "checkpoints", "export", "metrics.csv", "config.json", "tensorboard", "results.json",
-    "sed", "segmentation",
+    *RESULT_PARTS,
 )  # fmt: skip
 
 
@@ -63,6 +67,12 @@ def check_checkpoint(cfg: DictConfig, names: Sequence[str]) -> None:
     given = str(cfg.checkpoint)
     if not given:
         raise ConfigError(f"checkpoint is required: {takes}")
+    if given == "init" and "init" in names:  # checked now: its results are keyed to the file
+        init = str(cfg.encoder.get("init") or "")
+        if not init:
+            raise ConfigError("checkpoint=init evaluates encoder.init: set encoder.init=FILE")
+        if not Path(init).expanduser().is_file():
+            raise ConfigError(f"encoder.init={init!r}: file not found")
     if given in names:
         return
     path = Path(given).expanduser()
@@ -91,6 +101,23 @@ def results_path(cfg: DictConfig) -> Path:
         return Path(cfg.run_dir) / f"init-{key}-{cfg.data.name}" / "results.json"
     path = Path(name).expanduser()
     return (path.parent if path.is_file() else path) / "results.json"
+
+
+def part_path(results: Path, part: str) -> Path:
+    """Where the ``part`` (one of :data:`RESULT_PARTS`) of the evaluation whose results go
+    to ``results`` is written."""
+    return results.parent / part / results.name
+
+
+def check_results_free(*paths: Path) -> None:
+    """Refuse, before any work, an evaluation that would replace earlier results: they
+    are a user's too (the weights or the data they were made from may be gone since)."""
+    for path in paths:
+        if path.exists():
+            raise ConfigError(
+                f"{path} already holds an evaluation; nothing was done: write this one "
+                "elsewhere with out=FILE.json, or move it away to evaluate into it again"
+            )
 
 
 def weights_key(path: str | Path) -> str:

@@ -330,8 +330,6 @@ def load_encoder(cfg: DictConfig) -> tuple[nn.Module, NormStats | None, dict[str
     ``logmel_stats`` (the plain-feature floor)."""
     check_checkpoint(cfg, CHECKPOINT_NAMES)
     if cfg.checkpoint in ("random", "init"):
-        if cfg.checkpoint == "init" and not cfg.encoder.get("init"):
-            raise ConfigError("checkpoint=init evaluates encoder.init: set encoder.init=FILE")
         torch.manual_seed(cfg.seed)
         encoder = new_encoder(cfg, init=cfg.checkpoint == "init")
         return encoder, None, {"checkpoint": str(cfg.checkpoint)}

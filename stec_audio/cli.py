@@ -52,7 +52,13 @@ from stec.evaluation import (
     write_results,
 )
 from stec.methods import choose
-from stec.run_dirs import check_checkpoint, check_out, results_path
+from stec.run_dirs import (
+    check_checkpoint,
+    check_out,
+    check_results_free,
+    part_path,
+    results_path,
+)
 from stec_audio import app
 from stec_audio.augment import build_audio_pipeline
 from stec_audio.data.clip_index import ClipIndex, data_summary
@@ -282,7 +288,7 @@ def _sed_tasks(cfg: DictConfig, frozen: FrozenEncoder) -> dict[str, dict]:
     """Sound event detection of the same encoder (written to its own ``sed/results.json``),
     as two tasks of the clip-level results, so that a comparison shows them side by side."""
     sed_cfg = cfg.copy()
-    sed_cfg.out = str(results_path(cfg).parent / "sed" / "results.json")
+    sed_cfg.out = str(part_path(results_path(cfg), "sed"))
     sed = evaluate_sed(sed_cfg, lambda: frozen)
     return {
         f"sed_{name}": {
@@ -305,8 +311,11 @@ def evaluate(cfg: DictConfig) -> None:
     check_checkpoint(cfg, app.CHECKPOINT_NAMES)
     check_out(cfg.out, (".json",))
     if task == "sed":
+        check_results_free(sed_results_path(cfg))
         evaluate_sed(cfg, lambda: frozen_encoder(cfg))  # checks its options and labels first
         return
+    parts = ["sed"] if cfg.evaluate.with_sed else []
+    check_results_free(results_path(cfg), *(part_path(results_path(cfg), p) for p in parts))
     frozen = frozen_encoder(cfg)
     x, y, pos, index, dataset = _embed_split(cfg, frozen, "train")
     if index.multilabel:

@@ -46,7 +46,14 @@ from stec.evaluation import (
     write_results,
 )
 from stec.methods import choose
-from stec.run_dirs import FLOORS, check_checkpoint, check_out, results_path
+from stec.run_dirs import (
+    FLOORS,
+    check_checkpoint,
+    check_out,
+    check_results_free,
+    part_path,
+    results_path,
+)
 from stec_vision.augment_presets import PRESETS, build_normalize, build_two_views, preset_config
 from stec_vision.datasets import (
     DATASETS,
@@ -192,20 +199,23 @@ def evaluate(cfg: DictConfig) -> None:
     with user_input("task"):
         choose("task", cfg.task, TASKS)
     check_out(cfg.out, (".json",))
-    encoder, normalize = _encoder(cfg)
+    check_checkpoint(cfg, FLOOR_NAMES)
     path = results_path(cfg)
+    if cfg.task == "segmentation" and not cfg.out:
+        path = part_path(path, "segmentation")
+    with_dense = cfg.task != "segmentation" and cfg.evaluate.with_segmentation
+    check_results_free(path, *([part_path(path, "segmentation")] if with_dense else []))
+    encoder, normalize = _encoder(cfg)
     if cfg.task == "segmentation":
         # the pixel floor's map is the image itself: a per-pixel colour classifier
         spatial = torch.nn.Identity() if cfg.checkpoint == "pixels" else FeatureMap(encoder)
         results = evaluate_segmentation(cfg, spatial, normalize)
-        if not cfg.out:
-            path = path.parent / "segmentation" / path.name
     else:
         results = _classification(cfg, encoder, normalize)
-        if cfg.evaluate.with_segmentation:  # both, side by side (a comparison's tasks)
+        if with_dense:  # both, side by side (a comparison's tasks)
             spatial = torch.nn.Identity() if cfg.checkpoint == "pixels" else FeatureMap(encoder)
             dense = evaluate_segmentation(cfg, spatial, normalize)
-            write_results(path.parent / "segmentation" / path.name, dense)
+            write_results(part_path(path, "segmentation"), dense)
             results["tasks"] = {
                 "classification": _split_task("accuracy", results["accuracy"]),
                 "segmentation": _split_task("miou", dense["miou"]),

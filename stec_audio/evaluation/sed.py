@@ -45,7 +45,6 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
-from stec.cli import results_path
 from stec.errors import ConfigError
 from stec.evaluation.sed import (
     MACRO_RULE,
@@ -56,6 +55,7 @@ from stec.evaluation.sed import (
     frames_to_events,
     macro_f1,
 )
+from stec.run_dirs import part_path, results_path
 from stec_audio.evaluation.sed_probe import LAMBDAS, FrameStats, fit_frame_probe
 
 EVENT_RULE = (
@@ -324,4 +324,4 @@ def sed_table(results: Mapping[str, Any]) -> str:
 def sed_results_path(cfg: DictConfig) -> Path:
     """``out=``, else ``sed/results.json`` next to where the clip-level results go (the two
     evaluations of one encoder keep separate files)."""
-    return Path(cfg.out) if cfg.out else results_path(cfg).parent / "sed" / "results.json"
+    return Path(cfg.out) if cfg.out else part_path(results_path(cfg), "sed")

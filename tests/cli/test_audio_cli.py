@@ -200,6 +200,9 @@ def test_encoder_init_is_evaluated_by_checkpoint_init_and_starts_pretraining(tmp
     assert (
         "checkpoint=init evaluates encoder.init: set encoder.init=FILE" in capsys.readouterr().err
     )
+    args = ["evaluate", "checkpoint=init", "encoder.init=gone.pth", "data.n_per_class=2"]
+    assert main([*args, *TINY]) == 2
+    assert "encoder.init='gone.pth': file not found" in capsys.readouterr().err
 
 
 def test_demo_random_floor_and_embed_npy(tmp_path):

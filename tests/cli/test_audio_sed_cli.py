@@ -137,9 +137,11 @@ def test_demo_sed_for_the_floors_beside_the_clip_evaluation(tmp_path):
     clip = json.loads((tmp_path / "runs/audio/random-demo/results.json").read_text())
     assert "accuracy_mean" in clip and "frame_f1_mean" not in clip
     # with_sed: the same SED evaluation, beside the clip-level tasks in one results file
-    assert main(["evaluate", "checkpoint=random", *demo, "evaluate.with_sed=true"]) == 0
-    both = json.loads((tmp_path / "runs/audio/random-demo/results.json").read_text())
-    sed = json.loads((tmp_path / "runs/audio/random-demo/sed/results.json").read_text())
+    # (elsewhere: the folder holds both evaluations already, and they are kept)
+    args = ["evaluate", "checkpoint=random", *demo, "evaluate.with_sed=true", "out=both.json"]
+    assert main(args) == 0
+    both = json.loads((tmp_path / "both.json").read_text())
+    sed = json.loads((tmp_path / "sed/both.json").read_text())
     assert {"class", "pitch_register", "loudness_band", "sed_frame_f1", "sed_event_f1"} <= set(
         both["tasks"]
     )

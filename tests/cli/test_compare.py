@@ -240,6 +240,13 @@ def test_compare_resumes_an_interrupted_arm_and_never_retrains_a_trained_one(
     assert "done: step 3, already trained" in capsys.readouterr().out
     results = json.loads((run / "results.json").read_text())
     assert "segmentation" in results["tasks"]
+    # asked again with another evaluation setting, it replaces its own outputs, the dense
+    # part of the evaluation too (an evaluation never replaces results a user made)
+    dense = (run / "segmentation/results.json").stat().st_mtime_ns
+    assert main([*args, "evaluate.with_segmentation=true", "evaluate.knn_k=3"]) == 0
+    assert json.loads((run / "settings.json").read_text())["evaluate"]["knn_k"] == 3
+    assert "segmentation" in json.loads((run / "results.json").read_text())["tasks"]
+    assert (run / "segmentation/results.json").stat().st_mtime_ns != dense
     # a changed training setting is not mixed into the finished arm: it is refused
     (run / "results.json").unlink()
     capsys.readouterr()

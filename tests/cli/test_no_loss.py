@@ -361,3 +361,51 @@ def test_a_damaged_checkpoint_is_one_line_that_says_how_to_go_on(tmp_path, capsy
         "trainer.overwrite=true instead of trainer.resume"
     )
     assert checkpoint.read_bytes() == damaged
+
+
+@pytest.mark.parametrize("modality", sorted(CLIS))
+def test_evaluating_again_keeps_the_earlier_results(modality, tmp_path, capsys):
+    # an evaluation's results are a user's too (the data or the weights may be gone since):
+    # a second evaluation into the same folder is one line, and out= puts it elsewhere
+    main, tiny = CLIS[modality]
+    tiny = [*tiny, "data.labels=[]", "evaluate.cs=[1.0]"] if modality == "audio" else tiny
+    results = f"runs/{modality}/random-demo/results.json"
+    assert main(["evaluate", "checkpoint=random", *tiny]) == 0
+    kept = (tmp_path / results).read_bytes()
+    assert main(["evaluate", "checkpoint=random", "seed=1", *tiny]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert f"{results} already holds an evaluation; nothing was done" in line
+    assert "out=FILE.json" in line and "move it away" in line
+    assert (tmp_path / results).read_bytes() == kept
+    assert main(["evaluate", "checkpoint=random", "seed=1", "out=again.json", *tiny]) == 0
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert again["checkpoint"] == "random" and (tmp_path / results).read_bytes() == kept
+
+
+@pytest.mark.parametrize(
+    "modality, part, key",
+    [("audio", "sed", "with_sed"), ("vision", "segmentation", "with_segmentation")],
+)
+def test_the_parts_of_an_evaluation_never_replace_earlier_ones(
+    modality, part, key, tmp_path, capsys
+):
+    # a dense evaluation beside the clip or image one goes to PART/<the results' name>: two
+    # out= names in one folder keep both, and an earlier part refuses the run before any work
+    main, tiny = CLIS[modality]
+    if modality == "audio":
+        tiny = [*tiny, "data.n_per_class=3", "data.labels=[]", "evaluate.cs=[1.0]"]
+    else:
+        tiny = [*tiny, "segmentation.epochs=1"]
+    both = ["evaluate", "checkpoint=random", f"evaluate.{key}=true", *tiny]
+    for name, seed in (("one", 0), ("two", 1)):
+        assert main([*both, f"out={name}.json", f"seed={seed}"]) == 0
+    one, two = ((tmp_path / part / f"{n}.json").read_text() for n in ("one", "two"))
+    assert json.loads(one) != json.loads(two)  # each its own encoder's, none replaced
+    earlier = tmp_path / f"runs/{modality}/random-demo/{part}/results.json"
+    earlier.parent.mkdir(parents=True)
+    earlier.write_text("an earlier evaluation")
+    assert main(both) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert f"runs/{modality}/random-demo/{part}/results.json already holds an evaluation" in line
+    assert earlier.read_text() == "an earlier evaluation"
+    assert not (tmp_path / f"runs/{modality}/random-demo/results.json").exists()
