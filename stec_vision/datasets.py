@@ -248,10 +248,16 @@ def image_folder_dataset(
     """
     base = Path(root).expanduser()
     folder = base / split if split else base
-    if not folder.is_dir():
-        found = sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+    layout = f"{split}/<class>/<image>" if split else "<class>/<image>"
+    if not base.is_dir():
         raise FileNotFoundError(
-            f"imagefolder: {folder} is not a folder (split={split!r}; folders in {base}: {found or 'none'})"
+            f"imagefolder: {base} does not exist; data.root is the folder that holds {layout}"
+        )
+    if not folder.is_dir():
+        found = sorted(p.name for p in base.iterdir() if p.is_dir())
+        raise FileNotFoundError(
+            f"imagefolder: {folder} is not a folder (split={split!r}; found {found or 'no folders'}"
+            f" in {base}); data.root is the folder that holds {layout}"
         )
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:

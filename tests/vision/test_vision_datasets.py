@@ -149,6 +149,19 @@ def test_imagefolder_full_scan_catches_truncated(folder_with_broken_images):
     assert len(ds) == 4 and len(ds.bad_files) == 3
 
 
+def test_a_mistaken_imagefolder_root_says_what_the_root_holds(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"imagefolder: .*nowhere does not exist"):
+        image_folder_dataset(tmp_path / "nowhere", "train", 8)
+    # the root given as the split's own folder (its class folders, no train/ in it)
+    for name in ("cat", "dog"):
+        (tmp_path / name).mkdir()
+    with pytest.raises(FileNotFoundError) as err:
+        image_folder_dataset(tmp_path, "train", 8)
+    message = str(err.value)
+    assert "found ['cat', 'dog']" in message
+    assert "data.root is the folder that holds train/<class>/<image>" in message
+
+
 def test_imagefolder_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="split='val'"):
         image_folder_dataset(tmp_path, "val", 8)
