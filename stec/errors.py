@@ -10,7 +10,7 @@ catch ``ValueError`` keep working.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 
@@ -33,6 +33,13 @@ class ExportError(UserError, ValueError):
 class RunStopped(UserError):
     """A run stopped by a signal (Ctrl-C, SIGTERM) before its end, its checkpoint saved:
     nothing after it (an export, an evaluation, the next arm of a comparison) may run."""
+
+
+def name_some(names: Sequence[str], max_names: int = 5) -> str:
+    """The first ``max_names`` of ``names`` and how many more: a message names what it is
+    about without running on for a corpus."""
+    more = len(names) - max_names
+    return ", ".join(names[:max_names]) + (f", ... ({more} more)" if more > 0 else "")
 
 
 @contextlib.contextmanager

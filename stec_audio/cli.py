@@ -46,6 +46,7 @@ from stec.evaluation import (
     embed,
     format_table,
     knn_accuracy,
+    labelled_items,
     linear_probe,
     probe_actions,
     probe_options,
@@ -324,18 +325,24 @@ def evaluate(cfg: DictConfig) -> None:
         results = {"metric": "map", "map": scores["map"], "n_train": len(x), "n_eval": len(test_x)}
         results["protocol"] = scores["protocol"]
     else:
+        ids = [index.id(int(p)) for p in pos]
+        advice = "give the manifest a label column (path,label), or use data=folder or data=esc50"
+        labelled, left_out = labelled_items(y, ids, "clip", advice)
+        if left_out:
+            print(left_out)
         advice = "data=folder: one folder of clips per class"
-        check_two_classes(y, index.class_names, "the evaluated clips", advice)
+        check_two_classes(y[labelled], index.class_names, "the evaluated clips", advice)
         folds = torch.as_tensor(index.folds[pos.numpy()].astype(np.int64))
         if (folds < 0).any():
             # no predefined folds: 5 folds by position, so the protocol stays the same
             folds = torch.arange(len(x)) % 5
             print("the data has no folds: using 5 folds assigned round-robin")
         extra = {name: torch.as_tensor(labels[pos.numpy()]) for name, labels in index.tasks.items()}
-        if extra:  # the class is the first task; its result is also the top-level one
+        if extra:  # the class is the first task (its own labelled clips, as every task's)
             tasks = cross_validate_tasks(x, {"class": y, **extra}, folds, **probe)
             results = {**tasks["tasks"]["class"], **tasks}
-        else:
+        x, y, folds = x[labelled], y[labelled], folds[labelled]
+        if not extra:
             results = cross_validate(x, y, folds, **probe)
         knn = []
         for fold in sorted(set(folds.tolist())):
@@ -343,6 +350,7 @@ def evaluate(cfg: DictConfig) -> None:
             knn.append(knn_accuracy(x[~test], y[~test], x[test], y[test], k=cfg.evaluate.knn_k))
         results["knn_accuracy_mean"] = float(np.mean(knn))
         results["class_distance_ratio"] = distance_ratio_where_defined(x, y)
+        results["n_labelled"] = len(x)
     if cfg.evaluate.action_probe:
         results["action_probe"] = _action_probe(cfg, frozen, dataset)
     if cfg.evaluate.with_sed:
@@ -350,7 +358,7 @@ def evaluate(cfg: DictConfig) -> None:
     results.update(
         checkpoint=str(cfg.checkpoint),
         data=cfg.data.name,
-        n_clips=len(x),
+        n_clips=len(pos),
         feature_dim=int(x.shape[1]),
     )
     path = write_results(results_path(cfg), results)

@@ -41,6 +41,7 @@ from stec.evaluation import (
     embed,
     format_table,
     knn_accuracy,
+    labelled_items,
     linear_probe,
     probe_options,
     write_results,
@@ -236,11 +237,25 @@ def _split_task(metric: str, value: float) -> dict:
     }
 
 
+def _labelled(x: torch.Tensor, y: torch.Tensor, ids: list[str], split: str):
+    """The images of ``split`` with a class label (the others named, left out)."""
+    advice = (
+        f"data.{split}_split names a split without labels; give one with them, or a "
+        "manifest with a label column (path,label)"
+    )
+    labelled, left_out = labelled_items(y, ids, "image", advice)
+    if left_out:
+        print(f"{split} split: {left_out}")
+    return x[labelled], y[labelled]
+
+
 def _classification(cfg: DictConfig, encoder, normalize) -> dict:
-    train_x, train_y, _, classes = _features(cfg, encoder, normalize, cfg.data.train_split)
+    train_x, train_y, ids, classes = _features(cfg, encoder, normalize, cfg.data.train_split)
+    train_x, train_y = _labelled(train_x, train_y, ids, "train")
     advice = "data=imagefolder: one folder of images per class"
     check_two_classes(train_y, classes, "the training images", advice)
-    test_x, test_y, _, _ = _features(cfg, encoder, normalize, cfg.data.test_split)
+    test_x, test_y, ids, _ = _features(cfg, encoder, normalize, cfg.data.test_split)
+    test_x, test_y = _labelled(test_x, test_y, ids, "test")
     probe = linear_probe(
         train_x, train_y, test_x, test_y, **probe_options(cfg.evaluate, seed=cfg.seed)
     )

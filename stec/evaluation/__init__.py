@@ -6,6 +6,7 @@
   EVAR protocol (Adam, early stopping on 10% of the training data);
 - :func:`cross_validate`: leave-one-fold-out linear evaluation (ESC-50);
 - :func:`check_two_classes`: the CLIs' refusal to probe labels of one class;
+  :func:`labelled_items`: the items a probe can use, and a line naming those without a label;
 - :func:`cross_validate_tasks`: the same on several label sets of the same clips;
 - :func:`probe_options`: the probe keyword arguments of an ``evaluate:`` config section;
 - :func:`mean_average_precision`, :func:`knn_accuracy`, :func:`class_distance_ratio`
@@ -32,6 +33,7 @@ from stec.evaluation.probe import (
     check_two_classes,
     cross_validate,
     fit_linear_probe,
+    labelled_items,
     linear_probe,
     probe_options,
 )
@@ -47,6 +49,7 @@ __all__ = [
     "average_precision_per_class",
     "check_results",
     "check_two_classes",
+    "labelled_items",
     "class_distance_ratio",
     "distance_ratio_where_defined",
     "cross_validate",

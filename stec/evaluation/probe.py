@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from stec.errors import DataError
+from stec.errors import DataError, name_some
 from stec.evaluation.logreg import fit_logreg
 from stec.evaluation.probe_evar import fit_evar, metric
 
@@ -227,6 +227,26 @@ def check_two_classes(
         f"{what} hold one class ({name!r}, {labels.numel()} of them): a linear probe needs "
         f"two or more, or it scores 1.0 whatever the features; give data of at least two "
         f"classes ({advice})"
+    )
+
+
+def labelled_items(
+    labels: Tensor, ids: Sequence[str], item: str, advice: str
+) -> tuple[Tensor, str]:
+    """The items of ``[N]`` single-label ``labels`` that a probe can use: ``[N]`` bool, those
+    labelled (``>= 0``), and a line naming the others, left out ("" when there are none).
+    Unlabelled items (a manifest's empty label, STL-10's unlabeled split) are data for
+    pretraining, not for a probe. ``ids`` name the ``N`` items, ``item`` says what one is
+    ("clip"), ``advice`` how to give labels; none labelled is a :class:`DataError`."""
+    labelled = labels >= 0
+    if not labelled.any():
+        raise DataError(f"no {item} has a class label, so there is nothing to probe: {advice}")
+    if labelled.all():
+        return labelled, ""
+    left_out = [ids[i] for i in torch.nonzero(~labelled).flatten().tolist()]
+    return labelled, (
+        f"{len(left_out)} {item}(s) have no class label and are left out of the probe: "
+        f"{name_some(left_out)}"
     )
 
 

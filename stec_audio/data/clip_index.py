@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from stec.errors import DataError
+from stec.errors import DataError, name_some
 from stec_audio.data.io import AUDIO_EXTENSIONS, BadFileLog
 
 ESC50_COLUMNS = ("filename", "fold", "target", "category", "esc10", "src_file", "take")
@@ -190,9 +190,7 @@ class ClipIndex:
         """``N listed clip(s) have no audio file: id, ...`` ("" when none is missing)."""
         if not self.missing:
             return ""
-        more = len(self.missing) - max_ids
-        ids = ", ".join(self.missing[:max_ids]) + (f", ... ({more} more)" if more > 0 else "")
-        return f"{len(self.missing)} listed clip(s) have no audio file: {ids}"
+        return f"{len(self.missing)} listed clip(s) have no audio file: {name_some(self.missing, max_ids)}"
 
     def split_fold(self, test_fold: int) -> tuple[ClipIndex, ClipIndex]:
         """``(train, test)``: clips of every other fold, and the clips of ``test_fold``."""

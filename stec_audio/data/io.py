@@ -49,7 +49,7 @@ import soundfile as sf
 import torch
 import torchaudio
 
-from stec.errors import UserError
+from stec.errors import UserError, name_some
 
 #: Peak absolute amplitude under which a clip counts as silent (-120 dBFS; 16-bit LSB is
 #: 3e-5, so a 16-bit file is silent exactly when all its samples are zero).
@@ -361,9 +361,7 @@ def _remove_owned(path: str, owner_pid: int) -> None:
 
 def file_names(paths: list[str], max_names: int) -> str:
     """The first ``max_names`` file names, and how many more there are."""
-    names = ", ".join(Path(p).name for p in paths[:max_names])
-    more = len(paths) - max_names
-    return names + (f", ... ({more} more)" if more > 0 else "")
+    return name_some([Path(p).name for p in paths], max_names)
 
 
 def _reason_kind(reason: str) -> str:

@@ -123,6 +123,41 @@ def test_a_training_split_of_one_class_is_one_line_not_a_perfect_score(tmp_path,
     ]
 
 
+def test_manifest_images_without_a_label_are_left_out_of_the_probe_and_named(tmp_path, capsys):
+    rng = np.random.default_rng(4)
+    (tmp_path / "imgs").mkdir()
+    rows = []
+    for i in range(30):
+        pixels = rng.integers(0, 90, (16, 16, 3)) + (150 if i % 2 else 0)
+        Image.fromarray(pixels.astype(np.uint8)).save(tmp_path / "imgs" / f"{i}.png")
+        label = "" if i in (3, 5, 24) else "ab"[i % 2]
+        rows.append((f"imgs/{i}.png", label, "test" if i >= 20 else "train"))
+
+    def manifest(name, kept):
+        lines = ["path,label,split", *(",".join(r) for r in kept)]
+        (tmp_path / name).write_text("\n".join(lines) + "\n")
+        return ["data=manifest", f"data.root={name}", "data.size=16", "checkpoint=random"]
+
+    assert main(["evaluate", *manifest("all.csv", rows), "out=all.json", *TINY]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "train split: 2 image(s) have no class label and are left out of the probe: "
+        "imgs/3.png, imgs/5.png" in out
+    )
+    assert "test split: 1 image(s) have no class label" in out and "imgs/24.png" in out
+    labelled = [r for r in rows if r[1]]
+    assert main(["evaluate", *manifest("labelled.csv", labelled), "out=l.json", *TINY]) == 0
+    every, only = (json.loads((tmp_path / f).read_text()) for f in ("all.json", "l.json"))
+    assert (every["n_train"], every["n_test"]) == (only["n_train"], only["n_test"]) == (18, 9)
+    assert every["accuracy"] == only["accuracy"] and every["knn_accuracy"] == only["knn_accuracy"]
+    # no label at all: one line, nothing written
+    bare = [(path, "", split) for path, _, split in rows]
+    assert main(["evaluate", *manifest("bare.csv", bare), "out=b.json", *TINY]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "no image has a class label" in error[0], error
+    assert not (tmp_path / "b.json").exists()
+
+
 def test_demo_random_floor(tmp_path):
     assert main(["evaluate", "checkpoint=random", *TINY]) == 0
     results = json.loads((tmp_path / "runs/vision/random-demo/results.json").read_text())
