@@ -136,9 +136,10 @@ class InverseModel(nn.Module):
     the MLP's input: a time shift or time scale between the views is then readable;
     ``standardise_peaks`` standardises that profile's peaks (:class:`FrameCorrelation`).
 
-    With ``read_gate > 0`` (categorical only) each target's gradient into the encoder is
-    scaled by how well it is read: ``clamp((margin - READ_MARGIN) / read_gate, 0, 1)``,
-    ``margin`` a running mean of its accuracy above its majority rate (:meth:`gate`). A
+    With ``read_gate > 0`` each target's gradient into the encoder is scaled by how well it
+    is read: ``clamp((margin - READ_MARGIN) / read_gate, 0, 1)``, ``margin`` a running mean
+    of its accuracy above its majority rate (categorical) or of its R², the share of its
+    variance read above guessing the batch's mean (regression; clipped at -1) (:meth:`gate`). A
     target nobody reads then trains only this model, not the encoder (whose features it
     would only push around), and one read ``READ_MARGIN + read_gate`` above its majority
     rate trains the encoder fully. The model itself always learns from every target, so a
@@ -167,11 +168,6 @@ class InverseModel(nn.Module):
             )
         if not (read_gate >= 0 and math.isfinite(read_gate)):
             raise ValueError(f"read_gate={read_gate} must be a number >= 0 (0: no gate)")
-        if read_gate and output != "categorical":
-            raise ValueError(
-                "read_gate gates each target by its accuracy above its majority rate, which "
-                f"only inverse_output=categorical has, not {output!r}"
-            )
         if action_space.n_targets == 0:
             raise ValueError("the inverse model needs an action space with at least one component")
         self.space, self.output = action_space, output
@@ -194,7 +190,7 @@ class InverseModel(nn.Module):
         self.register_buffer("seen_classes", torch.zeros(n_t, n_c))
         self.read_gate = float(read_gate)
         if self.read_gate:
-            # per target: a running mean of accuracy - majority rate that starts at 0, so the
+            # per target: a running mean of accuracy - majority rate (or R²) from 0, so the
             # gate opens only after some 50 batches read a target (a few lucky batches of an
             # untrained model do not open it); saved, so a resumed run gates as it would have
             self.register_buffer("read_margin", torch.zeros(n_t))
@@ -217,7 +213,7 @@ class InverseModel(nn.Module):
         if not self.read_gate:
             return live
         detached = self(*(x.detach() for x in inputs))
-        g = self.gate().view(1, -1, 1)
+        g = self.gate().view(1, -1, *([1] * (live.dim() - 2)))  # [B, T, C] or [B, T]
         return g * live + (1.0 - g) * detached
 
     def forward(
@@ -254,8 +250,9 @@ class InverseModel(nn.Module):
                 targets.classes, targets.mask, self.seen_classes.argmax(dim=1)
             )
             if self.training:
-                if self.read_gate:
-                    self._follow_margin(per_target - majority)
+                if self.read_gate:  # a floor that has counted no class is a blind guess
+                    counted = self.seen_classes.sum(dim=1) > 0
+                    self._follow_margin(per_target - majority, counted)
                 with torch.no_grad():
                     self.seen_classes.scatter_add_(
                         1, targets.classes.T, targets.mask.T.to(self.seen_classes.dtype)
@@ -264,22 +261,31 @@ class InverseModel(nn.Module):
             metrics.update(per_component("action_majority", majority, self.space))
             metrics.update(per_target_metrics("target_acc", per_target, self.space))
             metrics.update(per_target_metrics("target_majority", majority, self.space))
-            if self.read_gate:
-                gate = self.gate()
-                metrics.update(per_component("action_gate", gate, self.space))
-                metrics.update(per_target_metrics("target_gate", gate, self.space))
-            return loss, metrics
+            return loss, {**metrics, **self._gate_metrics()}
         loss, r2 = action_regression_loss(
             prediction, targets.values, targets.mask, self.target_weight
         )
-        return loss, per_component("action_r2", r2, self.space)
+        if self.training and self.read_gate:
+            # R² far below 0 (an untrained model's wild guesses) counts as -1, the worst a
+            # categorical margin can be, so that it does not hold the gate shut for long
+            self._follow_margin(r2.clamp(min=-1.0), torch.ones_like(r2, dtype=torch.bool))
+        return loss, {**per_component("action_r2", r2, self.space), **self._gate_metrics()}
+
+    def _gate_metrics(self) -> dict[str, Tensor]:
+        if not self.read_gate:
+            return {}
+        gate = self.gate()
+        return {
+            **per_component("action_gate", gate, self.space),
+            **per_target_metrics("target_gate", gate, self.space),
+        }
 
     @torch.no_grad()
-    def _follow_margin(self, margin: Tensor) -> None:
-        """Fold one batch's ``[T]`` accuracy above the majority rate into the gate's running
-        means, on the device; skipped for a target not defined in the batch (NaN) or whose
-        majority class has not been counted yet (the floor is then a blind guess)."""
-        counted = (self.seen_classes.sum(dim=1) > 0) & ~torch.isnan(margin)
+    def _follow_margin(self, margin: Tensor, counted: Tensor) -> None:
+        """Fold one batch's ``[T]`` margin above the floor into the gate's running means, on
+        the device; skipped for a target not defined in the batch (NaN) or not ``counted``
+        (``[T]`` bool: its floor is known)."""
+        counted = counted & ~torch.isnan(margin)
         m = self.GATE_MOMENTUM
         followed = m * self.read_margin + (1.0 - m) * torch.nan_to_num(margin)
         self.read_margin.copy_(torch.where(counted, followed, self.read_margin))

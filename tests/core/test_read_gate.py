@@ -21,9 +21,10 @@ def targets(classes: list[list[int]], mask: list[list[bool]] | None = None) -> A
     return ActionTargets(classes=c, values=c.float(), mask=m)
 
 
-def test_the_gate_scales_each_targets_gradient_into_the_inputs_not_the_models_own():
+@pytest.mark.parametrize("output", ["categorical", "regression"])
+def test_the_gate_scales_each_targets_gradient_into_the_inputs_not_the_models_own(output):
     torch.manual_seed(0)
-    model = InverseModel(6, two_targets(), hidden=16, read_gate=0.05).eval()
+    model = InverseModel(6, two_targets(), hidden=16, output=output, read_gate=0.05).eval()
     # a margin of noise (under 2 points) opens nothing; 2 + 2.5 points opens half
     model.read_margin.copy_(torch.tensor([0.015, 0.045]))
     assert model.gate().tolist() == pytest.approx([0.0, 0.5])
@@ -39,7 +40,9 @@ def test_the_gate_scales_each_targets_gradient_into_the_inputs_not_the_models_ow
         for m in (model, plain):
             inputs = (h_a.clone().requires_grad_(), h_b.clone().requires_grad_())
             m.zero_grad()
-            loss, _ = m.loss(m.gated(*inputs), y)
+            out = m.gated(*inputs)
+            assert out.shape == m(*inputs).shape
+            loss, _ = m.loss(out, y)
             loss.backward()
             grads.append((loss, inputs[0].grad, [p.grad.clone() for p in m.parameters()]))
         (loss_g, input_g, params_g), (loss_p, input_p, params_p) = grads
@@ -106,13 +109,24 @@ def test_an_action_nobody_reads_leaves_the_encoder_to_the_ssl_loss():
     assert not any(k.startswith("action_gate/") for k in metrics)
 
 
-@pytest.mark.parametrize(
-    ("settings", "message"),
-    [
-        (dict(read_gate=-0.1), "read_gate=-0.1 must be a number >= 0"),
-        (dict(read_gate=0.05, output="regression"), "only inverse_output=categorical has"),
-    ],
-)
-def test_a_gate_that_cannot_work_is_refused(settings, message):
-    with pytest.raises(ValueError, match=message):
-        InverseModel(6, two_targets(), **settings)
+def test_a_regression_model_is_gated_by_the_share_of_variance_it_reads():
+    # the floor of a regression is guessing the batch's mean (R² 0); far worse counts as -1,
+    # so that an untrained model's wild guesses do not hold the gate shut for long
+    model = InverseModel(6, two_targets(), hidden=16, output="regression", read_gate=0.05)
+    y = targets([[0, 0], [0, 1], [1, 0], [1, 1]])
+    prediction = torch.stack([y.values[:, 0], torch.full((4,), 3.0)], dim=1)  # shift exact
+    _, metrics = model.train().loss(prediction, y)
+    assert metrics["action_r2/gain"] == pytest.approx(1 - 6.5 / 0.25)
+    assert model.read_margin.tolist() == pytest.approx([0.02, -0.02])
+    assert metrics["action_gate/shift"] == 0.0  # 2 points: read at all, not yet let through
+    for _ in range(200):
+        model.loss(prediction, y)
+    assert model.gate().tolist() == [1.0, 0.0]
+    before = model.read_margin.clone()
+    model.eval().loss(prediction, y)
+    assert torch.equal(model.read_margin, before)
+
+
+def test_a_gate_that_cannot_work_is_refused():
+    with pytest.raises(ValueError, match="read_gate=-0.1 must be a number >= 0"):
+        InverseModel(6, two_targets(), read_gate=-0.1)
