@@ -3,8 +3,9 @@ action encoder (embeds the action for an action-conditioned forward predictor)."
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -212,7 +213,8 @@ class InverseModel(nn.Module):
         live = self(*inputs)
         if not self.read_gate:
             return live
-        detached = self(*(x.detach() for x in inputs))
+        with running_statistics_kept(self):  # one step moves them once, as without a gate
+            detached = self(*(x.detach() for x in inputs))
         g = self.gate().view(1, -1, *([1] * (live.dim() - 2)))  # [B, T, C] or [B, T]
         return g * live + (1.0 - g) * detached
 
@@ -289,6 +291,23 @@ class InverseModel(nn.Module):
         m = self.GATE_MOMENTUM
         followed = m * self.read_margin + (1.0 - m) * torch.nan_to_num(margin)
         self.read_margin.copy_(torch.where(counted, followed, self.read_margin))
+
+
+@contextlib.contextmanager
+def running_statistics_kept(module: nn.Module) -> Iterator[None]:
+    """In training, ``module``'s batch norms normalise by each batch's statistics without
+    folding them into their running ones (nor counting the batch) inside the block."""
+    norms = [
+        m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        if module.training and m.track_running_stats
+    ]  # fmt: skip
+    for m in norms:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m in norms:
+            m.track_running_stats = True
 
 
 def per_component(prefix: str, per_target: Tensor, space: ActionSpace) -> dict[str, Tensor]:

@@ -97,25 +97,31 @@ def test_the_frame_reader_options_reach_the_model_and_need_frame_input(tmp_path,
         assert f"{option}=true" in error[0] and "needs inverse_input=frames" in error[0]
 
 
-def test_the_read_gate_reaches_the_model_logs_each_targets_share_and_needs_categories(
-    tmp_path, capsys
-):
+def test_the_default_read_gate_reaches_the_model_and_logs_each_targets_share(tmp_path, capsys):
     data = ["data.n_per_class=5", *TINY]
     run = ["run_dir=run", "trainer.max_steps=3", "trainer.log_every=1"]
-    assert main(["pretrain", *data, *run, "efference.read_gate=0.05"]) == 0
+    assert main(["pretrain", *data, *run]) == 0  # the composed default gates
     assert "the read gate let into the encoder this share of each one's gradient" in (
         capsys.readouterr().out
     )
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["efference"]["read_gate"] == 0.05
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)["model"]
     assert state["inverse.read_margin"].shape == (2,)  # the time shift and the pitch shift
     rows = read_metrics(tmp_path / "run")
     assert [row["target_gate/geometry.shift_x"] for row in rows][0] == 0.0  # shut at first
     assert all(0.0 <= row["target_gate/geometry.shift_y"] <= 1.0 for row in rows)
-    # a gate needs accuracies to compare with majority rates: one line, the key named
-    other = ["run_dir=other", "efference.read_gate=0.05", "efference.inverse_output=regression"]
-    assert main(["pretrain", *data, *other]) == 2
-    error = capsys.readouterr().err.strip().splitlines()
-    assert len(error) == 1 and "only inverse_output=categorical has" in error[0], error
+    # a regression is gated by the share of variance it reads; efference.read_gate=0: no gate
+    for name, setting in (("regression", "efference.inverse_output=regression"),
+                          ("off", "efference.read_gate=0")):  # fmt: skip
+        assert main(["pretrain", *data, *run[1:], f"run_dir={name}", setting]) == 0
+        rows = read_metrics(tmp_path / name)
+        gated = sorted(key for key in rows[0] if key.startswith("target_gate/"))
+        if name == "off":
+            assert gated == []
+        else:  # shut at first, as the categorical one
+            assert gated == ["target_gate/geometry.shift_x", "target_gate/geometry.shift_y"]
+            assert all(rows[0][key] == 0.0 for key in gated)
 
 
 def test_a_run_of_the_separate_pipeline_says_how_to_go_on_under_the_composed_default(

@@ -63,7 +63,7 @@ MISTAKES = [
     (vision, ["compare", "trainer.epochs=0"], "trainer.epochs=0 with trainer.max_steps=0 trains no step"),
     (audio, ["compare", "compare.seeds=[]"], "compare.seeds=[] is not valid: expected at least one item"),
     (audio, ["pretrain", "efference.lambda_manip_warmup=1.5"], "efference.lambda_manip_warmup=1.5 is not valid: expected a number (>= 0 and <= 1) (default 0.5)"),
-    (audio, ["pretrain", "efference.read_gate=5"], "efference.read_gate=5 is not valid: expected a number (>= 0 and <= 1) (default 0.0)"),
+    (audio, ["pretrain", "efference.read_gate=5"], "efference.read_gate=5 is not valid: expected a number (>= 0 and <= 1) (default 0.05)"),
     (vision, ["pretrain", "efference=both", "efference.forward_head=projector"], "efference.forward_head='projector' is not valid; allowed values: shared, own"),
     (vision, ["pretrain", "augment.jitterp=0.5"], "unknown config key 'augment.jitterp'; did you mean 'augment.jitter_p'?"),
     (vision, ["pretrain", "augment.jitter_p=2"], "augment.jitter_p=2 is not valid: expected a number or a list of numbers (>= 0 and <= 1) (default 0.8)"),

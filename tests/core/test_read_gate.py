@@ -53,6 +53,21 @@ def test_the_gate_scales_each_targets_gradient_into_the_inputs_not_the_models_ow
             assert torch.allclose(g, p, atol=1e-7)
 
 
+def test_the_gates_second_pass_moves_the_running_statistics_as_one_pass_would():
+    torch.manual_seed(0)
+    gated = InverseModel(6, two_targets(), hidden=16, read_gate=0.05).train()
+    plain = copy.deepcopy(gated)
+    plain.read_gate = 0.0
+    inputs = torch.randn(8, 6), torch.randn(8, 6)
+    for model in (gated, plain):
+        model.gated(*inputs)
+    buffers = dict(plain.named_buffers())
+    moved = [name for name in buffers if "running_mean" in name]
+    assert moved and all(buffers[name].abs().sum() > 0 for name in moved)
+    for name, value in gated.named_buffers():
+        assert torch.equal(value, buffers[name]), name
+
+
 def test_the_gate_follows_each_targets_accuracy_above_its_majority_rate():
     model = InverseModel(6, two_targets(), hidden=16, read_gate=0.05).train()
     y = targets([[0, 0], [0, 0], [1, 0], [1, 1]])  # majority rates: shift 1/2, gain 3/4
