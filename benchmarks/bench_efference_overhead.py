@@ -5,10 +5,10 @@ two 64 x 96 views (made once by the composed audio pipeline from 5 s clips, with
 action records) is used for every step. Six modes: no efference copy, the inverse
 model on the pooled backbone features (``inverse_input=backbone``), on the frame
 sequences as well (``inverse_input=frames``), and the same with the action loss's weight
-ramped over the first half of the run (``lambda_manip_warmup=0.5``: what
-``augment=composed`` ships; each step sets the ramp as the Trainer does), and that with
-the forward model's own head as well (``efference=both``, ``forward_head=own``), or with
-the read gate (``read_gate=0.05``: the inverse model runs twice). Prints the
+ramped over the first half of the run (``lambda_manip_warmup=0.5``; each step sets the
+ramp as the Trainer does), and that with the forward model's own head as well
+(``efference=both``, ``forward_head=own``), or with the read gate (``read_gate=0.05``: the
+inverse model runs twice; what ``augment=composed`` ships). Prints the
 median step time of each mode over ``--steps`` steps after ``--warmup`` steps (the modes
 take turns step by step, in a rotating order), and each inverse mode's ratio to plain BYOL.
 
@@ -29,17 +29,18 @@ from stec_audio.augment import COMPOSED_AUDIO_PIPELINE, COMPOSED_EFFERENCE, buil
 from stec_audio.encoders import AudioNTT2020
 
 # the BYOL keywords of each mode; the last is what augment=composed ships: the frame
-# reader, its loss weight ramped over the first half of the run
-CONSTANT = {"efference": "inverse", **COMPOSED_EFFERENCE, "lambda_manip_warmup": 0.0}
+# reader, its loss weight ramped over the first half of the run, the read gate
+UNGATED = {"efference": "inverse", **COMPOSED_EFFERENCE, "read_gate": 0.0}
+CONSTANT = {**UNGATED, "lambda_manip_warmup": 0.0}
 MODES: dict[str, dict] = {
     "off": {"efference": "off"},
     "inverse": {**CONSTANT, "inverse_input": "backbone"},
     "inverse_frames": CONSTANT,
-    "inverse_frames_warmup": {"efference": "inverse", **COMPOSED_EFFERENCE},
+    "inverse_frames_warmup": UNGATED,
     # the same with the forward model's own head beside the inverse model (EquiMod)
-    "both_own_head": {"efference": "both", **COMPOSED_EFFERENCE, "forward_head": "own"},
-    # the shipped inverse model with the read gate (a second pass of the inverse model)
-    "inverse_read_gate": {"efference": "inverse", **COMPOSED_EFFERENCE, "read_gate": 0.05},
+    "both_own_head": {**UNGATED, "efference": "both", "forward_head": "own"},
+    # what ships: the same with the read gate (a second pass of the inverse model)
+    "inverse_read_gate": {"efference": "inverse", **COMPOSED_EFFERENCE},
 }
 
 

@@ -243,7 +243,8 @@ class Check:
     def _trainer(self, method: str, efference: str, d: int, batch_size: int | None = None):
         """A Trainer of AudioNTT2020 on random whole clips through the default pipeline
         (the composed map), its inverse model as ``augment=composed`` sets it: reading the
-        frame sequences, its loss 0.3 reached over the first half of the run."""
+        frame sequences, its loss 0.3 reached over the first half of the run, gated by how
+        well each action is read."""
         import torch
 
         from stec import TwoViews, build_method

@@ -26,6 +26,7 @@ from typing import Any
 from stec.engine.checkpoint import (
     RUN_CHECKPOINT,
     Advise,
+    continuing_overrides,
     setting_changes,
     settings_of,
     training_changes,
@@ -176,7 +177,7 @@ def run_plan(
 def _refuse_other_training(runs: list, out_dir: Path, advise: Advise | None = None) -> None:
     """Stop before any run if a pretraining arm's checkpoint was trained with settings a
     resume would refuse: mixing them into this comparison would compare other trainings."""
-    refused, advice = [], ""
+    refused, advice, overrides = [], "", set()
     for arm, seed, run_dir, _, config in runs:
         trained = _read_json(run_dir / "config.json")
         if arm.kind != "pretrain" or config is None or not isinstance(trained, dict):
@@ -187,7 +188,11 @@ def _refuse_other_training(runs: list, out_dir: Path, advise: Advise | None = No
         if changes:
             refused.append(f"{arm.name} seed {seed} ({'; '.join(changes)})")
             advice = advice or (advise(trained, config) if advise else "")
+            overrides.add(tuple(continuing_overrides(with_trainer_defaults(trained), config)))
     if refused:
+        # overrides that continue every refused arm alike, when there are such
+        (same,) = overrides if len(overrides) == 1 else ((),)
+        advice = advice or (f"or add {' '.join(same)} to continue them" if same else "")
         raise ConfigError(
             f"the comparison in {out_dir} holds arms trained with other settings than these: "
             f"{', '.join(refused)}. Use a new compare.out for these settings (or delete those "

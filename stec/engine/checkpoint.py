@@ -8,7 +8,9 @@ leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
+import math
 import pickle
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -215,6 +217,48 @@ def setting_changes(
 
     walk(old, new, "")
     return changes
+
+
+def override_of(key: str, value: Any) -> str | None:
+    """``key=value`` as a command-line override that reads back as ``value``, or None for
+    a value it would not (a list, a mapping, text with spaces or signs)."""
+    if value is None or isinstance(value, bool):
+        return f"{key}={'null' if value is None else str(value).lower()}"
+    if isinstance(value, int | float) and math.isfinite(value):
+        return f"{key}={value!r}"
+    if isinstance(value, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_./-]*", value):
+        return f"{key}={value}"
+    return None
+
+
+def continuing_overrides(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """The overrides that give back ``saved``'s settings where ``now`` changed them (those
+    :func:`training_changes` names), or [] when some change has none (a key added or
+    removed, a list or a mapping changed): then only the list of changes can guide."""
+    old, new = with_keys_added(saved), with_keys_added(now)
+    overrides = []
+    for change in training_changes(saved, now):
+        key = change.split(": ", 1)[0]
+        values = [_at(config, key) for config in (old, new)]
+        if any(v is _MISSING or isinstance(v, dict) for v in values):
+            return []
+        override = override_of(key, values[0])
+        if override is None:
+            return []
+        overrides.append(override)
+    return overrides
+
+
+_MISSING = object()
+
+
+def _at(config: dict[str, Any], dotted: str) -> Any:
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
 
 
 def training_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:

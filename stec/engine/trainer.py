@@ -36,6 +36,7 @@ from stec.engine.checkpoint import (
     RUN_CHECKPOINT,
     CheckpointError,
     ResumeRefused,
+    continuing_overrides,
     load_checkpoint,
     load_module_state,
     rank_entry,
@@ -276,16 +277,17 @@ class Trainer:
                 f"{err}; it cannot be resumed: start afresh in a new run_dir=..., or replace "
                 "this run with trainer.overwrite=true instead of trainer.resume"
             ) from err
-        changes = training_changes(
-            with_trainer_defaults(state.get("config") or {}), self.run_config
-        )
+        saved = with_trainer_defaults(state.get("config") or {})
+        changes = training_changes(saved, self.run_config)
         if changes:
+            overrides = continuing_overrides(saved, self.run_config)
             raise ResumeRefused(
                 f"checkpoint {path} was trained with other settings than this run: "
                 f"{'; '.join(changes)}. Resume with the checkpoint's settings (a resume may "
                 f"change only the budget, the loader, logging, devices, where the data lies "
                 f"and the evaluation: docs/training.md), or start afresh: train into a new "
-                f"run_dir without trainer.resume",
+                f"run_dir without trainer.resume"
+                + (f"; or add {' '.join(overrides)} to continue it" if overrides else ""),
                 trained=state.get("config"),
             )
         if state["step"] > self.total_steps:  # its weights would be sold as this budget's

@@ -129,11 +129,14 @@ COMPOSED_AUDIO_PIPELINE: dict[str, dict[str, Any]] = {
 COMPOSED_AUDIO_PIPELINE["fader"]["predict"] = False
 DEFAULT_AUDIO_PIPELINE = COMPOSED_AUDIO_PIPELINE
 #: the inverse model ``augment=composed`` sets with its map (``build_method`` keywords): the
-#: frame sequences it reads the time shift from, its loss 0.3 reached over half the run
+#: frame sequences it reads the time shift from, its loss 0.3 reached over half the run,
+#: each action training the encoder only once read (the read gate), no split of features
 COMPOSED_EFFERENCE: dict[str, Any] = {
     "inverse_input": "frames",
     "lambda_manip": 0.3,
     "lambda_manip_warmup": 0.5,
+    "read_gate": 0.05,
+    "equivariant_dims": 0,
 }
 
 

@@ -4,6 +4,7 @@ inverse model, and what the run records of them."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -124,6 +125,31 @@ def test_the_default_read_gate_reaches_the_model_and_logs_each_targets_share(tmp
             assert all(rows[0][key] == 0.0 for key in gated)
 
 
+def test_a_run_made_before_the_read_gate_joined_the_default_says_how_to_continue_it(
+    tmp_path, capsys
+):
+    data = ["data.n_per_class=2", *TINY]
+    before = ["efference.read_gate=0.0", "run_dir=run", "trainer.max_steps=2"]  # as older runs
+    assert main(["pretrain", *data, *before]) == 0
+    capsys.readouterr()
+    resume = ["run_dir=run", "trainer.max_steps=3", "trainer.resume=auto"]
+    assert main(["pretrain", *data, *resume]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "efference.read_gate: 0.0 -> 0.05" in error[0], error
+    assert error[0].endswith("; or add efference.read_gate=0.0 to continue it")
+    assert main(["pretrain", *data, *resume, "efference.read_gate=0.0"]) == 0  # as it says
+    assert "done: step 3" in capsys.readouterr().out
+    # a comparison holding such arms says the same, for them all
+    arm = tmp_path / "cmp" / "simclr-inverse" / "seed0"
+    arm.parent.mkdir(parents=True)
+    (tmp_path / "run").rename(arm)
+    compare = ["compare.methods=[simclr]", "compare.efference=[inverse]", "compare.seeds=[0]",
+               "compare.floors=[]", "compare.out=cmp", "trainer.max_steps=3"]  # fmt: skip
+    assert main(["compare", *data, *compare]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].endswith("or add efference.read_gate=0.0 to continue them")
+
+
 def test_a_run_of_the_separate_pipeline_says_how_to_go_on_under_the_composed_default(
     tmp_path, capsys
 ):
@@ -170,10 +196,13 @@ def test_a_run_made_before_the_composed_map_existed_counts_as_separate():
 def test_the_python_constants_of_the_composed_group_are_its_config():
     from omegaconf import OmegaConf
 
+    import configs
     from stec.compose import compose_config
     from stec_audio.augment import COMPOSED_AUDIO_PIPELINE, COMPOSED_EFFERENCE
 
     cfg = OmegaConf.to_container(compose_config("audio", []), resolve=True)  # the default
+    group = OmegaConf.load(Path(configs.__file__).parent / "audio" / "augment" / "composed.yaml")
+    assert set(COMPOSED_EFFERENCE) == set(group.efference)  # every key the group sets
     for key, value in COMPOSED_EFFERENCE.items():
         assert cfg["efference"][key] == value, key
     for name, section in cfg["augment"].items():  # what is on, and what is predicted

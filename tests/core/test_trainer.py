@@ -327,7 +327,33 @@ def test_resume_refuses_a_checkpoint_trained_with_other_settings(tmp_path):
         assert change in message
     assert "evaluate" not in message and "num_workers" not in message
     assert "new run_dir" in message
+    # the line ends with the overrides that give back the checkpoint's settings
+    assert message.endswith(
+        "; or add augment.rrc.enabled=true method.temperature=0.2 seed=0 trainer.lr=0.001 "
+        "to continue it"
+    )
     assert load_checkpoint(tmp_path / "checkpoints/last.pt")["step"] == 5
+    # a key added or removed has no such override: the line does not pretend it has
+    extra = {**changed, "method": {"name": "simclr", "temperature": 0.2, "norm": "batch"}}
+    with pytest.raises(CheckpointError) as refused:
+        make_trainer(tmp_path, max_steps=8, resume="auto", run_config=extra).fit()
+    assert "method.norm: added ('batch')" in str(refused.value)
+    assert "to continue it" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "override"),
+    [(True, "k=true"), (None, "k=null"), (0.05, "k=0.05"), (3, "k=3"), ("frames", "k=frames"),
+     ("a b", None), ([1, 2], None), ({"a": 1}, None)],
+)  # fmt: skip
+def test_an_override_is_offered_only_where_it_reads_back_as_the_value(value, override):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from stec.engine.checkpoint import override_of
+
+    assert override_of("k", value) == override
+    if override is not None:  # Hydra reads it as the value itself
+        assert OverridesParser.create().parse_override(override).value() == value
 
 
 RUN = {
