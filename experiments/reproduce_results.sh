@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces docs/RESULTS.md from scratch on a CPU machine (no download): 3-seed
 # comparisons with floors on the two built-in sound sets and the demo shapes, then copies
-# their tables and plots into docs/results/. About 20 hours on 2 cores, summed from the
+# their tables and plots into docs/results/. About 21 hours on 2 cores, summed from the
 # arms' times (a SimCLR arm takes 4-7 minutes, its sound event detection 3 more, a BYOL
 # arm 10, an arm at 4x the budget about 17); each compare skips the
 # runs already done and resumes an arm from its last checkpoint, so an interrupted run
@@ -13,7 +13,9 @@ repo="$(cd "$(dirname "$0")/.." && pwd)"
 work="${1:-comparisons}"
 mkdir -p "$work"
 cd "$work"
-quiet=(trainer.progress=false)
+# every comparison but those of the read gate was made before the gate joined the composed
+# group: efference.read_gate=0 reproduces them (the separate pipeline's and vision's value)
+quiet=(trainer.progress=false efference.read_gate=0)
 # the composed group as measured before its action loss weighed in over the first half
 # of the run (a constant 0.3)
 c03=(augment=composed efference.lambda_manip_warmup=0)
@@ -255,17 +257,33 @@ stec-audio compare compare.methods=[simclr] compare.floors=[] augment=separate \
     compare.efference=[off,inverse] compare.seeds=[0,1,2] compare.out=audio_separate_today "${quiet[@]}"
 for out in audio_separate_gate:separate audio_composed_gate:composed; do
     stec-audio compare compare.methods=[simclr] compare.floors=[] augment="${out#*:}" \
-        compare.efference=[inverse] efference.read_gate=0.05 compare.seeds=[0,1,2] \
-        compare.out="${out%%:*}" "${quiet[@]}"
+        compare.efference=[inverse] compare.seeds=[0,1,2] compare.out="${out%%:*}" \
+        "${quiet[@]}" efference.read_gate=0.05
 done
 {
     python "${paired[@]}" audio_separate_today audio_separate_today --arm simclr-off --arm-b simclr-inverse
     python "${paired[@]}" audio_separate_today audio_separate_gate --arm simclr-off --arm-b simclr-inverse
     python "${paired[@]}" audio_separate_today audio_separate_gate --arm simclr-inverse --arm-b simclr-inverse
 } > audio_separate_gate/paired.txt
-for arm in simclr-inverse simclr-off; do
-    python "${paired[@]}" audio_composed_warmup audio_composed_gate --arm "$arm" --arm-b simclr-inverse
-done > audio_composed_gate/paired_vs_shipped.txt
+# the gate in the composed group (its default since): 5 seeds on both corpora, paired with
+# the group before it (the same seeds of its inverse and invariant arms)
+for corpus in audio notes; do
+    data=()
+    [ "$corpus" = notes ] && data=(data=notes)
+    stec-audio compare "${data[@]}" compare.methods=[simclr] compare.floors=[] \
+        compare.efference=[inverse] compare.seeds=[0,1,2,3,4] \
+        compare.out="${corpus}_composed_gate" trainer.progress=false
+    for arm in simclr-inverse simclr-off; do
+        python "${paired[@]}" "${corpus}_composed_warmup" "${corpus}_composed_gate" --arm "$arm" \
+            --arm-b simclr-inverse
+    done > "${corpus}_composed_gate/paired_vs_shipped.txt"
+done
+# the group before the gate at 4x the budget, seed 2 (its invariant arm is audio_composed_4x_seed2's)
+stec-audio compare compare.methods=[simclr] compare.floors=[] compare.efference=[inverse] \
+    compare.seeds=[2] trainer.epochs=120 compare.out=audio_composed_warmup_4x_seed2 "${quiet[@]}"
+python "${paired[@]}" audio_composed_warmup_4x,audio_composed_4x_seed1,audio_composed_4x_seed2 \
+    audio_composed_warmup_4x,audio_composed_warmup_4x_seed1,audio_composed_warmup_4x_seed2 \
+    --arm simclr-off --arm-b simclr-inverse > audio_composed_warmup_4x_seed2/paired_vs_off.txt
 python "${paired[@]}" notes_composed_5seeds notes_composed_lambda01 --arm simclr-inverse \
     > notes_composed_lambda01/paired_vs_shipped.txt
 python "${paired[@]}" audio_composed audio_composed_lambda01 --arm simclr-inverse \
@@ -333,7 +351,8 @@ for name in audio audio_byol notes audio_pitch audio_pitch_readable audio_compos
     audio_composed_mixup_4x audio_composed_mixup_4x_seed1 audio_composed_mixclip \
     notes_composed_mixclip audio_composed_mixclip_4x audio_composed_equimod audio_composed_equimod_4x \
     notes_composed_equimod audio_composed_sie notes_composed_sie audio_composed_warmup_4x_seed1 \
-    audio_separate_today audio_separate_gate audio_composed_gate vision vision_dense vision_dense30; do
+    audio_separate_today audio_separate_gate audio_composed_gate notes_composed_gate \
+    audio_composed_warmup_4x_seed2 vision vision_dense vision_dense30; do
     mkdir -p "$repo/docs/results/$name"
     cp "$name"/comparison*.csv "$name"/comparison.json "$name"/report.md "$name"/*.png \
         "$repo/docs/results/$name/"
