@@ -190,32 +190,50 @@ def settings_of(
     return keep(config, "")
 
 
-def setting_changes(
-    old: dict[str, Any], new: dict[str, Any], ignore: Sequence[str] = RESUMABLE
-) -> list[str]:
-    """Every difference between two run configs outside ``ignore`` and the keys both make
-    inert (:func:`inactive_keys`), as ``"key: old -> new"``, ``"key: added (value)"`` or
-    ``"key: removed (was value)"``, sorted by key."""
+#: a key one of two configs does not hold (see :func:`_differences`)
+ABSENT = object()
+
+
+def _differences(
+    old: dict[str, Any], new: dict[str, Any], ignore: Sequence[str]
+) -> list[tuple[str, Any, Any]]:
+    """``(key, old value, new value)`` of every difference between two run configs outside
+    ``ignore`` and the keys both make inert (:func:`inactive_keys`), sorted by key;
+    :data:`ABSENT` stands for a key one of them lacks."""
     old, new = with_keys_added(old), with_keys_added(new)
     inert = set(inactive_keys(old)) & set(inactive_keys(new))
     ignore = (*ignore, *inert)
-    changes: list[str] = []
+    found: list[tuple[str, Any, Any]] = []
 
     def walk(a: dict[str, Any], b: dict[str, Any], prefix: str) -> None:
         for key in sorted(set(a) | set(b), key=str):
             path = f"{prefix}{key}"
             if _covered(path, ignore):
                 continue
-            if key not in b:
-                changes.append(f"{path}: removed (was {a[key]!r})")
-            elif key not in a:
-                changes.append(f"{path}: added ({b[key]!r})")
-            elif isinstance(a[key], dict) and isinstance(b[key], dict):
-                walk(a[key], b[key], path + ".")
-            elif a[key] != b[key]:
-                changes.append(f"{path}: {a[key]!r} -> {b[key]!r}")
+            before, after = a.get(key, ABSENT), b.get(key, ABSENT)
+            if isinstance(before, dict) and isinstance(after, dict):
+                walk(before, after, path + ".")
+            elif before is ABSENT or after is ABSENT or before != after:
+                found.append((path, before, after))
 
     walk(old, new, "")
+    return found
+
+
+def setting_changes(
+    old: dict[str, Any], new: dict[str, Any], ignore: Sequence[str] = RESUMABLE
+) -> list[str]:
+    """Every difference between two run configs outside ``ignore`` and the keys both make
+    inert (:func:`inactive_keys`), as ``"key: old -> new"``, ``"key: added (value)"`` or
+    ``"key: removed (was value)"``, sorted by key."""
+    changes = []
+    for key, before, after in _differences(old, new, ignore):
+        if after is ABSENT:
+            changes.append(f"{key}: removed (was {before!r})")
+        elif before is ABSENT:
+            changes.append(f"{key}: added ({after!r})")
+        else:
+            changes.append(f"{key}: {before!r} -> {after!r}")
     return changes
 
 
@@ -235,30 +253,13 @@ def continuing_overrides(saved: dict[str, Any], now: dict[str, Any]) -> list[str
     """The overrides that give back ``saved``'s settings where ``now`` changed them (those
     :func:`training_changes` names), or [] when some change has none (a key added or
     removed, a list or a mapping changed): then only the list of changes can guide."""
-    old, new = with_keys_added(saved), with_keys_added(now)
     overrides = []
-    for change in training_changes(saved, now):
-        key = change.split(": ", 1)[0]
-        values = [_at(config, key) for config in (old, new)]
-        if any(v is _MISSING or isinstance(v, dict) for v in values):
-            return []
-        override = override_of(key, values[0])
-        if override is None:
+    for key, before, after in _differences(saved, now, RESUMABLE):
+        override = None if after is ABSENT or before is ABSENT else override_of(key, before)
+        if override is None or isinstance(after, dict):
             return []
         overrides.append(override)
     return overrides
-
-
-_MISSING = object()
-
-
-def _at(config: dict[str, Any], dotted: str) -> Any:
-    node: Any = config
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return _MISSING
-        node = node[part]
-    return node
 
 
 def training_changes(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:

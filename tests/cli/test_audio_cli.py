@@ -144,13 +144,19 @@ def test_save_embeddings_writes_text_ids_whatever_their_type(tmp_path):
         save_embeddings(tmp_path / "f.npy", ids, labels[:2], features[:2])
 
 
-def test_manifest_clips_listed_but_absent_are_named_in_the_summary(tmp_path, capsys):
-    folder = tmp_path / "clips"
+def manifest_rows(folder, n: int, label=lambda i: i % 2) -> list[str]:
+    """``n`` clips of two tones written to ``folder``, and their manifest's rows (a header,
+    then ``clips/c<i>.wav,<label(i)>,<fold>``)."""
     folder.mkdir()
     rows = ["path,label,fold"]
-    for i in range(10):
+    for i in range(n):
         sf.write(folder / f"c{i}.wav", tone(300.0 + 900 * (i % 2), 16000), 16000)
-        rows.append(f"clips/c{i}.wav,{i % 2},{1 + i % 5}")
+        rows.append(f"{folder.name}/c{i}.wav,{label(i)},{1 + i % 5}")
+    return rows
+
+
+def test_manifest_clips_listed_but_absent_are_named_in_the_summary(tmp_path, capsys):
+    rows = manifest_rows(tmp_path / "clips", 10)
     rows += ["clips/gone_a.wav,0,1", "clips/gone_b.wav,1,2"]
     (tmp_path / "list.csv").write_text("\n".join(rows) + "\n")
     data = ["data=manifest", f"data.root={tmp_path / 'list.csv'}", "data.prepared=prep"]
@@ -166,12 +172,7 @@ def test_manifest_clips_listed_but_absent_are_named_in_the_summary(tmp_path, cap
 def test_manifest_clips_without_a_label_are_left_out_of_the_probe_and_named(tmp_path, capsys):
     # unlabelled clips are data for pretraining; the class probe leaves them out, says so,
     # and scores the labelled ones as it would without them
-    folder = tmp_path / "clips"
-    folder.mkdir()
-    rows = ["path,label,fold"]
-    for i in range(12):
-        sf.write(folder / f"c{i}.wav", tone(300.0 + 900 * (i % 2), 16000), 16000)
-        rows.append(f"clips/c{i}.wav,{'' if i >= 10 else i % 2},{1 + i % 5}")
+    rows = manifest_rows(tmp_path / "clips", 12, label=lambda i: "" if i >= 10 else i % 2)
     (tmp_path / "list.csv").write_text("\n".join(rows) + "\n")
     (tmp_path / "labelled.csv").write_text("\n".join(rows[:11]) + "\n")
     common = ["checkpoint=random", "data=manifest", "data.prepared=prep", *TINY]
