@@ -166,8 +166,8 @@ COMMON_RULES: dict[str, Rule] = {
     "evaluate.knn_k": at_least(1),
     "evaluate.embed_batch_size": at_least(1),
     "evaluate.device": Rule(check=device_problem),
-    "compare.methods": one_of("simclr", "byol", "relic"),
-    "compare.efference": one_of("off", "inverse", "forward", "both"),
+    "compare.methods": one_of("simclr", "byol", "relic", filled=True),
+    "compare.efference": one_of("off", "inverse", "forward", "both", filled=True),
     "compare.seeds": at_least(0, kinds=("list[int]",), filled=True),
     "compare.ablate": Rule(kinds=("list[str]",)),
 }

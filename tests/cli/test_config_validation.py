@@ -62,6 +62,8 @@ MISTAKES = [
     (audio, ["pretrain", "trainer.epochs=0"], "trainer.epochs=0 with trainer.max_steps=0 trains no step: set trainer.epochs or trainer.max_steps above 0"),
     (vision, ["compare", "trainer.epochs=0"], "trainer.epochs=0 with trainer.max_steps=0 trains no step"),
     (audio, ["compare", "compare.seeds=[]"], "compare.seeds=[] is not valid: expected at least one item"),
+    (audio, ["compare", "compare.methods=[]"], "compare.methods=[] is not valid: expected at least one item"),
+    (vision, ["compare", "compare.efference=[]"], "compare.efference=[] is not valid: expected at least one item"),
     (audio, ["pretrain", "efference.lambda_manip_warmup=1.5"], "efference.lambda_manip_warmup=1.5 is not valid: expected a number (>= 0 and <= 1) (default 0.5)"),
     (audio, ["pretrain", "efference.read_gate=5"], "efference.read_gate=5 is not valid: expected a number (>= 0 and <= 1) (default 0.05)"),
     (vision, ["pretrain", "efference=both", "efference.forward_head=projector"], "efference.forward_head='projector' is not valid; allowed values: shared, own"),
