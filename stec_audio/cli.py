@@ -13,6 +13,7 @@ stec-audio embed checkpoint=runs/x frames=true out=frames.parquet   # one row pe
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -453,12 +454,22 @@ def _together(cfg: DictConfig) -> list[str]:
             f"(frontend.n_fft={front.n_fft} samples: {front.n_fft / front.sample_rate:g} s)"
         )
     frames = app.frontend_config(cfg).frames(seconds)
+    # a pitch shift as wide as the mel axis can leave a view nothing of the clip to show
+    span = 12 * math.log2(front.f_max / front.f_min) if 0 < front.f_min < front.f_max else 0
     for name, section in cfg.get("augment", {}).items():
-        crop = section.get("frames") if isinstance(section, DictConfig) else None
-        if crop and section.get("enabled") and int(crop) > frames:
+        if not isinstance(section, DictConfig) or not section.get("enabled"):
+            continue
+        crop, semitones = section.get("frames"), section.get("max_semitones")
+        if crop and int(crop) > frames:
             problems.append(
                 f"augment.{name}.frames={crop} is longer than a clip of "
                 f"data.clip_seconds={seconds:g} ({frames} frames)"
+            )
+        if span and semitones is not None and float(semitones) >= span:
+            problems.append(
+                f"augment.{name}.max_semitones={semitones:g} can shift a view off the whole "
+                f"mel axis ({span:.1f} semitones from frontend.f_min={front.f_min:g} to "
+                f"frontend.f_max={front.f_max:g} Hz): give less than {span:.1f}"
             )
     return problems
 

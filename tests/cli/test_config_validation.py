@@ -63,6 +63,8 @@ MISTAKES = [
     (vision, ["compare", "trainer.epochs=0"], "trainer.epochs=0 with trainer.max_steps=0 trains no step"),
     (audio, ["compare", "compare.seeds=[]"], "compare.seeds=[] is not valid: expected at least one item"),
     (audio, ["compare", "compare.methods=[]"], "compare.methods=[] is not valid: expected at least one item"),
+    (audio, ["pretrain", "augment.geometry.max_semitones=100"], "augment.geometry.max_semitones=100 can shift a view off the whole mel axis (84.3 semitones from frontend.f_min=60 to frontend.f_max=7800 Hz): give less than 84.3"),
+    (audio, ["pretrain", "augment=separate", "augment.pitch.enabled=true", "augment.pitch.max_semitones=90"], "augment.pitch.max_semitones=90 can shift a view off the whole mel axis"),
     (vision, ["compare", "compare.efference=[]"], "compare.efference=[] is not valid: expected at least one item"),
     (audio, ["pretrain", "efference.lambda_manip_warmup=1.5"], "efference.lambda_manip_warmup=1.5 is not valid: expected a number (>= 0 and <= 1) (default 0.5)"),
     (audio, ["pretrain", "efference.read_gate=5"], "efference.read_gate=5 is not valid: expected a number (>= 0 and <= 1) (default 0.05)"),
