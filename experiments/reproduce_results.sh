@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces docs/RESULTS.md from scratch on a CPU machine (no download): 3-seed
 # comparisons with floors on the two built-in sound sets and the demo shapes, then copies
-# their tables and plots into docs/results/. About 21 hours on 2 cores, summed from the
+# their tables and plots into docs/results/. About 22 hours on 2 cores, summed from the
 # arms' times (a SimCLR arm takes 4-7 minutes, its sound event detection 3 more, a BYOL
 # arm 10, an arm at 4x the budget about 17); each compare skips the
 # runs already done and resumes an arm from its last checkpoint, so an interrupted run
@@ -278,6 +278,14 @@ for corpus in audio notes; do
             --arm-b simclr-inverse
     done > "${corpus}_composed_gate/paired_vs_shipped.txt"
 done
+# the gated group at 4x the budget, seeds 0-1 (the invariant arms are the group's at 4x)
+stec-audio compare compare.methods=[simclr] compare.floors=[] compare.efference=[inverse] \
+    compare.seeds=[0,1] trainer.epochs=120 compare.out=audio_composed_gate_4x trainer.progress=false
+for base in "audio_composed_warmup_4x,audio_composed_4x_seed1 --arm simclr-off" \
+    "audio_composed_warmup_4x,audio_composed_warmup_4x_seed1 --arm simclr-inverse"; do
+    # shellcheck disable=SC2086 # the folders and the arm, split on purpose
+    python "${paired[@]}" $base audio_composed_gate_4x --arm-b simclr-inverse
+done > audio_composed_gate_4x/paired_vs_shipped.txt
 # the group before the gate at 4x the budget, seed 2 (its invariant arm is audio_composed_4x_seed2's)
 stec-audio compare compare.methods=[simclr] compare.floors=[] compare.efference=[inverse] \
     compare.seeds=[2] trainer.epochs=120 compare.out=audio_composed_warmup_4x_seed2 "${quiet[@]}"
@@ -352,7 +360,7 @@ for name in audio audio_byol notes audio_pitch audio_pitch_readable audio_compos
     notes_composed_mixclip audio_composed_mixclip_4x audio_composed_equimod audio_composed_equimod_4x \
     notes_composed_equimod audio_composed_sie notes_composed_sie audio_composed_warmup_4x_seed1 \
     audio_separate_today audio_separate_gate audio_composed_gate notes_composed_gate \
-    audio_composed_warmup_4x_seed2 vision vision_dense vision_dense30; do
+    audio_composed_warmup_4x_seed2 audio_composed_gate_4x vision vision_dense vision_dense30; do
     mkdir -p "$repo/docs/results/$name"
     cp "$name"/comparison*.csv "$name"/comparison.json "$name"/report.md "$name"/*.png \
         "$repo/docs/results/$name/"
