@@ -190,8 +190,8 @@ def _refuse_other_training(runs: list, out_dir: Path, advise: Advise | None = No
             advice = advice or (advise(trained, config) if advise else "")
             overrides.add(tuple(continuing_overrides(with_trainer_defaults(trained), config)))
     if refused:
-        # overrides that continue every refused arm alike, when there are such
-        (same,) = overrides if len(overrides) == 1 else ((),)
+        # the overrides that continue the refused arms, offered when they are one set for all
+        same = next(iter(overrides)) if len(overrides) == 1 else ()
         advice = advice or (f"or add {' '.join(same)} to continue them" if same else "")
         raise ConfigError(
             f"the comparison in {out_dir} holds arms trained with other settings than these: "

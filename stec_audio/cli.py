@@ -13,7 +13,6 @@ stec-audio embed checkpoint=runs/x frames=true out=frames.parquet   # one row pe
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +33,6 @@ from stec.cli import (
     run_cli,
     save_embeddings,
 )
-from stec.compose import ConfigSchema
-from stec.config_check import Rule, at_least, folder_problem, fraction, one_of, positive
 from stec.engine.rng import EVERY_RANK, GLOBAL_STREAM, SAMPLER_STREAM, stream_seed
 from stec.engine.trainer import resolve_device
 from stec.errors import user_input
@@ -63,6 +60,7 @@ from stec.run_dirs import (
 )
 from stec_audio import app
 from stec_audio.augment import build_audio_pipeline
+from stec_audio.config_schema import SCHEMA, TASKS
 from stec_audio.data.clip_index import ClipIndex, data_summary
 from stec_audio.data.datasets import InMemoryLogMels, collate_skip_bad
 from stec_audio.data.frontend import FrontEndConfig, LogMelNormalizer, NormStats
@@ -83,7 +81,6 @@ from stec_audio.evaluation.sed import (
 from stec_audio.hear import HearModel, audio_export_meta
 
 log = logging.getLogger("stec")
-TASKS = ("clip", "sed")  # evaluate task=: clip-level probe | sound event detection
 
 
 def prepare(cfg: DictConfig) -> None:
@@ -286,11 +283,12 @@ def evaluate_sed(cfg: DictConfig, load_encoder: Callable[[], Any]) -> dict:
     return results
 
 
-def _sed_tasks(cfg: DictConfig, frozen: FrozenEncoder) -> dict[str, dict]:
-    """Sound event detection of the same encoder (written to its own ``sed/results.json``),
-    as two tasks of the clip-level results, so that a comparison shows them side by side."""
+def _sed_tasks(cfg: DictConfig, frozen: FrozenEncoder, out: Path) -> dict[str, dict]:
+    """Sound event detection of the same encoder (written to ``out``, the results' ``sed/``
+    part), as two tasks of the clip-level results, so that a comparison shows them side by
+    side."""
     sed_cfg = cfg.copy()
-    sed_cfg.out = str(part_path(results_path(cfg), "sed"))
+    sed_cfg.out = str(out)
     sed = evaluate_sed(sed_cfg, lambda: frozen)
     return {
         f"sed_{name}": {
@@ -316,8 +314,8 @@ def evaluate(cfg: DictConfig) -> None:
         check_results_free(sed_results_path(cfg))
         evaluate_sed(cfg, lambda: frozen_encoder(cfg))  # checks its options and labels first
         return
-    parts = ["sed"] if cfg.evaluate.with_sed else []
-    check_results_free(results_path(cfg), *(part_path(results_path(cfg), p) for p in parts))
+    path = results_path(cfg)  # once: for init it hashes the weights file
+    check_results_free(path, *([part_path(path, "sed")] if cfg.evaluate.with_sed else []))
     frozen = frozen_encoder(cfg)
     x, y, pos, index, dataset = _embed_split(cfg, frozen, "train")
     if index.multilabel:
@@ -355,14 +353,14 @@ def evaluate(cfg: DictConfig) -> None:
     if cfg.evaluate.action_probe:
         results["action_probe"] = _action_probe(cfg, frozen, dataset)
     if cfg.evaluate.with_sed:
-        results.setdefault("tasks", {}).update(_sed_tasks(cfg, frozen))
+        results.setdefault("tasks", {}).update(_sed_tasks(cfg, frozen, part_path(path, "sed")))
     results.update(
         checkpoint=str(cfg.checkpoint),
         data=cfg.data.name,
         n_clips=len(pos),
         feature_dim=int(x.shape[1]),
     )
-    path = write_results(results_path(cfg), results)
+    write_results(path, results)
     print(format_table(results))
     print(f"results written to {path}")
 
@@ -424,88 +422,6 @@ COMMANDS = {
         ),
     ),
 }
-
-
-def _feature_size(key: str, value: int) -> str | None:
-    if value < 1 or value & (value - 1):
-        return (
-            "expected a power of two: 512, 1024 or 2048 (the sizes of BYOL-A's weights), "
-            "or a smaller one for quick runs"
-        )
-    return None
-
-
-def _together(cfg: DictConfig) -> list[str]:
-    """The front end, the clip length and the crops must fit one another."""
-    front, problems = cfg.frontend, []
-    if front.f_max > front.sample_rate / 2 or front.f_min >= front.f_max:
-        problems.append(
-            f"frontend.f_min={front.f_min}, frontend.f_max={front.f_max}: need f_min < f_max "
-            f"<= half the sample rate ({front.sample_rate / 2:g} Hz)"
-        )
-    if front.win_length > front.n_fft:
-        problems.append(
-            f"frontend.win_length={front.win_length} exceeds frontend.n_fft={front.n_fft}"
-        )
-    seconds = float(cfg.data.clip_seconds)
-    if seconds * front.sample_rate < front.n_fft:
-        problems.append(
-            f"data.clip_seconds={seconds:g} is shorter than one analysis window "
-            f"(frontend.n_fft={front.n_fft} samples: {front.n_fft / front.sample_rate:g} s)"
-        )
-    frames = app.frontend_config(cfg).frames(seconds)
-    # a pitch shift as wide as the mel axis can leave a view nothing of the clip to show
-    span = 12 * math.log2(front.f_max / front.f_min) if 0 < front.f_min < front.f_max else 0
-    for name, section in cfg.get("augment", {}).items():
-        if not isinstance(section, DictConfig) or not section.get("enabled"):
-            continue
-        crop, semitones = section.get("frames"), section.get("max_semitones")
-        if crop and int(crop) > frames:
-            problems.append(
-                f"augment.{name}.frames={crop} is longer than a clip of "
-                f"data.clip_seconds={seconds:g} ({frames} frames)"
-            )
-        if span and semitones is not None and float(semitones) >= span:
-            problems.append(
-                f"augment.{name}.max_semitones={semitones:g} can shift a view off the whole "
-                f"mel axis ({span:.1f} semitones from frontend.f_min={front.f_min:g} to "
-                f"frontend.f_max={front.f_max:g} Hz): give less than {span:.1f}"
-            )
-    return problems
-
-
-#: What the audio keys take beyond their defaults' types (stec.config_check).
-SCHEMA = ConfigSchema(
-    rules={
-        "task": one_of(*TASKS),
-        "data.name": one_of(*app.DATASETS),
-        "data.n_per_class": at_least(1),
-        "data.clip_seconds": positive(),
-        "data.max_bad_fraction": fraction(),
-        "data.prepared": Rule(check=folder_problem),
-        "data.in_memory": one_of("auto", True, False, kinds=("str", "bool")),
-        "data.folds": Rule(kinds=("null", "list[int]")),
-        "data.labels": Rule(kinds=("list[str]",)),
-        "data.segments": Rule(kinds=("list[str]",), filled=True),
-        "frontend.f_min": at_least(0),
-        "frontend.*": positive(),
-        "encoder.name": one_of("audiontt", "resnet"),
-        "encoder.kwargs.d": Rule(check=_feature_size),
-        "augment.*.p": fraction(),
-        "augment.geometry.span": at_least(0, kinds=("float", "null")),
-        "evaluate.action_probe_epochs": at_least(1),
-        "evaluate.sed.context_frames": at_least(0),
-        "evaluate.sed.*collar*": at_least(0),
-        "evaluate.sed.eval_folds": Rule(kinds=("list[int]",)),
-        "evaluate.sed.lambdas": positive(filled=True),
-        "compare.floors": one_of("random", "logmel_stats"),
-    },
-    check=_together,
-    # the pipeline builder checks each component's arguments, the encoder its own
-    open=("augment", "augment.*", "encoder.kwargs"),
-    # read by every audio dataset where given, left out of some data options' defaults
-    optional=("data.folds", "data.labels", "data.esc10", "data.strong_labels"),
-)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
