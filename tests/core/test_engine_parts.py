@@ -205,7 +205,7 @@ def test_keys_of_a_model_the_mode_does_not_build_change_no_result():
     # inert, so a comparison that adds a forward arm to a folder reuses the inverse arm;
     # a forward arm has no inverse model, so the inverse model's own keys are inert
     from stec.engine.checkpoint import settings_of, training_changes
-    from tests.core.test_trainer import _run
+    from tests.core.test_resume_settings import _run
 
     inverse, inverse_own = _run(mode="inverse"), _run(mode="inverse", forward_head="own")
     inverse_wide = _run(mode="inverse", forward_head="own", action_embed_dim=64)
